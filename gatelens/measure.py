@@ -10,8 +10,8 @@ import torch
 from . import data, distributed
 from .errors import GatelensError
 from .models.load import Loaded, load
-from .probes import Gates, Massive, Perplexity, Probe, Rank, Sink, run
-from .results import GatesResult, MassiveResult, PerplexityResult, RankResult, SinkResult
+from .probes import Gates, Massive, Perplexity, Probe, Queries, Rank, Sink, run
+from .results import GatesResult, MassiveResult, PerplexityResult, QueryTrace, RankResult, SinkResult
 
 
 @dataclass
@@ -117,6 +117,16 @@ def rank(model: Loaded | str, inputs: Inputs | None = None, *, batch_size: int =
 def perplexity(model: Loaded | str, inputs: Inputs | None = None, *, batch_size: int = 4, on_batch=None,
                **input_kw) -> PerplexityResult:
     return measure(model, [Perplexity()], inputs, batch_size=batch_size, on_batch=on_batch, **input_kw)[0]
+
+
+def by_query(model: Loaded | str, inputs: Inputs | None = None, *, batch_size: int = 4, on_batch=None,
+             **input_kw) -> QueryTrace:
+    """Each query's weight on the first token and mean gate score (for splitting queries by role).
+
+    `result.split(masks)` averages over chosen queries vs the rest, e.g. a task's trigger tokens
+    (`gatelens.train.tasks.active_queries`) against the dormant ones.
+    """
+    return measure(model, [Queries()], inputs, batch_size=batch_size, on_batch=on_batch, **input_kw)[0]
 
 
 def length_frame(results: list[SinkResult]):

@@ -20,7 +20,7 @@ from .metrics import first_token, gates, massive, rank
 from .models.load import Loaded
 from .models.gated import split_interleaved
 from .results import (Activation, GatesResult, LayerGates, LayerMassive, LayerRank, LayerSink, MassiveResult,
-                      PerplexityResult, RankResult, SinkResult)
+                      PerplexityResult, QueryTrace, RankResult, SinkResult)
 
 
 class Probe:
@@ -291,6 +291,53 @@ class Gates(Probe):
             layers.append(LayerGates(layer=layer, heads={k: v.tolist() for k, v in stats.items()},
                                      hist=t["hist"].sum(0).tolist(), n_scores=int(t["n"].sum())))
         return GatesResult(model=loaded.info.to_dict(), settings=settings, layers=layers)
+
+
+class Queries(Probe):
+    """Per-query trace: each query's weight on key 0 and its mean gate score, averaged over layers and heads.
+
+    Unlike the streaming probes this keeps O(tokens) numbers (one per query and sequence), for the
+    small evaluations where a reader wants to split queries by role (e.g. a task's trigger tokens).
+    """
+
+    listens_to_attention = True
+
+    def attach(self, loaded):
+        self.first: dict[int, list[torch.Tensor]] = {}   # seq id -> per layer [query] (mean over heads)
+        self.gate: dict[int, list[torch.Tensor]] = {}    # seq id -> per gated layer [query] (mean over heads, dims)
+        if not loaded.info.gated:
+            return []
+        return [loaded.attention(layer).get_submodule(loaded.family.gate_module).register_forward_hook(
+            self._hook(loaded)) for layer in loaded.info.attention_layers]
+
+    def _hook(self, loaded):
+        def hook(module, args, output):
+            s = torch.sigmoid(gate_logits(loaded, output).float()).mean((-2, -1))  # [batch, pos]
+            for i in range(s.shape[0]):
+                self.gate.setdefault(self.batch.seq_id(i), []).append(s[i, : int(self.batch.lengths[i])].cpu())
+        return hook
+
+    def on_attention(self, ev, batch):
+        w = first_token.first_token_weights(ev.query, ev.first_key(), ev.lse, ev.scale, ev.mask)  # [b, h, q]
+        check_finite(f"attention of layer {ev.layer}", w)
+        for i in range(w.shape[0]):
+            self.first.setdefault(batch.seq_id(i), []).append(w[i, :, : int(batch.lengths[i])].double().mean(0).cpu())
+
+    def state(self):
+        return {"first": self.first, "gate": self.gate}
+
+    def clear(self):
+        self.first, self.gate = {}, {}
+
+    def absorb(self, state):
+        self.first.update(state["first"])
+        self.gate.update(state["gate"])
+
+    def finish(self, loaded, settings):
+        ids = sorted(self.first)
+        first = [torch.stack(self.first[i]).mean(0) for i in ids]
+        gate = [torch.stack(self.gate[i]).mean(0) for i in ids] if self.gate else None
+        return QueryTrace(model=loaded.info.to_dict(), settings=settings, first_token=first, gate=gate)
 
 
 class Rank(Probe):

@@ -276,3 +276,37 @@ class PerplexityResult:
     def to_dict(self) -> dict:
         return {"perplexity": self.perplexity, "loss": self.loss, "n_tokens": self.n_tokens,
                 "model": self.model, "settings": self.settings}
+
+
+@dataclass
+class QueryTrace:
+    """Per-query numbers, one tensor per sequence: weight on key 0 and mean gate score (layers, heads averaged)."""
+
+    model: dict
+    settings: dict
+    first_token: list  # per sequence: [query] float64, weight on key 0 (query 0 is trivially 1)
+    gate: list | None  # per sequence: [query], mean sigmoid gate score; None for models without gates
+
+    def split(self, masks: list) -> dict:
+        """Means over the queries selected by `masks` (per sequence, bool [query]) and over the rest (from 1 on).
+
+        Returns {"selected": {...}, "rest": {...}} with the first-token share, the mean gate score and the count.
+        """
+        import torch
+
+        sel = torch.cat([m.bool() for m in masks])
+        rest = torch.cat([torch.arange(len(m)) >= 1 for m in masks]) & ~sel
+        first = torch.cat(self.first_token)
+        gate = None if self.gate is None else torch.cat(self.gate)
+
+        def part(mask):
+            return {"first_token": float(first[mask].mean()) if mask.any() else float("nan"),
+                    "gate": None if gate is None or not mask.any() else float(gate[mask].mean()),
+                    "n": int(mask.sum())}
+
+        return {"selected": part(sel), "rest": part(rest)}
+
+    def to_dict(self) -> dict:
+        return {"first_token": [t.tolist() for t in self.first_token],
+                "gate": None if self.gate is None else [t.tolist() for t in self.gate],
+                "model": self.model, "settings": self.settings}

@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 ZOO = ROOT / "gatelens" / "zoo"
 MODELS = {"tiny-baseline": "none", "tiny-gated": "elementwise", "tiny-gated-headwise": "headwise"}
 RECIPE = dict(data=str(ROOT / "corpus" / "train.txt"), val_data=str(ROOT / "corpus" / "val.txt"), final_norm=True,
-              d_model=128, n_layers=4, n_heads=4, n_kv_heads=2, ffn=512, seq_len=256, bpe_vocab=4096,
+              d_model=128, n_layers=4, n_heads=4, n_kv_heads=2, ffn=512, tie_embeddings=False, seq_len=256, bpe_vocab=4096,
               batch_size=16, steps=2000, lr=3e-3, min_lr=3e-4, warmup_steps=100, weight_decay=0.1, grad_clip=1.0,
               eval_every=100, eval_seqs=16, ckpt_every=200, seed=0)
 EVAL = {"seq_len": 256, "n_seqs": 16}

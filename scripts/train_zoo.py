@@ -28,11 +28,10 @@ from pathlib import Path
 import torch
 
 import gatelens
-from gatelens import attention
-from gatelens.metrics.first_token import first_token_weights
 from gatelens.models import native
 from gatelens.train import tasks
-from gatelens.train.trainer import TrainConfig, train
+from gatelens.probes import Massive, Queries, Sink
+from gatelens.train.trainer import TrainConfig, initial_state, train
 
 ZOO = Path(__file__).resolve().parent.parent / "gatelens" / "zoo"
 SEARCH = ZOO / "RECIPE_SEARCH.md"  # the recipe search (every probe run); copied into the zoo README
@@ -58,59 +57,37 @@ MIN_F_ATTN, MIN_DORMANT = 0.3, 0.6  # what "the baseline has a clear sink" means
 EVAL = {"seq_len": 256, "n_seqs": 8}  # exactly what `gatelens sink <model>` measures with no options (its defaults)
 
 
-def per_query_first_token(loaded, seqs: list[torch.Tensor]) -> torch.Tensor:
-    """Weight of every query on key 0, averaged over layers and heads: [n_seqs, seq_len]."""
-    per_seq: list[list[torch.Tensor]] = []
-
-    def listen(ev):
-        w = first_token_weights(ev.query, ev.first_key(), ev.lse, ev.scale, ev.mask)  # [1, head, query]
-        per_seq[-1].append(w[0].mean(0))
-
-    with attention.listening(listen), torch.no_grad():
-        for x in seqs:
-            per_seq.append([])
-            loaded.model(input_ids=x[None], use_cache=False)
-    return torch.stack([torch.stack(layers).mean(0) for layers in per_seq])
-
-
-def per_query_gate(loaded, seqs: list[torch.Tensor]) -> torch.Tensor | None:
-    """Mean sigmoid gate score of every query over layers, heads and gate dims: [n_seqs, seq_len]."""
-    if not loaded.info.gated:
-        return None
-    per_seq: list[list[torch.Tensor]] = []
-    hooks = [loaded.attention(i).get_submodule(loaded.family.gate_module.split(".", 1)[0]).hook_gate
-             .register_forward_hook(lambda _m, _i, logits: per_seq[-1].append(torch.sigmoid(logits[0]).mean((-2, -1))))
-             for i in loaded.info.attention_layers]
-    try:
-        with torch.no_grad():
-            for x in seqs:
-                per_seq.append([])
-                loaded.model(input_ids=x[None], use_cache=False)
-    finally:
-        for h in hooks:
-            h.remove()
-    return torch.stack([torch.stack(layers).mean(0) for layers in per_seq])
-
-
 def measure(path: Path) -> dict:
-    """F-Attn, sink rate, mean gate, and F-Attn split by trigger (active) vs other (dormant) queries."""
+    """F-Attn, sink rate, mean gate, M-Act, first-token norm, and F-Attn / gate split by trigger vs other queries."""
     loaded = gatelens.load(str(path))
     inputs = gatelens.prepare_inputs(loaded, **EVAL)
-    result = gatelens.sink(loaded, inputs)
-    w = per_query_first_token(loaded, inputs.seqs)
+    sink, massive, trace = gatelens.measure.measure(loaded, [Sink(), Massive(), Queries()], inputs)
     params = loaded.info.eval_data["params"]
-    active = torch.stack([tasks.active_queries(x, params) for x in inputs.seqs])
-    dormant = ~active
-    dormant[:, 0] = False
-    gate = per_query_gate(loaded, inputs.seqs)
-    out = {"f_attn": result.f_attn, "sink_rate": result.sink_rate,
-           "f_attn_active": float(w[active].mean()), "f_attn_dormant": float(w[dormant].mean()),
-           "n_active": int(active.sum()), "n_dormant": int(dormant.sum()),
-           "mean_gate": None if gate is None else gatelens.measure.gates(loaded, inputs).mean_gate,
-           "gate_active": None if gate is None else float(gate[active].mean()),
-           "gate_dormant": None if gate is None else float(gate[dormant].mean()),
-           "check_f_attn_streaming_vs_split": float(w[:, 1:].mean())}
-    return out
+    split = trace.split([tasks.active_queries(x, params) for x in inputs.seqs])
+    active, dormant = split["selected"], split["rest"]
+    last = massive.layers[-1]  # the residual stream after the (only) layer: what the LM head reads
+    return {"f_attn": sink.f_attn, "sink_rate": sink.sink_rate,
+            "f_attn_active": active["first_token"], "f_attn_dormant": dormant["first_token"],
+            "n_active": active["n"], "n_dormant": dormant["n"],
+            "mean_gate": gatelens.measure.gates(loaded, inputs).mean_gate if loaded.info.gated else None,
+            "gate_active": active["gate"], "gate_dormant": dormant["gate"],
+            "m_act": massive.m_act, "first_token_norm": last.first_norm, "other_token_norm": last.other_norm}
+
+
+def initial_norms(folder: Path) -> dict:
+    """First-token vs other-token hidden-state norm at step 0 (same seed and init as the trained model)."""
+    training = json.loads((folder / "training.json").read_text())
+    cfg = TrainConfig(**{**training["config"], "out": str(folder / "step0"), "overwrite": True})
+    with tempfile.TemporaryDirectory() as tmp:
+        step0 = Path(tmp) / "step0"
+        shutil.copytree(folder, step0, ignore=shutil.ignore_patterns("model.safetensors"))
+        model_cfg = json.loads((folder / "config.json").read_text())
+        model = native.build(model_cfg)
+        native.load_weights(model, initial_state(cfg), step0)
+        native.save(model, step0, model_cfg)
+        loaded = gatelens.load(str(step0))
+        last = gatelens.measure.massive(loaded, **EVAL).layers[-1]
+    return {"first_token_norm": last.first_norm, "other_token_norm": last.other_norm}
 
 
 def bf16_if_harmless(folder: Path, fp32: dict) -> bool:
@@ -165,7 +142,7 @@ def curve_table(folder: Path) -> str:
     return "\n".join(lines)
 
 
-def model_card(name: str, folder: Path, m: dict, bf16: bool, weak: list[int] = ()) -> str:
+def model_card(name: str, folder: Path, m: dict, init: dict, bf16: bool, weak: list[int] = ()) -> str:
     training = json.loads((folder / "training.json").read_text())
     cfg, s, hw, data = training["config"], training["summary"], training["hardware"], training["data"]
     config = json.loads((folder / "config.json").read_text())
@@ -215,6 +192,9 @@ every initial parameter except the gate rows.
 | F-Attn on all other queries (dormant; n = {m['n_dormant']}) | {m['f_attn_dormant']:.4f} |
 | mean gate score σ (`gatelens gates`) | {_fmt(m['mean_gate'], 4)} |
 | mean gate score on trigger / other queries | {_fmt(m['gate_active'], 4)} / {_fmt(m['gate_dormant'], 4)} |
+| M-Act (largest \\|hidden state\\| after the layer, `gatelens massive`) | {m['m_act']:.2f} |
+| hidden-state norm of the first token / mean of the others, after training | {m['first_token_norm']:.2f} / {m['other_token_norm']:.2f} |
+| the same at step 0 (same seed and initial values) | {init['first_token_norm']:.2f} / {init['other_token_norm']:.2f} |
 
 ## F-Attn during training (validation sequences, from train_log.csv)
 {curve_table(folder)}
@@ -230,7 +210,8 @@ def card_json(name: str, folder: Path, m: dict) -> dict:
     return {"kind": "mechanism", "eval": dict(EVAL), "params": s["n_params"], "tokens": s["tokens"],
             "wall_s": s["wall_s"], "val_loss": s["final_val_loss"], "f_attn": m["f_attn"], "sink_rate": m["sink_rate"],
             "f_attn_dormant": m["f_attn_dormant"], "f_attn_active": m["f_attn_active"], "mean_gate": m["mean_gate"],
-            "gate_active": m["gate_active"], "gate_dormant": m["gate_dormant"], "seed": training["seed"],
+            "gate_active": m["gate_active"], "gate_dormant": m["gate_dormant"], "m_act": m["m_act"],
+            "first_token_norm": m["first_token_norm"], "other_token_norm": m["other_token_norm"], "seed": training["seed"],
             "description": f"{MODELS[name]} gate; 1-layer twin on the synthetic Bigram-Backcopy task (not a language model)"}
 
 
@@ -319,7 +300,7 @@ def main() -> None:
         shutil.copytree(src, tmp)
         bf16 = bf16_if_harmless(tmp, m)
         final = measure(tmp)
-        (tmp / "MODEL_CARD.md").write_text(model_card(name, tmp, final, bf16, weak))
+        (tmp / "MODEL_CARD.md").write_text(model_card(name, tmp, final, initial_norms(tmp), bf16, weak))
         (tmp / "card.json").write_text(json.dumps(card_json(name, tmp, final), indent=2) + "\n")
         shutil.rmtree(ZOO / name, ignore_errors=True)
         tmp.rename(ZOO / name)

@@ -262,7 +262,17 @@ def load(spec: str, *, device: str = "cpu", dtype: str = "float32", device_map: 
     model.eval()
 
     try:
-        tok = AutoTokenizer.from_pretrained(str(folder) if folder else spec)
+        if gate is not None and folder is not None:  # model_type "gatelens" is unknown to transformers' config registry: skip its warning
+            from transformers.utils import logging as hf_logging
+
+            level = hf_logging.get_verbosity()
+            hf_logging.set_verbosity_error()
+            try:
+                tok = AutoTokenizer.from_pretrained(str(folder))
+            finally:
+                hf_logging.set_verbosity(level)
+        else:
+            tok = AutoTokenizer.from_pretrained(str(folder) if folder else spec)
     except Exception:
         raise GatelensError(f"{spec} has no usable tokenizer (tokenizer.json / tokenizer_config.json); "
                             "save the tokenizer into the checkpoint folder") from None
