@@ -2,9 +2,10 @@
 
     python benchmarks/run_cpu.py [--out benchmarks]
 
-Models: the zoo's tiny-gated (4 layers, elementwise gate: every pass incl. gates) and smollm2-135m (real weights).
-Lengths go up to the longest the 2-core, 24 GB machine finishes in reasonable time; TransformerLens and
-eager are skipped where their n x n patterns would not fit (the row says so).
+Models: the zoo's tiny-baseline (4-layer Qwen3: every pass, TransformerLens and eager), tiny-gated (the same
+with the elementwise gate: the gates pass) and smollm2-135m (real weights). Lengths go up to the longest the
+2-core, 24 GB machine finishes in reasonable time; TransformerLens and eager are skipped where their n x n
+patterns would not fit in half the free memory (the row says so).
 """
 
 import argparse
@@ -17,7 +18,11 @@ import gatelens
 from gatelens.bench import bench, machine
 from gatelens.report import markdown
 
-PLAN = [("tiny-gated", [512, 2048, 8192, 32768], 3), ("smollm2-135m", [512, 2048, 8192], 2)]
+# (model, lengths, repeats, methods or None for all)
+PLAN = [("tiny-baseline", [512, 2048, 8192, 32768], 3, None),
+        ("tiny-gated", [2048, 8192, 32768], 3, ["bare", "gates", "all"]),
+        ("smollm2-135m", [512, 2048], 3, None),
+        ("smollm2-135m", [8192], 2, ["bare", "sink", "massive", "all", "tl_cache", "eager"])]
 
 
 def main():
@@ -25,13 +30,14 @@ def main():
     ap.add_argument("--out", default=str(Path(__file__).parent))
     args = ap.parse_args()
     frames = []
-    for spec, lens, repeats in PLAN:
+    for spec, lens, repeats, methods in PLAN:
         loaded = gatelens.load(spec)
         try:
-            bridge = loaded.bridge()
+            bridge = loaded.bridge() if methods is None or "tl_cache" in methods else None
         except gatelens.GatelensError:
             bridge = None
-        rows = bench(loaded, lens, repeats=repeats, bridge=bridge, on_row=lambda r: print(r, flush=True))
+        rows = bench(loaded, lens, repeats=repeats, methods=methods, bridge=bridge,
+                     on_row=lambda r: print(r, flush=True))
         frames.append(pd.DataFrame([vars(r) for r in rows]))
     df = pd.concat(frames, ignore_index=True)
     out = Path(args.out)

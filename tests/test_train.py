@@ -181,3 +181,29 @@ def test_bad_inputs_raise_one_line_errors(tmp_path):
         train(toy(tmp_path, "exists"))
     with pytest.raises(GatelensError, match="no checkpoint"):
         train(toy(tmp_path, "fresh", resume=True))
+
+
+@pytest.mark.parametrize("error", [torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"),
+                                   RuntimeError("[enforce fail at alloc_cpu.cpp:118] DefaultCPUAllocator: "
+                                                "can't allocate memory: you tried to allocate 68719476736 bytes")])
+def test_out_of_memory_is_one_line_naming_the_fix(tmp_path, monkeypatch, error):
+    from gatelens.train import trainer
+
+    def boom(logits, x):
+        raise error
+
+    monkeypatch.setattr(trainer, "lm_loss", boom)
+    with pytest.raises(GatelensError, match="ran out of memory at --batch-size .*smaller --batch-size"):
+        train(toy(tmp_path, "oom"))
+    assert not (tmp_path / "oom").exists()   # nothing half-written where the model would go
+
+
+def test_other_runtime_errors_are_not_disguised_as_memory(tmp_path, monkeypatch):
+    from gatelens.train import trainer
+
+    def boom(logits, x):
+        raise RuntimeError("shape mismatch")
+
+    monkeypatch.setattr(trainer, "lm_loss", boom)
+    with pytest.raises(RuntimeError, match="shape mismatch"):
+        train(toy(tmp_path, "bug"))

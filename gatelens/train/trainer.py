@@ -430,6 +430,12 @@ def resolve_device(name: str) -> torch.device:
 # the loop
 
 
+def _is_cpu_oom(e: RuntimeError) -> bool:
+    """PyTorch's CPU allocator reports exhaustion as a RuntimeError ("DefaultCPUAllocator: can't allocate memory")."""
+    msg = str(e)
+    return "can't allocate memory" in msg or "not enough memory" in msg
+
+
 def train(cfg: TrainConfig, on_step: Callable[[int, int, float, float], None] | None = None) -> dict:
     """Train (or resume) one model; write the finished folder to cfg.out; return a summary dict."""
     out = Path(cfg.out)
@@ -493,9 +499,13 @@ def train(cfg: TrainConfig, on_step: Callable[[int, int, float, float], None] | 
             if on_step is not None:
                 speed = (state["tokens"] - tokens0) / max(time.perf_counter() - t0, 1e-9)
                 on_step(state["step"], cfg.steps, loss_value, speed)
-    except torch.OutOfMemoryError:
-        raise GatelensError(f"CUDA ran out of memory at --batch-size {cfg.batch_size}; retry with a smaller "
-                            "--batch-size (or a shorter --seq-len)") from None
+    except (torch.OutOfMemoryError, MemoryError, RuntimeError) as e:
+        if not (isinstance(e, (torch.OutOfMemoryError, MemoryError)) or _is_cpu_oom(e)):
+            raise
+        where = "CUDA" if isinstance(e, torch.OutOfMemoryError) else "the CPU"
+        raise GatelensError(f"{where} ran out of memory at --batch-size {cfg.batch_size} x --seq-len {cfg.seq_len}; "
+                            f"retry with a smaller --batch-size (the run resumes from its last checkpoint with "
+                            f"--resume)") from None
     if math.isnan(loss_value):  # resumed after the last step: the checkpoint holds the final loss
         loss_value = torch.load(ckpt_path, map_location="cpu", weights_only=True)["last_loss"]
 
