@@ -229,6 +229,12 @@ def gate_logits(loaded: Loaded, output: torch.Tensor) -> torch.Tensor:
     return output  # gatelens' gated modules hand the logits to hook_gate already split per head
 
 
+def hook_gates(loaded: Loaded, make_hook: Callable[[int], Callable]) -> list:
+    """A forward hook on every attention layer's gate module (its output carries the gate logits)."""
+    return [loaded.attention(layer).get_submodule(loaded.family.gate_module).register_forward_hook(make_hook(layer))
+            for layer in loaded.info.attention_layers]
+
+
 class Gates(Probe):
     """Gate scores sigma(logits) per gated layer and head: sums for sparsity, query dependence, W_O input."""
 
@@ -245,11 +251,7 @@ class Gates(Probe):
                                 "as mech-gated, a paper checkpoint (1B_gate_elementwise) or Qwen3-Next / Qwen3.5")
         self.sums, self.out_sums, self.pending = {}, {}, {}
         self.g1 = loaded.info.gate_position == "G1"
-        handles = []
-        for layer in loaded.info.attention_layers:
-            module = loaded.attention(layer).get_submodule(loaded.family.gate_module)
-            handles.append(module.register_forward_hook(self._hook(loaded, layer)))
-        return handles
+        return hook_gates(loaded, lambda layer: self._hook(loaded, layer))
 
     def _hook(self, loaded, layer):
         def hook(module, args, output):
@@ -307,8 +309,7 @@ class Queries(Probe):
         self.gate: dict[int, list[torch.Tensor]] = {}    # seq id -> per gated layer [query] (mean over heads, dims)
         if not loaded.info.gated:
             return []
-        return [loaded.attention(layer).get_submodule(loaded.family.gate_module).register_forward_hook(
-            self._hook(loaded)) for layer in loaded.info.attention_layers]
+        return hook_gates(loaded, lambda layer: self._hook(loaded))
 
     def _hook(self, loaded):
         def hook(module, args, output):
@@ -363,8 +364,7 @@ class Rank(Probe):
         self.g1 = loaded.info.gate_position == "G1"
         if not (self.g1 and self.tokens):
             return []
-        return [loaded.attention(layer).get_submodule(loaded.family.gate_module).register_forward_hook(
-            self._hook(loaded, layer)) for layer in loaded.info.attention_layers]
+        return hook_gates(loaded, lambda layer: self._hook(loaded, layer))
 
     def _hook(self, loaded, layer):
         def hook(module, args, output):
