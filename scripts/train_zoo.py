@@ -196,11 +196,25 @@ every initial parameter except the gate rows.
 | hidden-state norm of the first token / mean of the others, after training | {m['first_token_norm']:.2f} / {m['other_token_norm']:.2f} |
 | the same at step 0 (same seed and initial values) | {init['first_token_norm']:.2f} / {init['other_token_norm']:.2f} |
 
+{norm_reading(m, init)}
+
 ## F-Attn during training (validation sequences, from train_log.csv)
 {curve_table(folder)}
 
 Reproduce: `python scripts/train_zoo.py{' --jobs 2 --force' if weak else ''}` (retrains all zoo models and rewrites this card).
 """
+
+
+def norm_reading(m: dict, init: dict) -> str:
+    """One sentence on the first token's hidden-state norm: does it grow out of line with the others?"""
+    g_first = m["first_token_norm"] / init["first_token_norm"]
+    g_other = m["other_token_norm"] / init["other_token_norm"]
+    stands_out = m["first_token_norm"] > 2 * m["other_token_norm"]
+    return (f"In training the first token's hidden-state norm grew {g_first:.1f}x and the other tokens' {g_other:.1f}x: "
+            + ("the first token stands out (a residual-state peak)." if stands_out else
+               "the first token does not stand out, i.e. no residual-state peak or massive activation at this depth "
+               "(one layer)" + ("; the sink here works through attention and the first token's small value, not "
+                                "through a large hidden state." if m["f_attn"] >= MIN_F_ATTN else ".")))
 
 
 def card_json(name: str, folder: Path, m: dict) -> dict:
