@@ -57,6 +57,7 @@ same config otherwise, same initial values of every shared parameter, same data 
 | | |
 |---|---|
 | layers / heads / KV heads / d_model / d_head / FFN | {cfg['n_layers']} / {cfg['n_heads']} / {cfg['n_kv_heads']} / {cfg['d_model']} / {cfg['head_dim']} / {cfg['ffn']} |
+| embeddings | {'tied' if cfg['tie_embeddings'] else 'untied (input embedding and LM head are separate matrices)'} |
 | parameters | {s['n_params']:,} |
 | data | corpus/train.txt built by scripts/build_corpus.py (see gatelens/data/ATTRIBUTION.md); BPE vocab {cfg['bpe_vocab']}; every sequence starts with BOS |
 | tokens seen | {s['tokens']:,} ({s['steps']} steps of {cfg['batch_size']} x {cfg['seq_len']}) |
