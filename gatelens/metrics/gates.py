@@ -25,41 +25,47 @@ SUM_KEYS = ("n", "sum", "sumsq", "below_01", "below_05", "above_09", "hist", "fi
             "n_tok", "chan_sum", "first_sum", "n_first", "min", "max")
 
 
+def _valid_rows(x: Tensor, valid: Tensor) -> Tensor:
+    """[batch, pos, head, g] -> [n_valid_tokens, head, g] in float64 (no copy of the selection when nothing is padded)."""
+    rows = x.reshape(-1, *x.shape[2:]) if bool(valid.all()) else x[valid]
+    return rows.double()
+
+
+def _head_bincount(idx: Tensor, n_bins: int) -> Tensor:
+    """Per-head histogram of bin indices idx [tokens, head, g] -> [head, n_bins] float64, in one bincount."""
+    h = idx.shape[1]
+    offset = (torch.arange(h, device=idx.device) * n_bins)[None, :, None]
+    return torch.bincount((idx + offset).flatten(), minlength=h * n_bins).view(h, n_bins).double()
+
+
 def batch_sums(scores: Tensor, valid: Tensor) -> dict[str, Tensor]:
     """Additive per-head sums of one batch. scores: [batch, pos, head, g]; valid: [batch, pos] bool."""
-    s = scores.double()
-    v = valid[..., None, None].to(s.dtype)                          # [b, p, 1, 1]
-    g = s.shape[-1]
-    n_tok = valid.sum().to(s.dtype)
-    sv = s * v
-    tok_mean = s.mean(-1)                                           # [b, p, h]
-    idx_f = (s.clamp(0, 1 - 1e-12) * N_FINE).long()
-    idx_c = (s.clamp(0, 1 - 1e-12) * N_BINS).long()
-    h = s.shape[2]
-    vm = valid[..., None, None].expand_as(s)
-    heads = torch.arange(h, device=s.device)[None, None, :, None].expand_as(s)
-    fine = torch.zeros(h, N_FINE, dtype=torch.float64, device=s.device)
-    fine.index_put_((heads[vm], idx_f[vm]), torch.ones((), dtype=torch.float64, device=s.device), accumulate=True)
-    hist = torch.zeros(h, N_BINS, dtype=torch.float64, device=s.device)
-    hist.index_put_((heads[vm], idx_c[vm]), torch.ones((), dtype=torch.float64, device=s.device), accumulate=True)
-    big = torch.finfo(s.dtype).max
+    s = _valid_rows(scores, valid)                                  # [tokens, h, g] float64
+    n_valid, h, g = s.shape
+    fine = _head_bincount((s.clamp(0, 1 - 1e-12) * N_FINE).long(), N_FINE)
+    # floor(50 s) == floor(floor(2000 s) / 40) exactly (float32 scores are exact in float64 times 50 or 2000)
+    hist = fine.view(h, N_BINS, N_FINE // N_BINS).sum(-1)
+    tok_mean = s.mean(-1)                                           # [tokens, h]
+    first = scores[:, 0][valid[:, 0]].double()                      # [batch with a first token, h, g]
+    big = torch.finfo(torch.float64).max
+    empty = n_valid == 0
     return {
-        "n": (v.sum((0, 1)) * g).squeeze(-1).expand(h).clone(),
-        "sum": sv.sum((0, 1, 3)),
-        "sumsq": (sv * s).sum((0, 1, 3)),
-        "below_01": ((s < 0.1) * v).sum((0, 1, 3)),
-        "below_05": ((s < 0.5) * v).sum((0, 1, 3)),
-        "above_09": ((s > 0.9) * v).sum((0, 1, 3)),
+        "n": torch.full((h,), float(n_valid * g), dtype=torch.float64, device=s.device),
+        "sum": s.sum((0, 2)),
+        "sumsq": s.square().sum((0, 2)),
+        "below_01": (s < 0.1).sum((0, 2)).double(),
+        "below_05": (s < 0.5).sum((0, 2)).double(),
+        "above_09": (s > 0.9).sum((0, 2)).double(),
         "hist": hist,
         "fine": fine,
-        "tok_sum": (tok_mean * valid[..., None]).sum((0, 1)),
-        "tok_sumsq": (tok_mean.square() * valid[..., None]).sum((0, 1)),
-        "n_tok": n_tok.expand(h).clone(),
-        "chan_sum": sv.sum((0, 1)),                                 # [h, g]
-        "first_sum": (s[:, 0] * valid[:, :1, None]).sum((0, 2)),
-        "n_first": (valid[:, 0].sum() * g).to(s.dtype).expand(h).clone(),
-        "min": s.masked_fill(~vm, big).amin((0, 1, 3)),
-        "max": s.masked_fill(~vm, -big).amax((0, 1, 3)),
+        "tok_sum": tok_mean.sum(0),
+        "tok_sumsq": tok_mean.square().sum(0),
+        "n_tok": torch.full((h,), float(n_valid), dtype=torch.float64, device=s.device),
+        "chan_sum": s.sum(0),                                       # [h, g]
+        "first_sum": first.sum((0, 2)),
+        "n_first": torch.full((h,), float(first.shape[0] * g), dtype=torch.float64, device=s.device),
+        "min": torch.full((h,), big, dtype=torch.float64, device=s.device) if empty else s.amin((0, 2)),
+        "max": torch.full((h,), -big, dtype=torch.float64, device=s.device) if empty else s.amax((0, 2)),
     }
 
 
@@ -114,22 +120,16 @@ def log_bins(a: Tensor) -> Tensor:
 
 def output_sums(y: Tensor, s: Tensor, valid: Tensor) -> dict[str, Tensor]:
     """Sums for the effect on W_O's input. y: SDPA output [batch, pos, head, d]; s: scores [.., head, g]."""
-    z = y.double() * s.double()
-    v = valid[..., None, None].to(torch.float64)
-    a = y.double().abs()
-    h = y.shape[2]
-    heads = torch.arange(h, device=y.device)[None, None, :, None].expand_as(a)
-    vm = valid[..., None, None].expand_as(a)
-    hist = torch.zeros(h, N_LOG, dtype=torch.float64, device=y.device)
-    hist.index_put_((heads[vm], log_bins(a)[vm]), torch.ones((), dtype=torch.float64, device=y.device),
-                    accumulate=True)
+    a = _valid_rows(y, valid).abs_()                                 # |y| [tokens, h, d] float64
+    z = a * _valid_rows(s, valid)                                    # |y * s|, the gate broadcast over d if headwise
+    n_valid, h, d = a.shape
     return {
-        "n": (v * torch.ones_like(a)).sum((0, 1, 3)),
-        "abs_y": (a * v).sum((0, 1, 3)),
-        "abs_z": (z.abs() * v).sum((0, 1, 3)),
-        "small_y": ((a < SMALL) * v).sum((0, 1, 3)),
-        "small_z": ((z.abs() < SMALL) * v).sum((0, 1, 3)),
-        "y_hist": hist,
+        "n": torch.full((h,), float(n_valid * d), dtype=torch.float64, device=a.device),
+        "abs_y": a.sum((0, 2)),
+        "abs_z": z.sum((0, 2)),
+        "small_y": (a < SMALL).sum((0, 2)).double(),
+        "small_z": (z < SMALL).sum((0, 2)).double(),
+        "y_hist": _head_bincount(log_bins(a), N_LOG),
     }
 
 
