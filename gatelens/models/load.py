@@ -262,7 +262,8 @@ def load(spec: str, *, device: str = "cpu", dtype: str = "float32", device_map: 
     model.eval()
 
     try:
-        if gate is not None and folder is not None:  # model_type "gatelens" is unknown to transformers' config registry: skip its warning
+        # model_type "gatelens" is unknown to transformers' config registry: skip its mismatch warning
+        if gate is not None and folder is not None:
             from transformers.utils import logging as hf_logging
 
             level = hf_logging.get_verbosity()
