@@ -30,7 +30,7 @@ import torch
 import gatelens
 from gatelens.models import native
 from gatelens.train import tasks
-from gatelens.probes import Massive, Queries, Sink
+from gatelens.probes import Gates, Massive, Queries, Sink
 from gatelens.train.trainer import TrainConfig, initial_state, train
 
 ZOO = Path(__file__).resolve().parent.parent / "gatelens" / "zoo"
@@ -61,7 +61,8 @@ def measure(path: Path) -> dict:
     """F-Attn, sink rate, mean gate, M-Act, first-token norm, and F-Attn / gate split by trigger vs other queries."""
     loaded = gatelens.load(str(path))
     inputs = gatelens.prepare_inputs(loaded, **EVAL)
-    sink, massive, trace = gatelens.measure.measure(loaded, [Sink(), Massive(), Queries()], inputs)
+    probes = [Sink(), Massive(), Queries()] + ([Gates()] if loaded.info.gated else [])
+    sink, massive, trace, *gates = gatelens.measure.measure(loaded, probes, inputs)
     params = loaded.info.eval_data["params"]
     split = trace.split([tasks.active_queries(x, params) for x in inputs.seqs])
     active, dormant = split["selected"], split["rest"]
@@ -69,7 +70,7 @@ def measure(path: Path) -> dict:
     return {"f_attn": sink.f_attn, "sink_rate": sink.sink_rate,
             "f_attn_active": active["first_token"], "f_attn_dormant": dormant["first_token"],
             "n_active": active["n"], "n_dormant": dormant["n"],
-            "mean_gate": gatelens.measure.gates(loaded, inputs).mean_gate if loaded.info.gated else None,
+            "mean_gate": gates[0].mean_gate if gates else None,
             "gate_active": active["gate"], "gate_dormant": dormant["gate"],
             "m_act": massive.m_act, "first_token_norm": last.first_norm, "other_token_norm": last.other_norm}
 
