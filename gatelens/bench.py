@@ -7,7 +7,12 @@ repeats) and measures the peak memory of:
   tl_cache   TransformerLens 4 `run_with_cache` on the same weights
   eager      transformers' eager attention with output_attentions=True
 and reports ratios to `bare`. Peak memory: torch.cuda.max_memory_allocated on CUDA; on CPU the peak
-resident set size above the level before the run, sampled every millisecond by a thread.
+resident set size above the level before the run, sampled every millisecond by a thread. On CPU that
+thread would compete with the forward for cores, so CPU times come from runs without it and peaks from
+separate runs with it (`measure="time"` / `"memory"` runs only one kind). The resident set follows live
+memory only when glibc returns freed blocks (MALLOC_MMAP_THRESHOLD_=65536), which in turn makes every
+large allocation a fresh mmap and slows the forward: benchmarks/run_cpu.py takes times and peaks in two
+processes, each under the allocator setting that is honest for it.
 Configurations whose n x n patterns would not fit in memory are skipped and say so.
 """
 
@@ -109,17 +114,19 @@ class PeakMemory:
         return False
 
 
-def _timed(fn: Callable[[], None], device: torch.device, repeats: int) -> tuple[float, float]:
-    times, peaks = [], []
-    for _ in range(repeats):
-        with PeakMemory(device) as mem:
-            t = time.perf_counter()
-            fn()
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            times.append(time.perf_counter() - t)
-        peaks.append(mem.peak)
-    return statistics.median(times), statistics.median(peaks) / 2**20
+def _once(fn: Callable[[], None], device: torch.device, memory: bool) -> tuple[float, float | None]:
+    """Seconds of one run, and its peak MiB when `memory` (CUDA: always, the allocator's counter is free)."""
+    if not memory and device.type != "cuda":
+        t = time.perf_counter()
+        fn()
+        return time.perf_counter() - t, None
+    with PeakMemory(device) as mem:
+        t = time.perf_counter()
+        fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        secs = time.perf_counter() - t
+    return secs, mem.peak / 2**20
 
 
 def pattern_bytes(loaded: Loaded, n: int, batch: int) -> int:
@@ -135,8 +142,14 @@ def held_patterns(loaded: Loaded, n: int, batch: int, method: str) -> int:
 
 
 def bench(loaded: Loaded, seq_lens: list[int], *, batch: int = 1, repeats: int = 3, methods: list[str] | None = None,
-          bridge=None, memory_budget: float | None = None, on_row: Callable[[Row], None] | None = None) -> list[Row]:
-    """Run the benchmark; `bridge` is an optional TransformerBridge on the same weights."""
+          bridge=None, memory_budget: float | None = None, on_row: Callable[[Row], None] | None = None,
+          measure: str = "both") -> list[Row]:
+    """Run the benchmark; `bridge` is an optional TransformerBridge on the same weights.
+
+    measure: "both", "time" (no memory sampling; peaks left empty) or "memory" (one sampled run per method;
+    its seconds are reported but are not the timing to quote on CPU)."""
+    if measure not in ("both", "time", "memory"):
+        raise ValueError(f"measure must be both, time or memory, not {measure!r}")
     model = loaded.model
     device = model.get_input_embeddings().weight.device
     methods = list(methods or METHODS)
@@ -181,24 +194,35 @@ def bench(loaded: Loaded, seq_lens: list[int], *, batch: int = 1, repeats: int =
                 skip[m] = f"failed: {str(e).splitlines()[0][:80]}"
                 runs.remove(m)
             _trim()
-        for _ in range(repeats):  # round-robin, so drift of a shared machine hits every method alike
+        cuda = device.type == "cuda"
+        timing = measure != "memory"
+        for _ in range(repeats if timing else 0):  # round-robin, so drift of a shared machine hits every method alike
             for m in runs:
-                secs, peak = _timed(fns[m], device, 1)
+                secs, peak = _once(fns[m], device, memory=cuda and measure != "time")
                 times[m].append(secs)
+                if peak is not None:
+                    peaks[m].append(peak)
+                _trim()
+        if measure == "memory" or (measure == "both" and not cuda):
+            for m in runs:  # separate sampled runs: the sampling thread must not slow the timed ones
+                secs, peak = _once(fns[m], device, memory=True)
                 peaks[m].append(peak)
+                if not timing:
+                    times[m].append(secs)
                 _trim()
         base: Row | None = None
         for m in methods:
             if m in skip:
                 row = Row(loaded.info.spec, n, m, None, None, None, note=skip[m])
             else:
-                secs, peak = statistics.median(times[m]), statistics.median(peaks[m])
+                secs = statistics.median(times[m])
+                peak = statistics.median(peaks[m]) if peaks[m] else None
                 row = Row(loaded.info.spec, n, m, secs, peak, batch * n / secs)
             if m == "bare":
                 base = row
             if base is not None and base.seconds and row.seconds:
                 row.time_ratio = row.seconds / base.seconds
-                row.mem_ratio = row.peak_mb / base.peak_mb if base.peak_mb and base.peak_mb > 0 else None
+                row.mem_ratio = row.peak_mb / base.peak_mb if row.peak_mb is not None and base.peak_mb else None
             rows.append(row)
             if on_row:
                 on_row(row)

@@ -256,9 +256,10 @@ class Gates(Probe):
     def _hook(self, loaded, layer):
         def hook(module, args, output):
             scores = torch.sigmoid(gate_logits(loaded, output).float())
-            check_finite(f"the gate scores of layer {layer}", scores)
             valid = self.batch.valid().to(scores.device)
-            self.sums[layer] = gates.add(self.sums.get(layer), gates.batch_sums(scores, valid))
+            sums = gates.batch_sums(scores, valid)
+            check_finite(f"the gate scores of layer {layer}", sums["sum"])  # a NaN score makes its head's sum NaN
+            self.sums[layer] = gates.add(self.sums.get(layer), sums)
             if self.g1:
                 self.pending[layer] = scores
         return hook
@@ -267,9 +268,8 @@ class Gates(Probe):
         scores = self.pending.pop(ev.layer, None)
         if scores is None:
             return
-        y = ev.output.transpose(1, 2)  # [batch, pos, head, d_head], the SDPA output W_O's gate multiplies
-        valid = batch.valid().to(y.device)
-        self.out_sums[ev.layer] = gates.add(self.out_sums.get(ev.layer), gates.output_sums(y, scores, valid))
+        valid = batch.valid().to(ev.output.device)  # ev.output: the SDPA output the gate multiplies, [b, h, pos, d]
+        self.out_sums[ev.layer] = gates.add(self.out_sums.get(ev.layer), gates.output_sums(ev.output, scores, valid))
 
     def state(self):
         return {"sums": self.sums, "out_sums": self.out_sums}

@@ -19,3 +19,15 @@ def test_bench_quick_reports_every_method_with_ratios(tmp_path):
         elif not row["note"]:
             assert row["time_ratio"] > 0 and row["peak_mb"] is not None
     assert (tmp_path / "bench.csv").exists()
+
+
+def test_time_and_memory_can_be_measured_apart(tiny_dir):
+    import gatelens
+    from gatelens.bench import bench
+
+    loaded = gatelens.load(str(tiny_dir("qwen3_5")))
+    timed = bench(loaded, [32], repeats=2, methods=["bare", "gates"], measure="time")
+    assert [r.method for r in timed] == ["bare", "gates"]
+    assert all(r.seconds > 0 and r.peak_mb is None and r.mem_ratio is None for r in timed)
+    sampled = bench(loaded, [32], repeats=2, methods=["bare", "gates"], measure="memory")
+    assert all(r.peak_mb is not None for r in sampled)

@@ -9,6 +9,11 @@ Query dependence is a variance decomposition of each head's scores s[t, c] (toke
   token   = Var_t(mean_c s[t, c])   -- how much the gate moves from query to query
   channel = Var_c(mean_t s[t, c])   -- how much it differs between dimensions
 reported as shares of the total.
+
+Cost: each gated layer's scores are copied once, head-first in float64 (float32 scores times 2000 are
+exact there, so the fine bins are exactly floor(2000 s)); every other statistic is a contiguous
+reduction of that copy or a sum of its histogram. The SDPA outputs' log histogram bins |y| by its
+float32 bit pattern (exponent and top mantissa bits), so no logarithm is taken and no bin edge is rounded.
 """
 
 from __future__ import annotations
@@ -17,55 +22,78 @@ import torch
 
 Tensor = torch.Tensor
 N_BINS = 50          # histogram bins on [0, 1] (paper-style plots)
-N_FINE = 2000        # fine bins for the median (resolution 5e-4)
+N_FINE = 2000        # fine bins for the median (resolution 5e-4); a multiple of N_BINS
 SMALL = 1e-2         # "output below 1e-2 in magnitude" (the paper's appendix)
-LOG_MIN, LOG_MAX, N_LOG = -8.0, 4.0, 1200  # log10 |y| bins for the share of small SDPA outputs
-
+# |y| histogram in float32 bit-pattern space: bins 2^16 bit patterns wide (128 per octave, each <= 0.78% of
+# its lower edge), offset so that SMALL is a bin edge (the share below 1e-2 is then exact), from about 1e-8 up.
+SUB_BITS = 7
+_SHIFT = 23 - SUB_BITS
 SUM_KEYS = ("n", "sum", "sumsq", "below_01", "below_05", "above_09", "hist", "fine", "tok_sum", "tok_sumsq",
             "n_tok", "chan_sum", "first_sum", "n_first", "min", "max")
 
 
-def _valid_rows(x: Tensor, valid: Tensor) -> Tensor:
-    """[batch, pos, head, g] -> [n_valid_tokens, head, g] in float64 (no copy of the selection when nothing is padded)."""
-    rows = x.reshape(-1, *x.shape[2:]) if bool(valid.all()) else x[valid]
-    return rows.double()
+def _float32_above(c: float) -> float:
+    """The smallest float32 >= c: for float32 v, v < c exactly iff v < _float32_above(c) in float32."""
+    f = torch.tensor(c, dtype=torch.float32)
+    if float(f) < c:
+        f = torch.nextafter(f, torch.tensor(float("inf")))
+    return float(f)
 
 
-def _head_bincount(idx: Tensor, n_bins: int) -> Tensor:
-    """Per-head histogram of bin indices idx [tokens, head, g] -> [head, n_bins] float64, in one bincount."""
-    h = idx.shape[1]
-    offset = (torch.arange(h, device=idx.device) * n_bins)[None, :, None]
-    return torch.bincount((idx + offset).flatten(), minlength=h * n_bins).view(h, n_bins).double()
+SMALL32 = _float32_above(SMALL)
+_SMALL_BITS = int(torch.tensor(SMALL32).view(torch.int32))
+N_SMALL = -(-(_SMALL_BITS - ((127 - 27) << 23)) >> _SHIFT)   # bins below SMALL (down to 2^-27)
+_BASE = _SMALL_BITS - (N_SMALL << _SHIFT)                      # bit pattern of the first edge
+N_LOG = N_SMALL + ((((127 + 14) << 23) - _SMALL_BITS) >> _SHIFT)  # ... up to 2^14
+
+
+def _head_first(x: Tensor, valid: Tensor, dtype: torch.dtype) -> Tensor:
+    """[batch, pos, head, g] -> [head, n_valid_tokens, g] contiguous in `dtype` (one copy)."""
+    rows = x.reshape(-1, *x.shape[2:]) if bool(valid.all()) else x[valid]       # [tokens, head, g]
+    out = torch.empty((rows.shape[1], rows.shape[0], rows.shape[2]), dtype=dtype, device=x.device)
+    return out.copy_(rows.transpose(0, 1))
+
+
+def fine_histogram(s: Tensor) -> Tensor:
+    """Per-head counts of floor(N_FINE s) for s [head, ...] in float64 (s = 1 falls in the last bin)."""
+    if s.device.type == "cpu":   # histc: one pass, no index tensor; exact on float64 input in [0, 1]
+        return torch.stack([torch.histc(s[i], N_FINE, 0, 1) for i in range(s.shape[0])]).double()
+    idx = (s * N_FINE).long().clamp_(0, N_FINE - 1).flatten(1)
+    idx += torch.arange(s.shape[0], device=s.device)[:, None] * N_FINE
+    return torch.bincount(idx.flatten(), minlength=s.shape[0] * N_FINE).view(-1, N_FINE).double()
 
 
 def batch_sums(scores: Tensor, valid: Tensor) -> dict[str, Tensor]:
     """Additive per-head sums of one batch. scores: [batch, pos, head, g]; valid: [batch, pos] bool."""
-    s = _valid_rows(scores, valid)                                  # [tokens, h, g] float64
-    n_valid, h, g = s.shape
-    fine = _head_bincount((s.clamp(0, 1 - 1e-12) * N_FINE).long(), N_FINE)
-    # floor(50 s) == floor(floor(2000 s) / 40) exactly (float32 scores are exact in float64 times 50 or 2000)
-    hist = fine.view(h, N_BINS, N_FINE // N_BINS).sum(-1)
-    tok_mean = s.mean(-1)                                           # [tokens, h]
-    first = scores[:, 0][valid[:, 0]].double()                      # [batch with a first token, h, g]
+    s = _head_first(scores, valid, torch.float64)                  # [h, tokens, g]
+    h, n_valid, g = s.shape
+    flat = s.view(h, -1)
+    fine = fine_histogram(s)
+    per = N_FINE // N_BINS
+    # s < 0.1 iff floor(2000 s) < 200, etc.: exact for float32 s (no float32 lies between 0.1 and its float64)
+    cum = fine.cumsum(-1)
+    tok_mean = s.mean(-1)                                            # [h, tokens]
+    first = scores[:, 0][valid[:, 0]].double()                       # [batch with a first token, h, g]
     big = torch.finfo(torch.float64).max
     empty = n_valid == 0
+    full = lambda v: torch.full((h,), float(v), dtype=torch.float64, device=s.device)  # noqa: E731
     return {
-        "n": torch.full((h,), float(n_valid * g), dtype=torch.float64, device=s.device),
-        "sum": s.sum((0, 2)),
-        "sumsq": s.square().sum((0, 2)),
-        "below_01": (s < 0.1).sum((0, 2)).double(),
-        "below_05": (s < 0.5).sum((0, 2)).double(),
-        "above_09": (s > 0.9).sum((0, 2)).double(),
-        "hist": hist,
+        "n": full(n_valid * g),
+        "sum": flat.sum(-1),
+        "sumsq": torch.linalg.vector_norm(flat, dim=-1).square() if n_valid else full(0),
+        "below_01": cum[:, N_FINE // 10 - 1],
+        "below_05": cum[:, N_FINE // 2 - 1],
+        "above_09": cum[:, -1] - cum[:, N_FINE * 9 // 10 - 1],
+        "hist": fine.view(h, N_BINS, per).sum(-1),
         "fine": fine,
-        "tok_sum": tok_mean.sum(0),
-        "tok_sumsq": tok_mean.square().sum(0),
-        "n_tok": torch.full((h,), float(n_valid), dtype=torch.float64, device=s.device),
-        "chan_sum": s.sum(0),                                       # [h, g]
+        "tok_sum": tok_mean.sum(-1),
+        "tok_sumsq": tok_mean.square().sum(-1),
+        "n_tok": full(n_valid),
+        "chan_sum": s.sum(1),                                        # [h, g]
         "first_sum": first.sum((0, 2)),
-        "n_first": torch.full((h,), float(first.shape[0] * g), dtype=torch.float64, device=s.device),
-        "min": torch.full((h,), big, dtype=torch.float64, device=s.device) if empty else s.amin((0, 2)),
-        "max": torch.full((h,), -big, dtype=torch.float64, device=s.device) if empty else s.amax((0, 2)),
+        "n_first": full(first.shape[0] * g),
+        "min": full(big) if empty else flat.amin(-1),
+        "max": full(-big) if empty else flat.amax(-1),
     }
 
 
@@ -113,31 +141,57 @@ def summarize(t: dict[str, Tensor]) -> dict[str, Tensor]:
     }
 
 
-def log_bins(a: Tensor) -> Tensor:
-    x = torch.log10(a.clamp(min=10 ** LOG_MIN))
-    return ((x - LOG_MIN) / (LOG_MAX - LOG_MIN) * N_LOG).long().clamp(0, N_LOG - 1)
+def _bits(v: Tensor) -> Tensor:
+    """Positive float64 values -> their float32 bit patterns as a continuous float64 (linear inside an octave)."""
+    mant, exp = torch.frexp(v)                                       # v = mant * 2^exp, mant in [0.5, 1)
+    return (exp.double() + 126) * 2.0 ** 23 + (2 * mant - 1) * 2.0 ** 23
+
+
+def log_bin_position(v: Tensor) -> Tensor:
+    """Fractional |y|-histogram bin of positive values v (float64), clamped to [0, N_LOG]."""
+    return ((_bits(v) - _BASE) / (1 << _SHIFT)).clamp(0, N_LOG)
+
+
+def log_bin_edges() -> Tensor:
+    """The N_LOG + 1 bin edges of the |y| histogram (float64; bin 0 also holds smaller values, the last larger)."""
+    bits = _BASE + torch.arange(N_LOG + 1, dtype=torch.int64) * (1 << _SHIFT)
+    return bits.to(torch.int32).view(torch.float32).double()
+
+
+def _abs_bins_(a: Tensor) -> Tensor:
+    """|y| float32 [B, head, M] -> its histogram bin + head * N_LOG, in place on the bit pattern."""
+    bits = a.view(torch.int32)
+    bits.sub_(_BASE).bitwise_right_shift_(_SHIFT).clamp_(0, N_LOG - 1)   # below _BASE: negative -> 0
+    bits += (torch.arange(a.shape[1], device=a.device, dtype=torch.int32) * N_LOG)[None, :, None]
+    return bits
 
 
 def output_sums(y: Tensor, s: Tensor, valid: Tensor) -> dict[str, Tensor]:
-    """Sums for the effect on W_O's input. y: SDPA output [batch, pos, head, d]; s: scores [.., head, g]."""
-    a = _valid_rows(y, valid).abs_()                                 # |y| [tokens, h, d] float64
-    z = a * _valid_rows(s, valid)                                    # |y * s|, the gate broadcast over d if headwise
-    n_valid, h, d = a.shape
-    return {
-        "n": torch.full((h,), float(n_valid * d), dtype=torch.float64, device=a.device),
-        "abs_y": a.sum((0, 2)),
-        "abs_z": z.sum((0, 2)),
-        "small_y": (a < SMALL).sum((0, 2)).double(),
-        "small_z": (z < SMALL).sum((0, 2)).double(),
-        "y_hist": _head_bincount(log_bins(a), N_LOG),
-    }
+    """Sums for the effect on W_O's input. y: SDPA output [batch, head, pos, d] (the kernel's layout);
+    s: gate scores [batch, pos, head, g] (g = d, or 1 for a headwise gate); valid: [batch, pos] bool."""
+    if bool(valid.all()):
+        y, s = y.float(), s.transpose(1, 2).float()                  # [b, h, pos, d], [b, h, pos, g]
+    else:
+        y, s = y.transpose(1, 2)[valid].float(), s[valid].float()    # [tokens, h, d], [tokens, h, g]
+    h = y.shape[1]
+    buf = torch.mul(y, s)                                            # the gated output y * s (one buffer)
+    z = buf.abs_().flatten(2) if buf.dim() == 4 else buf.abs_()      # [B, h, M]
+    per_head = lambda x: x.sum(-1).sum(0).double()                   # noqa: E731  [B, h, M] -> [h]
+    out = {"n": torch.full((h,), float(z.shape[0] * z.shape[2]), dtype=torch.float64, device=y.device),
+           "abs_z": per_head(z), "small_z": per_head(z < SMALL32)}
+    a = torch.abs(y, out=buf).flatten(2) if buf.dim() == 4 else torch.abs(y, out=buf)    # |y|, same buffer
+    out["abs_y"] = per_head(a)
+    hist = torch.bincount(_abs_bins_(a).flatten(), minlength=h * N_LOG).view(h, N_LOG).double()
+    out["y_hist"] = hist
+    out["small_y"] = hist[:, :N_SMALL].sum(-1)                       # |y| < SMALL: the bins below its edge
+    return out
 
 
 def output_summary(t: dict[str, Tensor], mean_gate: Tensor) -> dict[str, Tensor]:
     """Per head: mean |y| and |y * gate|, share below 1e-2, and the same for y scaled by the mean gate."""
     n = t["n"].clamp(min=1)
-    # |y| * mean_gate < SMALL  <=>  |y| < SMALL / mean_gate: read off the log histogram of |y|.
-    edge = ((torch.log10(SMALL / mean_gate.clamp(min=1e-12)) - LOG_MIN) / (LOG_MAX - LOG_MIN) * N_LOG)
+    # |y| * mean_gate < SMALL  <=>  |y| < SMALL / mean_gate: read off the histogram of |y|, linear in a bin.
+    edge = log_bin_position(SMALL / mean_gate.clamp(min=1e-12))
     cum = torch.cat([torch.zeros_like(t["y_hist"][:, :1]), t["y_hist"].cumsum(-1)], -1)
     lo = edge.floor().clamp(0, N_LOG).long()
     hi = (lo + 1).clamp(max=N_LOG)
