@@ -23,8 +23,8 @@ from gatelens.bench import bench, machine
 from gatelens.report import markdown
 
 # (model, lengths, repeats, methods or None for all)
-PLAN = [("tiny-baseline", [512, 2048, 8192, 32768], 5, None),
-        ("tiny-gated", [2048, 8192, 32768], 5, ["bare", "gates", "all"]),
+PLAN = [("tiny-baseline", [512, 2048, 8192, 32768], 9, None),
+        ("tiny-gated", [2048, 8192, 32768], 9, ["bare", "gates", "all"]),
         ("smollm2-135m", [512, 2048], 3, None),
         ("smollm2-135m", [8192], 2, ["bare", "sink", "massive", "all", "tl_cache", "eager"])]
 

@@ -37,6 +37,20 @@ def test_copy_rule_holds_and_every_sequence_starts_with_bos():
     assert not (torch.isin(x[:, 1:-1], triggers) & torch.isin(x[:, 2:], triggers)).any()  # no trigger pairs
 
 
+def test_frequent_triggers_are_the_most_visited_symbols():
+    p = tasks.BigramBackcopy(vocab=16, n_triggers=3, trigger_choice="frequent")
+    cdf, triggers = tasks.world(p)
+    g = torch.Generator().manual_seed(0)
+    state, counts = torch.randint(0, 16, (4096,), generator=g), torch.zeros(16)
+    for _ in range(200):  # 4096 walkers on the plain bigram chain
+        state = torch.searchsorted(cdf[state], torch.rand(4096, 1, generator=g)).squeeze(1)
+        counts += torch.bincount(state, minlength=16)
+    assert set(triggers.tolist()) == set(counts.topk(3).indices.tolist())
+    assert tasks.check_copy_rule(tasks.generate(p, 16, 100, seed=0), p)
+    with pytest.raises(GatelensError, match="trigger_choice"):
+        tasks.BigramBackcopy(trigger_choice="rare")
+
+
 def test_copy_rule_checker_catches_a_broken_copy():
     p = tasks.BigramBackcopy(vocab=16, n_triggers=2)
     x = tasks.generate(p, 8, 100, seed=1)

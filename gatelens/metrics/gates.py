@@ -10,9 +10,9 @@ Query dependence is a variance decomposition of each head's scores s[t, c] (toke
   channel = Var_c(mean_t s[t, c])   -- how much it differs between dimensions
 reported as shares of the total.
 
-Cost: each gated layer's scores are copied once, head-first in float64 (float32 scores times 2000 are
-exact there, so the fine bins are exactly floor(2000 s)); every other statistic is a contiguous
-reduction of that copy or a sum of its histogram. The SDPA outputs' log histogram bins |y| by its
+Cost: each gated layer's scores are copied once, head-first in float64; every statistic is a contiguous
+reduction of that copy or a sum of its fine histogram, whose bins are computed last, in place (float32
+scores times 2000 are exact in float64, so the bins are exactly floor(2000 s)). The SDPA outputs' log histogram bins |y| by its
 float32 bit pattern (exponent and top mantissa bits), so no logarithm is taken and no bin edge is rounded.
 """
 
@@ -54,13 +54,14 @@ def _head_first(x: Tensor, valid: Tensor, dtype: torch.dtype) -> Tensor:
     return out.copy_(rows.transpose(0, 1))
 
 
-def fine_histogram(s: Tensor) -> Tensor:
-    """Per-head counts of floor(N_FINE s) for s [head, ...] in float64 (s = 1 falls in the last bin)."""
-    if s.device.type == "cpu":   # histc: one pass, no index tensor; exact on float64 input in [0, 1]
-        return torch.stack([torch.histc(s[i], N_FINE, 0, 1) for i in range(s.shape[0])]).double()
-    idx = (s * N_FINE).long().clamp_(0, N_FINE - 1).flatten(1)
-    idx += torch.arange(s.shape[0], device=s.device)[:, None] * N_FINE
-    return torch.bincount(idx.flatten(), minlength=s.shape[0] * N_FINE).view(-1, N_FINE).double()
+def fine_histogram_(s: Tensor) -> Tensor:
+    """Per-head counts of floor(N_FINE s) for s [head, ...] in float64 (s = 1 falls in the last bin).
+
+    Overwrites s: the bins are computed in place (float32 scores times N_FINE are exact in float64)."""
+    h = s.shape[0]
+    idx = s.view(h, -1).mul_(N_FINE).to(torch.int32).clamp_(0, N_FINE - 1)
+    idx += (torch.arange(h, device=s.device, dtype=torch.int32) * N_FINE)[:, None]
+    return torch.bincount(idx.view(-1), minlength=h * N_FINE).view(h, N_FINE).double()
 
 
 def batch_sums(scores: Tensor, valid: Tensor) -> dict[str, Tensor]:
@@ -68,33 +69,36 @@ def batch_sums(scores: Tensor, valid: Tensor) -> dict[str, Tensor]:
     s = _head_first(scores, valid, torch.float64)                  # [h, tokens, g]
     h, n_valid, g = s.shape
     flat = s.view(h, -1)
-    fine = fine_histogram(s)
-    per = N_FINE // N_BINS
-    # s < 0.1 iff floor(2000 s) < 200, etc.: exact for float32 s (no float32 lies between 0.1 and its float64)
-    cum = fine.cumsum(-1)
     tok_mean = s.mean(-1)                                            # [h, tokens]
     first = scores[:, 0][valid[:, 0]].double()                       # [batch with a first token, h, g]
     big = torch.finfo(torch.float64).max
     empty = n_valid == 0
     full = lambda v: torch.full((h,), float(v), dtype=torch.float64, device=s.device)  # noqa: E731
-    return {
+    lo, hi = (full(big), full(-big)) if empty else (flat.amin(-1), flat.amax(-1))
+    out = {
         "n": full(n_valid * g),
         "sum": flat.sum(-1),
         "sumsq": torch.linalg.vector_norm(flat, dim=-1).square() if n_valid else full(0),
-        "below_01": cum[:, N_FINE // 10 - 1],
-        "below_05": cum[:, N_FINE // 2 - 1],
-        "above_09": cum[:, -1] - cum[:, N_FINE * 9 // 10 - 1],
-        "hist": fine.view(h, N_BINS, per).sum(-1),
-        "fine": fine,
         "tok_sum": tok_mean.sum(-1),
         "tok_sumsq": tok_mean.square().sum(-1),
         "n_tok": full(n_valid),
         "chan_sum": s.sum(1),                                        # [h, g]
         "first_sum": first.sum((0, 2)),
         "n_first": full(first.shape[0] * g),
-        "min": full(big) if empty else flat.amin(-1),
-        "max": full(-big) if empty else flat.amax(-1),
+        "min": lo,
+        "max": hi,
     }
+    fine = fine_histogram_(s)                                        # last: overwrites s
+    # s < 0.1 iff floor(2000 s) < 200, etc.: exact for float32 s (no float32 lies between 0.1 and its float64)
+    cum = fine.cumsum(-1)
+    out.update({
+        "below_01": cum[:, N_FINE // 10 - 1],
+        "below_05": cum[:, N_FINE // 2 - 1],
+        "above_09": cum[:, -1] - cum[:, N_FINE * 9 // 10 - 1],
+        "hist": fine.view(h, N_BINS, N_FINE // N_BINS).sum(-1),
+        "fine": fine,
+    })
+    return out
 
 
 def add(total: dict[str, Tensor] | None, new: dict[str, Tensor]) -> dict[str, Tensor]:

@@ -36,8 +36,11 @@ class BigramBackcopy:
     sparsity: int = 8         # successors each symbol can have in the bigram table
     temperature: float = 1.0  # softmax temperature over the successors' Gaussian logits
     world_seed: int = 0       # bigram table + triggers: shared by training and evaluation
+    trigger_choice: str = "random"  # "random" symbols, or the chain's most "frequent" ones (as Guo et al.)
 
     def __post_init__(self):
+        if self.trigger_choice not in ("random", "frequent"):
+            raise GatelensError(f"trigger_choice must be random or frequent, got {self.trigger_choice!r}")
         if self.vocab < 4:
             raise GatelensError(f"bigram-backcopy needs vocab >= 4, got {self.vocab}")
         if not 1 <= self.n_triggers <= self.vocab // 2:
@@ -77,14 +80,18 @@ def world(p: BigramBackcopy) -> tuple[Tensor, Tensor]:
     copy of x[t-2], which by induction is no trigger either. So every copy source is a plain symbol.
     """
     g = torch.Generator().manual_seed(p.world_seed)
-    triggers = torch.randperm(p.vocab, generator=g)[: p.n_triggers].sort().values
-    is_trigger = torch.zeros(p.vocab, dtype=torch.bool)
-    is_trigger[triggers] = True
+    if p.trigger_choice == "random":
+        triggers = torch.randperm(p.vocab, generator=g)[: p.n_triggers].sort().values
     probs = torch.zeros(p.vocab, p.vocab)
     for a in range(p.vocab):
         succ = torch.randperm(p.vocab, generator=g)[: p.sparsity]
         logits = torch.randn(p.sparsity, generator=g) / p.temperature
         probs[a, succ] = torch.softmax(logits, 0)
+    if p.trigger_choice == "frequent":  # the bigram chain's most visited symbols (its stationary distribution)
+        pi = torch.full((p.vocab,), 1.0 / p.vocab, dtype=torch.float64)
+        for _ in range(1000):
+            pi = pi @ probs.double()
+        triggers = pi.topk(p.n_triggers).indices.sort().values
     cdf = probs.cumsum(-1)
     cdf[:, -1] = 1.0 + 1e-6  # guard against rounding: every uniform sample finds a bucket
     return cdf, triggers
