@@ -73,3 +73,13 @@ def test_probe_equals_output_hidden_states_reference(tiny_dir):
         assert (ly.top[0].seq, ly.top[0].pos, ly.top[0].channel) == (seq, pos, ch)
         assert abs(ly.median_abs / a.median().item() - 1) < 6e-3
         assert [t.value for t in ly.top] == sorted([t.value for t in ly.top], reverse=True)
+
+
+def test_bit_pattern_bins_are_monotone_and_invert():
+    from gatelens.metrics import bitbins
+    base, shift = bitbins.float_bits(-27), 15
+    v = torch.tensor([1e-9, 0.01, 0.3, 1.0, 1.5, 7.0, 1e6], dtype=torch.float64)
+    pos = bitbins.position(v, base, shift)
+    torch.testing.assert_close(bitbins.value(pos, base, shift), v, rtol=1e-12, atol=0)
+    idx = bitbins.bins_(v.float().view(torch.int32).clone(), base, shift, 10**6)
+    assert torch.equal(idx.long(), pos.floor().long().clamp(min=0))       # a value's bin is its position's floor

@@ -12,21 +12,23 @@ reported as shares of the total.
 
 Cost: each gated layer's scores are copied once, head-first in float64; every statistic is a contiguous
 reduction of that copy or a sum of its fine histogram, whose bins are computed last, in place (float32
-scores times 2000 are exact in float64, so the bins are exactly floor(2000 s)). The SDPA outputs' log histogram bins |y| by its
-float32 bit pattern (exponent and top mantissa bits), so no logarithm is taken and no bin edge is rounded.
+scores times 2000 are exact in float64, so the bins are exactly floor(2000 s)). The SDPA outputs'
+histogram bins |y| on its float32 bit pattern (`bitbins`): no logarithm, no rounded edge.
 """
 
 from __future__ import annotations
 
 import torch
 
+from . import bitbins
+
 Tensor = torch.Tensor
 N_BINS = 50          # histogram bins on [0, 1] (paper-style plots)
 N_FINE = 2000        # fine bins for the median (resolution 5e-4); a multiple of N_BINS
 SMALL = 1e-2         # "output below 1e-2 in magnitude" (the paper's appendix)
 # |y| histogram in float32 bit-pattern space: bins 2^16 bit patterns wide (128 per octave, each <= 0.78% of
-# its lower edge), offset so that SMALL is a bin edge (the share below 1e-2 is then exact), from about 1e-8 up.
-SUB_BITS = 7
+# its lower edge), from 2^-27 (7.5e-9) to 2^14, offset so that SMALL is a bin edge (the share below 1e-2 is exact).
+OCT_MIN, OCT_MAX, SUB_BITS = -27, 14, 7
 _SHIFT = 23 - SUB_BITS
 SUM_KEYS = ("n", "sum", "sumsq", "below_01", "below_05", "above_09", "hist", "fine", "tok_sum", "tok_sumsq",
             "n_tok", "chan_sum", "first_sum", "n_first", "min", "max")
@@ -42,9 +44,9 @@ def _float32_above(c: float) -> float:
 
 SMALL32 = _float32_above(SMALL)
 _SMALL_BITS = int(torch.tensor(SMALL32).view(torch.int32))
-N_SMALL = -(-(_SMALL_BITS - ((127 - 27) << 23)) >> _SHIFT)   # bins below SMALL (down to 2^-27)
-_BASE = _SMALL_BITS - (N_SMALL << _SHIFT)                      # bit pattern of the first edge
-N_LOG = N_SMALL + ((((127 + 14) << 23) - _SMALL_BITS) >> _SHIFT)  # ... up to 2^14
+N_SMALL = -(-(_SMALL_BITS - bitbins.float_bits(OCT_MIN)) >> _SHIFT)   # bins below SMALL
+_BASE = _SMALL_BITS - (N_SMALL << _SHIFT)                              # bit pattern of the first edge
+N_LOG = N_SMALL + ((bitbins.float_bits(OCT_MAX) - _SMALL_BITS) >> _SHIFT)
 
 
 def _head_first(x: Tensor, valid: Tensor, dtype: torch.dtype) -> Tensor:
@@ -145,27 +147,19 @@ def summarize(t: dict[str, Tensor]) -> dict[str, Tensor]:
     }
 
 
-def _bits(v: Tensor) -> Tensor:
-    """Positive float64 values -> their float32 bit patterns as a continuous float64 (linear inside an octave)."""
-    mant, exp = torch.frexp(v)                                       # v = mant * 2^exp, mant in [0.5, 1)
-    return (exp.double() + 126) * 2.0 ** 23 + (2 * mant - 1) * 2.0 ** 23
-
-
 def log_bin_position(v: Tensor) -> Tensor:
     """Fractional |y|-histogram bin of positive values v (float64), clamped to [0, N_LOG]."""
-    return ((_bits(v) - _BASE) / (1 << _SHIFT)).clamp(0, N_LOG)
+    return bitbins.position(v, _BASE, _SHIFT).clamp(0, N_LOG)
 
 
 def log_bin_edges() -> Tensor:
     """The N_LOG + 1 bin edges of the |y| histogram (float64; bin 0 also holds smaller values, the last larger)."""
-    bits = _BASE + torch.arange(N_LOG + 1, dtype=torch.int64) * (1 << _SHIFT)
-    return bits.to(torch.int32).view(torch.float32).double()
+    return bitbins.value(torch.arange(N_LOG + 1, dtype=torch.float64), _BASE, _SHIFT)
 
 
 def _abs_bins_(a: Tensor) -> Tensor:
     """|y| float32 [B, head, M] -> its histogram bin + head * N_LOG, in place on the bit pattern."""
-    bits = a.view(torch.int32)
-    bits.sub_(_BASE).bitwise_right_shift_(_SHIFT).clamp_(0, N_LOG - 1)   # below _BASE: negative -> 0
+    bits = bitbins.bins_(a.view(torch.int32), _BASE, _SHIFT, N_LOG)
     bits += (torch.arange(a.shape[1], device=a.device, dtype=torch.int32) * N_LOG)[None, :, None]
     return bits
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import torch
 
+from . import bitbins
+
 Tensor = torch.Tensor
 ABS_THRESHOLD = 100.0
 RATIO = 1000.0
@@ -19,7 +21,7 @@ RATIO = 1000.0
 OCT_MIN, OCT_MAX, SUB_BITS = -27, 24, 8
 N_BINS = (OCT_MAX - OCT_MIN) << SUB_BITS
 _SHIFT = 23 - SUB_BITS
-_BASE = (127 + OCT_MIN) << 23                 # float32 bit pattern of 2^OCT_MIN: the first edge
+_BASE = bitbins.float_bits(OCT_MIN)           # the first edge
 
 
 def limits(median: Tensor, abs_threshold: float = ABS_THRESHOLD, ratio: float = RATIO) -> Tensor:
@@ -45,16 +47,8 @@ def massive_tokens(a: Tensor, token_max: Tensor, valid: Tensor, limit: Tensor) -
 
 
 def log_bins(a: Tensor) -> Tensor:
-    """Bin (int32) of each |value| a >= 0 (zeros and tiny values go to the first bin); a's dtype float32."""
-    bits = a.contiguous().view(torch.int32) if a.dtype == torch.float32 else a.float().view(torch.int32)
-    return (bits - _BASE).bitwise_right_shift_(_SHIFT).clamp_(0, N_BINS - 1)
-
-
-def bin_value(pos: Tensor) -> Tensor:
-    """Value at fractional bin position `pos` (float64): linear in the bit pattern, i.e. inside an octave."""
-    bits = _BASE + pos * (1 << _SHIFT)
-    exp = torch.floor(bits / 2**23)
-    return torch.ldexp(1 + (bits / 2**23 - exp), (exp - 127).to(torch.int32))
+    """Bin (int32) of each |value| a >= 0 (zeros and tiny values go to the first bin)."""
+    return bitbins.bins_(a.float().contiguous().view(torch.int32).clone(), _BASE, _SHIFT, N_BINS)
 
 
 def sequence_histograms(a: Tensor, valid: Tensor) -> Tensor:
@@ -86,7 +80,7 @@ def histogram_medians(counts: Tensor) -> Tensor:
     i = torch.searchsorted(cum, half).clamp(max=N_BINS - 1)
     before = torch.where(i > 0, cum.gather(1, (i - 1).clamp(min=0)), torch.zeros_like(half))
     frac = (half - before) / c.gather(1, i).clamp(min=1)
-    med = bin_value(i + frac)
+    med = bitbins.value(i + frac, _BASE, _SHIFT)
     return torch.where(cum[:, -1:] > 0, med, torch.full_like(med, float("nan"))).squeeze(1)
 
 
