@@ -39,7 +39,6 @@ PLAN = [("tiny-baseline", [512, 2048], 9, None),
 # - time: that setting turns every large allocation into a fresh mmap and page faults (on this VM up to 1 ms per
 #   MB), a cost no user pays, so times come from a process with glibc's defaults (and no memory sampling thread).
 MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "65536"}
-TIME_COLS = ["seconds", "tokens_per_s", "time_ratio"]
 MEM_COLS = ["peak_mb", "mem_ratio"]
 
 

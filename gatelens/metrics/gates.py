@@ -30,8 +30,6 @@ SMALL = 1e-2         # "output below 1e-2 in magnitude" (the paper's appendix)
 # its lower edge), from 2^-27 (7.5e-9) to 2^14, offset so that SMALL is a bin edge (the share below 1e-2 is exact).
 OCT_MIN, OCT_MAX, SUB_BITS = -27, 14, 7
 _SHIFT = 23 - SUB_BITS
-SUM_KEYS = ("n", "sum", "sumsq", "below_01", "below_05", "above_09", "hist", "fine", "tok_sum", "tok_sumsq",
-            "n_tok", "chan_sum", "first_sum", "n_first", "min", "max")
 
 
 def _float32_above(c: float) -> float:
@@ -49,10 +47,10 @@ _BASE = _SMALL_BITS - (N_SMALL << _SHIFT)                              # bit pat
 N_LOG = N_SMALL + ((bitbins.float_bits(OCT_MAX) - _SMALL_BITS) >> _SHIFT)
 
 
-def _head_first(x: Tensor, valid: Tensor, dtype: torch.dtype) -> Tensor:
-    """[batch, pos, head, g] -> [head, n_valid_tokens, g] contiguous in `dtype` (one copy)."""
+def _head_first(x: Tensor, valid: Tensor) -> Tensor:
+    """[batch, pos, head, g] -> [head, n_valid_tokens, g] contiguous in float64 (one copy)."""
     rows = x.reshape(-1, *x.shape[2:]) if bool(valid.all()) else x[valid]       # [tokens, head, g]
-    out = torch.empty((rows.shape[1], rows.shape[0], rows.shape[2]), dtype=dtype, device=x.device)
+    out = torch.empty((rows.shape[1], rows.shape[0], rows.shape[2]), dtype=torch.float64, device=x.device)
     return out.copy_(rows.transpose(0, 1))
 
 
@@ -68,14 +66,14 @@ def fine_histogram_(s: Tensor) -> Tensor:
 
 def batch_sums(scores: Tensor, valid: Tensor) -> dict[str, Tensor]:
     """Additive per-head sums of one batch. scores: [batch, pos, head, g]; valid: [batch, pos] bool."""
-    s = _head_first(scores, valid, torch.float64)                  # [h, tokens, g]
+    s = _head_first(scores, valid)                  # [h, tokens, g]
     h, n_valid, g = s.shape
     flat = s.view(h, -1)
     tok_mean = s.mean(-1)                                            # [h, tokens]
     first = scores[:, 0][valid[:, 0]].double()                       # [batch with a first token, h, g]
     big = torch.finfo(torch.float64).max
     empty = n_valid == 0
-    full = lambda v: torch.full((h,), float(v), dtype=torch.float64, device=s.device)  # noqa: E731
+    full = lambda v: torch.full((h,), float(v), dtype=torch.float64, device=s.device)
     lo, hi = (full(big), full(-big)) if empty else (flat.amin(-1), flat.amax(-1))
     out = {
         "n": full(n_valid * g),
@@ -174,7 +172,7 @@ def output_sums(y: Tensor, s: Tensor, valid: Tensor) -> dict[str, Tensor]:
     h = y.shape[1]
     buf = torch.mul(y, s)                                            # the gated output y * s (one buffer)
     z = buf.abs_().flatten(2) if buf.dim() == 4 else buf.abs_()      # [B, h, M]
-    per_head = lambda x: x.sum(-1).sum(0).double()                   # noqa: E731  [B, h, M] -> [h]
+    per_head = lambda x: x.sum(-1).sum(0).double()                   # [B, h, M] -> [h]
     out = {"n": torch.full((h,), float(z.shape[0] * z.shape[2]), dtype=torch.float64, device=y.device),
            "abs_z": per_head(z), "small_z": per_head(z < SMALL32)}
     a = torch.abs(y, out=buf).flatten(2) if buf.dim() == 4 else torch.abs(y, out=buf)    # |y|, same buffer
