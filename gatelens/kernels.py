@@ -5,7 +5,8 @@ query i on key j is exp(scale * q_i . k_j + mask_ij - lse_i), so any single colu
 attention pattern (the first token's) costs one dot product per query and no n x n tensor.
 
 `sdpa_with_lse` picks, in order:
-  * CPU:  aten._scaled_dot_product_flash_attention_for_cpu  -> (out, lse)
+  * CPU:  aten._scaled_dot_product_flash_attention_for_cpu  -> (out, lse); it reads KV head h // n_rep
+          for query head h itself, so grouped-query attention needs no expanded K/V and one call
   * CUDA: aten._scaled_dot_product_flash_attention (no mask, fp16/bf16, head_dim <= 256)
           aten._scaled_dot_product_efficient_attention(compute_log_sumexp=True) otherwise
   * anything else, or if a private op is missing/fails: public F.scaled_dot_product_attention
@@ -78,11 +79,19 @@ def sdpa_with_lse(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None, *
     """Attention output [batch, head, query, d] and per-query LSE [batch, head, query] (fp32).
 
     q: [batch, head, query, d]; k, v: [batch, kv_head, key, d], kv_head dividing head (grouped-query
-    attention runs one KV group at a time on stride-0 views, so no full copy of K and V is made).
+    attention: the CPU kernel takes the KV heads as they are; elsewhere it runs one KV group at a time
+    on stride-0 views, so no full copy of K and V is made either way).
     mask: None, bool (True = attend) or additive float, broadcastable to [batch, head, query, key].
     """
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
     n_rep = q.shape[1] // k.shape[1]
+    if not force_fallback and q.device.type == "cpu":
+        try:
+            out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
+                q, k, v, 0.0, is_causal, attn_mask=additive_mask(mask, q.dtype), scale=scale)
+            return out, lse.float()
+        except (RuntimeError, AttributeError, NotImplementedError):
+            pass  # op missing in this torch build or unsupported input: per KV group / public path below
     if n_rep > 1:
         out = torch.empty(q.shape[:-1] + (v.shape[-1],), dtype=q.dtype, device=q.device)
         lse = torch.empty(q.shape[:-1], dtype=torch.float32, device=q.device)
@@ -94,15 +103,10 @@ def sdpa_with_lse(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None, *
                 q[:, hs], k[:, j:j + 1].expand(b, n_rep, nk, d), v[:, j:j + 1].expand(b, n_rep, nk, v.shape[-1]), m,
                 is_causal=is_causal, scale=scale, force_fallback=force_fallback)
         return out, lse
-    if not force_fallback:
+    if not force_fallback and q.device.type == "cuda":
         try:
-            if q.device.type == "cpu":
-                out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
-                    q, k, v, 0.0, is_causal, attn_mask=additive_mask(mask, q.dtype), scale=scale)
-                return out, lse.float()
-            if q.device.type == "cuda":
-                out, lse = _cuda_lse_op(q, k, v, mask, is_causal, scale)
-                return out, lse.float()
+            out, lse = _cuda_lse_op(q, k, v, mask, is_causal, scale)
+            return out, lse.float()
         except (RuntimeError, AttributeError, NotImplementedError):
             pass  # op missing in this torch build or unsupported input: take the public path below
     out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal, scale=scale)

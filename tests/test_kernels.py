@@ -75,3 +75,17 @@ def test_grouped_query_attention_runs_per_kv_group(fallback):
     p, lse_ref = eager(q, expand_kv(k, 3), expand_kv(v, 3), 0.3, causal=True)
     torch.testing.assert_close(out.double(), p @ expand_kv(v, 3).double(), atol=1e-5, rtol=0)
     torch.testing.assert_close(lse.double(), lse_ref, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("fallback", [False, True])
+def test_grouped_query_attention_with_a_padding_mask(fallback):
+    """GQA and a per-sequence padding mask together (the batched path): output and LSE as eager."""
+    g = torch.Generator().manual_seed(5)
+    q = torch.randn(2, 4, 20, 8, generator=g)
+    k, v = torch.randn(2, 2, 20, 8, generator=g), torch.randn(2, 2, 20, 8, generator=g)
+    mask = torch.ones(2, 1, 20, 20, dtype=torch.bool).tril()
+    mask[1, :, :, 12:] = False                                       # sequence 1 is 12 tokens long
+    out, lse = sdpa_with_lse(q, k, v, mask, scale=0.35, force_fallback=fallback)
+    p, lse_ref = eager(q, expand_kv(k, 2), expand_kv(v, 2), 0.35, mask=mask)
+    torch.testing.assert_close(out.double(), p @ expand_kv(v, 2).double(), atol=1e-5, rtol=0)
+    torch.testing.assert_close(lse.double(), lse_ref, atol=1e-5, rtol=0)
