@@ -418,6 +418,8 @@ def train_cli(out: Annotated[Path, typer.Option("--out", help="output checkpoint
               gate: Annotated[str, typer.Option(help="none | elementwise | headwise (G1) | value (G2)")] = "none",
               final_norm: Annotated[bool, typer.Option("--final-norm/--no-final-norm")] = True,
               qk_norm: Annotated[bool, typer.Option("--qk-norm/--no-qk-norm")] = True,
+              pre_norm: Annotated[bool, typer.Option("--pre-norm/--no-pre-norm",
+                                                     help="RMSNorm before attention and MLP")] = True,
               d_model: int = 128, n_layers: int = 1, n_heads: int = 1, n_kv_heads: Optional[int] = None,
               ffn: int = 512, seq_len: Annotated[int, typer.Option("--seq-len")] = 256,
               task_params: Annotated[Optional[str], typer.Option(help='task parameters as JSON, e.g. {"vocab": 64}')]
@@ -436,7 +438,8 @@ def train_cli(out: Annotated[Path, typer.Option("--out", help="output checkpoint
         params = json.loads(task_params) if task_params else {}
     except json.JSONDecodeError as e:
         raise GatelensError(f"--task-params is not valid JSON ({e.msg}); example: '{{\"vocab\": 64}}'") from None
-    cfg = TrainConfig(out=str(out), data=data, gate=gate, final_norm=final_norm, qk_norm=qk_norm, d_model=d_model,
+    cfg = TrainConfig(out=str(out), data=data, gate=gate, final_norm=final_norm, qk_norm=qk_norm, pre_norm=pre_norm,
+                      d_model=d_model,
                       n_layers=n_layers, n_heads=n_heads, n_kv_heads=n_kv_heads, ffn=ffn, seq_len=seq_len,
                       task_params=params, batch_size=batch_size, steps=steps, lr=lr, min_lr=min_lr,
                       warmup_steps=warmup_steps, weight_decay=weight_decay, grad_clip=grad_clip,

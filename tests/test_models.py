@@ -50,7 +50,7 @@ def test_hybrid_families_report_only_full_attention_layers_and_their_gate(tiny_d
 
 # ---- the paper's release format --------------------------------------------------------------
 
-def _rms(x, w, eps):
+def _rms_w(x, w, eps):
     return w * (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps))
 
 
@@ -64,8 +64,15 @@ def _rope(x, theta):
 
 
 def paper_forward(sd, cfg, ids):
-    """Eager forward of the paper's modeling_qwen3.py (Qwen3Attention.forward), in float64."""
+    """Eager forward of the paper's modeling_qwen3.py (Qwen3Attention.forward), in float64.
+
+    A norm whose weight the checkpoint lacks is skipped: gatelens' own family can drop the pre-norms,
+    QK-norm and the final norm (model_type "gatelens", `pre_norm` / `use_qk_norm` / `final_norm` false)."""
     sd = {k: v.double() for k, v in sd.items()}
+
+    def _rms(x, key, eps):
+        return _rms_w(x, sd[key], eps) if key in sd else x
+
     H, K, d, eps = cfg["num_attention_heads"], cfg["num_key_value_heads"], cfg["head_dim"], cfg["rms_norm_eps"]
     G = H // K
     headwise = cfg["headwise_attn_output_gate"]
@@ -79,15 +86,15 @@ def paper_forward(sd, cfg, ids):
 
     for i in range(cfg["num_hidden_layers"]):
         p = f"model.layers.{i}."
-        h = _rms(x, sd[p + "input_layernorm.weight"], eps)
+        h = _rms(x, p + "input_layernorm.weight", eps)
         q = lin(p + "self_attn.q_proj", h).view(b, n, K, -1)
         q, gate = torch.split(q, [d * G, (1 if headwise else d) * G], dim=-1)   # per KV group: [queries | gates]
         gate = gate.reshape(b, n, H, 1 if headwise else d)
         q = q.reshape(b, n, H, d).transpose(1, 2)
         k = lin(p + "self_attn.k_proj", h).view(b, n, K, d).transpose(1, 2)
         v = lin(p + "self_attn.v_proj", h).view(b, n, K, d).transpose(1, 2)
-        q = _rms(q, sd[p + "self_attn.q_norm.weight"], eps)
-        k = _rms(k, sd[p + "self_attn.k_norm.weight"], eps)
+        q = _rms(q, p + "self_attn.q_norm.weight", eps)
+        k = _rms(k, p + "self_attn.k_norm.weight", eps)
         q, k = _rope(q, cfg["rope_theta"]), _rope(k, cfg["rope_theta"])
         k, v = k.repeat_interleave(G, 1), v.repeat_interleave(G, 1)
         s = q @ k.transpose(2, 3) / math.sqrt(d)
@@ -96,10 +103,10 @@ def paper_forward(sd, cfg, ids):
         patterns.append(a)
         o = (a @ v).transpose(1, 2) * torch.sigmoid(gate)
         x = x + lin(p + "self_attn.o_proj", o.reshape(b, n, H * d))
-        h = _rms(x, sd[p + "post_attention_layernorm.weight"], eps)
+        h = _rms(x, p + "post_attention_layernorm.weight", eps)
         up = torch.nn.functional.silu(lin(p + "mlp.gate_proj", h)) * lin(p + "mlp.up_proj", h)
         x = x + lin(p + "mlp.down_proj", up)
-    x = _rms(x, sd["model.norm.weight"], eps)
+    x = _rms(x, "model.norm.weight", eps)
     return x @ sd["lm_head.weight"].T, patterns
 
 
@@ -121,6 +128,36 @@ def test_paper_format_matches_eager_reimplementation(gate, tiny_dir):
     result = gatelens.sink(loaded, inputs, batch_size=2)
     for ly, pattern in zip(result.layers, patterns):
         torch.testing.assert_close(torch.tensor(ly.f_attn_heads, dtype=torch.float64), f_attn_reference(pattern).double(), atol=1e-5, rtol=0)
+
+
+def test_native_family_without_norms_matches_eager_reimplementation(tmp_path):
+    """gatelens' own family with no RMSNorm anywhere (the zoo's mechanism twins): logits and F-Attn as eager."""
+    from factories import TOK, paper_config
+    from gatelens.models import native
+
+    cfg = {**paper_config("elementwise", model_type="gatelens", pre_norm=False, use_qk_norm=False, final_norm=False),
+           "gate": "elementwise"}
+    torch.manual_seed(0)
+    model = native.build(cfg)
+    assert not any("norm" in name for name, _ in model.named_parameters())
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn_like(p) * 0.12)  # O(1) activations without any norm: a sharp, non-uniform pattern
+    native.save(model, tmp_path / "m", cfg)
+    TOK.save_pretrained(tmp_path / "m")
+    loaded = gatelens.load(str(tmp_path / "m"))
+    assert loaded.info.final_norm is False and loaded.info.gate == "elementwise"
+    inputs = _inputs(loaded)
+    ids = torch.stack(inputs.seqs)
+    want, patterns = paper_forward({k: v for k, v in model.state_dict().items()}, cfg, ids)
+    with torch.no_grad():
+        got = loaded.model(ids).logits
+    torch.testing.assert_close(got.double(), want, atol=1e-4, rtol=1e-5)
+    result = gatelens.sink(loaded, inputs, batch_size=2)
+    for ly, pattern in zip(result.layers, patterns):
+        assert pattern[..., 1:, 0].std() > 0.01  # not a uniform pattern: the comparison below can fail
+        torch.testing.assert_close(torch.tensor(ly.f_attn_heads, dtype=torch.float64), f_attn_reference(pattern).double(),
+                                   atol=1e-5, rtol=0)
 
 
 def test_grouped_and_interleaved_layouts_differ_when_group_is_two():

@@ -56,3 +56,10 @@ def test_transformerlens_bridge_sees_the_same_pattern_and_leaves_ours_working(ti
     _, cache = bridge.run_with_cache(ids[None])
     torch.testing.assert_close(cache["blocks.1.attn.hook_pattern"][0].mean(0), before, atol=1e-5, rtol=0)
     torch.testing.assert_close(attention_map(loaded, ids, 1).pattern, before)  # the bridge wrapped a copy
+
+
+def test_bridge_refuses_models_that_transformerlens_would_misread():
+    """The zoo's mechanism twins drop norms Qwen3 always has: TransformerLens would rebuild them wrongly."""
+    for name in ("mech-baseline", "mech-gated"):
+        with pytest.raises(gatelens.GatelensError, match="TransformerLens does not know"):
+            gatelens.load(name).bridge()

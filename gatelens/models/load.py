@@ -91,9 +91,10 @@ class Loaded:
         (paper format, zoo) are not understood by TransformerLens and raise here. The bridge rewires
         the modules it wraps, so it wraps a copy: this `Loaded` keeps measuring as before.
         """
-        if self.family.native:
-            raise GatelensError(f"{self.info.spec} is a gatelens-built gated model, which TransformerLens does not "
-                                "know; use gatelens.attention_pattern for its attention maps")
+        if self.family.native or self.info.model_type == "gatelens":
+            raise GatelensError(f"{self.info.spec} is built by gatelens (a gate, or norms that Qwen3 always has, "
+                                "changed), which TransformerLens does not know; use gatelens.patterns.attention_map "
+                                "for its attention maps")
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         from transformer_lens.model_bridge import TransformerBridge
 

@@ -4,8 +4,9 @@ Two config formats reach here:
   * the paper's release: model_type "qwen3" with `headwise_attn_output_gate` or
     `elementwise_attn_output_gate` true (plus `qkv_bias`, `use_qk_norm`);
   * gatelens' own family: model_type "gatelens", a Qwen3 config plus `gate`
-    ("none" | "elementwise" | "headwise" | "value") and `final_norm` (false drops the last RMSNorm,
-    which the Bigram-Backcopy sink needs; see the zoo's model cards).
+    ("none" | "elementwise" | "headwise" | "value"), `final_norm` (false drops the last RMSNorm,
+    which the Bigram-Backcopy sink needs; see the zoo's model cards), `use_qk_norm` and `pre_norm`
+    (false: no RMSNorm anywhere, so the residual stream enters attention, gate and MLP raw).
 Weights are loaded with an explicit key and shape check, so a mismatch names the tensor.
 """
 
@@ -24,7 +25,7 @@ from .gated import GATES, add_gates
 
 NATIVE_MODEL_TYPE = "gatelens"
 _EXTRA_KEYS = ("gate", "final_norm", "headwise_attn_output_gate", "elementwise_attn_output_gate", "qkv_bias",
-               "use_qk_norm", "model_type", "architectures", "gatelens_eval", "auto_map")
+               "use_qk_norm", "model_type", "architectures", "gatelens_eval", "auto_map", "pre_norm")
 
 
 def native_gate(cfg: dict) -> str | None:
@@ -59,7 +60,11 @@ def build(cfg: dict, dtype: torch.dtype = torch.float32, attn_implementation: st
             layer.self_attn.q_norm, layer.self_attn.k_norm = nn.Identity(), nn.Identity()
     if not cfg.get("final_norm", True):
         model.model.norm = nn.Identity()
-    model.config.gatelens = {"gate": gate, "final_norm": bool(cfg.get("final_norm", True))}
+    if not cfg.get("pre_norm", True):  # no RMSNorm before attention and MLP: the residual stream enters both raw
+        for layer in model.model.layers:
+            layer.input_layernorm, layer.post_attention_layernorm = nn.Identity(), nn.Identity()
+    model.config.gatelens = {"gate": gate, "final_norm": bool(cfg.get("final_norm", True)),
+                             "pre_norm": bool(cfg.get("pre_norm", True))}
     model = model.to(dtype)
     if qcfg.tie_word_embeddings:  # _from_config under no_init_weights leaves lm_head untied
         model.tie_weights()

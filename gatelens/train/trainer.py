@@ -54,6 +54,7 @@ class TrainConfig:
     gate: str = "none"                    # none | elementwise | headwise | value
     final_norm: bool = True               # False drops the last RMSNorm (model_type "gatelens")
     qk_norm: bool = True                  # Qwen3's RMSNorm on queries and keys; False -> model_type "gatelens"
+    pre_norm: bool = True                 # RMSNorm before attention and MLP; False -> model_type "gatelens"
     # model (Qwen3)
     d_model: int = 128
     n_layers: int = 1
@@ -236,13 +237,13 @@ def model_config(cfg: TrainConfig, tokenizer, eval_data: dict, gate: str | None 
     ).to_diff_dict()
     base.pop("transformers_version", None)
     out = {**base, "architectures": ["Qwen3ForCausalLM"], "gatelens_eval": eval_data}
-    standard = cfg.final_norm and cfg.qk_norm
+    standard = cfg.final_norm and cfg.qk_norm and cfg.pre_norm
     if standard and gate == "none":
         return out
     if standard and gate in ("elementwise", "headwise"):
         return {**out, f"{gate}_attn_output_gate": True}
     return {**out, "model_type": native.NATIVE_MODEL_TYPE, "gate": gate, "final_norm": cfg.final_norm,
-            "use_qk_norm": cfg.qk_norm}
+            "use_qk_norm": cfg.qk_norm, "pre_norm": cfg.pre_norm}
 
 
 def gate_rows(cfg: TrainConfig, gate: str) -> tuple[str, torch.Tensor, torch.Tensor]:
