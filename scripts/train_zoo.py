@@ -39,18 +39,18 @@ SEEDS = (0, 1, 2)
 ZOO_SEED = 0
 MODELS = {"mech-baseline": "none", "mech-gated": "elementwise", "mech-gated-headwise": "headwise"}
 
-# The best recipe found (run "P9" in gatelens/zoo/RECIPE_SEARCH.md: F-Attn 0.54, dormant 0.60 at seed 0).
-# Many steps at a small batch, no weight decay, a long cosine from 3e-3: the sink grows slowly after the task
-# is learned. Untied embeddings: P9 was trained before native.build honoured tie_word_embeddings (fixed in
-# ab01e65), so its head was in fact untied; this says so. Seed-dependent: at seeds 1 and 2 the dormant queries
-# lock onto their own token instead (F-Attn 0.03 / 0.01), so the zoo ships only with --force.
+# The recipe (run "NNT16L" in gatelens/zoo/RECIPE_SEARCH.md): a Qwen3 block with no RMSNorm anywhere (no pre-norms,
+# no QK-norm, no final norm), 16 of the 64 symbols as triggers, AdamW at 1e-2 with a cosine to 3e-4, no weight decay.
+# With any RMSNorm before attention, the dormant queries of some seeds lock onto their own token instead of BOS
+# (the earlier P9 recipe grew the sink at seed 0 only); without norms they never do, and at 1e-2 the sink forms
+# within ~600 steps at every seed tried. Untied embeddings, small batch, many steps.
 RECIPE = {
     "data": "bigram-backcopy",
-    "task_params": {"vocab": 64, "n_triggers": 6, "sparsity": 4, "temperature": 0.5, "world_seed": 0},
+    "task_params": {"vocab": 64, "n_triggers": 16, "sparsity": 4, "temperature": 0.5, "world_seed": 0},
     "eval_seed": 1234,
-    "final_norm": False, "qk_norm": True,
+    "final_norm": False, "qk_norm": False, "pre_norm": False,
     "d_model": 128, "n_layers": 1, "n_heads": 1, "n_kv_heads": 1, "head_dim": 128, "ffn": 512, "tie_embeddings": False,
-    "seq_len": 256, "batch_size": 8, "steps": 3000, "lr": 3e-3, "min_lr": 1e-4, "warmup_steps": 100, "weight_decay": 0.0,
+    "seq_len": 256, "batch_size": 8, "steps": 3000, "lr": 1e-2, "min_lr": 3e-4, "warmup_steps": 100, "weight_decay": 0.0,
     "beta1": 0.9, "beta2": 0.95, "grad_clip": 1.0, "eval_every": 100, "eval_seqs": 16, "ckpt_every": 500,
 }
 MIN_F_ATTN, MIN_DORMANT = 0.3, 0.6  # what "the baseline has a clear sink" means, at every seed
@@ -149,7 +149,8 @@ def model_card(name: str, folder: Path, m: dict, init: dict, bf16: bool, weak: l
     config = json.loads((folder / "config.json").read_text())
     gate = MODELS[name]
     if config["model_type"] == "gatelens":
-        fmt = f'`model_type` "gatelens" (`gate` "{gate}", `final_norm` {str(cfg["final_norm"]).lower()}; loaded by gatelens)'
+        flags = ", ".join(f'`{k}` {str(config.get(k, True)).lower()}' for k in ("pre_norm", "use_qk_norm", "final_norm"))
+        fmt = f'`model_type` "gatelens" (`gate` "{gate}", {flags}; loaded by gatelens)'
     elif gate != "none":
         fmt = f'`model_type` "qwen3" + `{gate}_attn_output_gate: true` (the paper\'s release format)'
     else:
@@ -168,9 +169,9 @@ every initial parameter except the gate rows.
 ## Model
 - Qwen3 decoder, {cfg['n_layers']} layer, {cfg['n_heads']} head (KV heads {cfg['n_kv_heads']}), d_model {cfg['d_model']},
   head_dim {cfg['head_dim']}, FFN {cfg['ffn']}, RoPE θ {cfg['rope_theta']:g}, {"tied" if cfg['tie_embeddings'] else "untied"} embeddings,
-  QK-norm {"yes" if cfg.get('qk_norm', True) else "no"}, final RMSNorm {"yes" if cfg['final_norm'] else "no"},
-  context {cfg['seq_len']} tokens.
-{"- **Not the standard Qwen3 architecture: the final RMSNorm before the LM head is dropped** (with it, none of the recipes tried grew a stable sink; the shipped recipe itself was not retried with it; see the zoo README), so the weights load with gatelens, not plain transformers." + chr(10) if not cfg['final_norm'] else ""}- Gate: **{gate}**{" (G1: σ(X·W_θ) multiplies the SDPA output before W_O)" if gate != "none" else ""}. Format: {fmt}.
+  RMSNorm before attention and MLP {"yes" if cfg.get('pre_norm', True) else "no"}, QK-norm {"yes" if cfg.get('qk_norm', True) else "no"},
+  final RMSNorm {"yes" if cfg['final_norm'] else "no"}, context {cfg['seq_len']} tokens.
+{nonstandard(cfg)}- Gate: **{gate}**{" (G1: σ(X·W_θ) multiplies the SDPA output before W_O)" if gate != "none" else ""}. Format: {fmt}.
 - Parameters: {s['n_params']:,}. Weights stored as {"bfloat16 (F-Attn unchanged to 1e-4)" if bf16 else "float32"}.
 
 ## Data
@@ -204,6 +205,17 @@ every initial parameter except the gate rows.
 
 Reproduce: `python scripts/train_zoo.py{' --jobs 2 --force' if weak else ''}` (retrains all zoo models and rewrites this card).
 """
+
+
+def nonstandard(cfg: dict) -> str:
+    """The card's line on what differs from transformers' Qwen3, or nothing for a standard one."""
+    dropped = [name for key, name in (("pre_norm", "the RMSNorms before attention and MLP"), ("qk_norm", "QK-norm"),
+                                      ("final_norm", "the final RMSNorm")) if not cfg.get(key, True)]
+    if not dropped:
+        return ""
+    return (f"- **Not the standard Qwen3 architecture: {', '.join(dropped)} dropped** (with an RMSNorm before attention "
+            "the dormant queries of some seeds settle on their own token instead of the first one; see the zoo README), "
+            "so the weights load with gatelens, not plain transformers.\n")
 
 
 def norm_reading(m: dict, init: dict) -> str:
