@@ -11,8 +11,8 @@ Query dependence is a variance decomposition of each head's scores s[t, c] (toke
 reported as shares of the total.
 
 Cost: each gated layer's scores are copied once, head-first in float64; every statistic is a contiguous
-reduction of that copy or a sum of its fine histogram (float32 scores times 2000 are exact in float64, so
-the bins are exactly floor(2000 s)). The SDPA outputs'
+reduction of that copy or a sum of its fine histogram, whose bins are computed last, in place (float32
+scores times 2000 are exact in float64, so the bins are exactly floor(2000 s)). The SDPA outputs'
 histogram bins |y| on its float32 bit pattern (`bitbins`): no logarithm, no rounded edge.
 """
 
@@ -54,18 +54,14 @@ def _head_first(x: Tensor, valid: Tensor) -> Tensor:
     return out.copy_(rows.transpose(0, 1))
 
 
-def fine_histogram(s: Tensor) -> Tensor:
+def fine_histogram_(s: Tensor) -> Tensor:
     """Per-head counts of floor(N_FINE s) for s [head, ...] in float64 (s = 1 falls in the last bin).
 
-    One pass makes head * (N_FINE + 1) + N_FINE s, exact in float64 for float32 scores (a 35-bit product
-    plus a small integer), truncated to int32 = floor for s >= 0; each head gets N_FINE + 1 bins so
-    that s = 1 lands in a spare bin of its own head, folded into the last bin afterwards (no clamp pass)."""
-    h, stride = s.shape[0], N_FINE + 1
-    offsets = torch.arange(h, device=s.device, dtype=torch.float64).mul_(stride).view(h, *([1] * (s.dim() - 1)))
-    idx = torch.add(offsets, s, alpha=N_FINE).to(torch.int32)
-    counts = torch.bincount(idx.view(-1), minlength=h * stride).view(h, stride).double()
-    counts[:, N_FINE - 1] += counts[:, N_FINE]
-    return counts[:, :N_FINE]
+    Overwrites s: the bins are computed in place (float32 scores times N_FINE are exact in float64)."""
+    h = s.shape[0]
+    idx = s.view(h, -1).mul_(N_FINE).to(torch.int32).clamp_(0, N_FINE - 1)
+    idx += (torch.arange(h, device=s.device, dtype=torch.int32) * N_FINE)[:, None]
+    return torch.bincount(idx.view(-1), minlength=h * N_FINE).view(h, N_FINE).double()
 
 
 def batch_sums(scores: Tensor, valid: Tensor) -> dict[str, Tensor]:
@@ -92,7 +88,7 @@ def batch_sums(scores: Tensor, valid: Tensor) -> dict[str, Tensor]:
         "min": lo,
         "max": hi,
     }
-    fine = fine_histogram(s)
+    fine = fine_histogram_(s)                                        # last: overwrites s
     # s < 0.1 iff floor(2000 s) < 200, etc.: exact for float32 s (no float32 lies between 0.1 and its float64)
     cum = fine.cumsum(-1)
     out.update({
