@@ -1,13 +1,13 @@
 """Train, measure and ship the mechanism zoo (synthetic Bigram-Backcopy twins), in one command:
 
     python scripts/train_zoo.py            # 3 seeds x (baseline, elementwise) + headwise at the zoo seed
-    python scripts/train_zoo.py --jobs 2 --force --work /tmp/zoo   # as shipped (the bar is missed at seeds 1, 2)
+    python scripts/train_zoo.py --jobs 2 --work /tmp/zoo   # as shipped (two trainings at once on 2 cores)
 
 Writes gatelens/zoo/{mech-baseline, mech-gated, mech-gated-headwise}/ (weights, tokenizer,
 train_log.csv, training.json, MODEL_CARD.md, card.json) and gatelens/zoo/README.md (recipe + per-seed table).
 Every number in the cards is computed here with gatelens' own functions on the models' held-out
 task sequences. `--jobs N` runs N trainings at once (one thread each on 2 cores); `--reuse` re-measures
-finished runs in --work instead of retraining them. Each training takes ~8 minutes on one CPU thread.
+finished runs in --work instead of retraining them. Each training takes ~4 minutes on one CPU thread.
 """
 
 from __future__ import annotations
@@ -162,7 +162,7 @@ def model_card(name: str, folder: Path, m: dict, init: dict, bf16: bool, weak: l
 
 **A synthetic-task mechanism model, not a language model.** It was trained only on the Bigram-Backcopy
 task (Guo et al. 2024, arXiv 2410.13835) to show, in miniature, the attention sink that a sigmoid
-gate after SDPA (Qiu et al. 2025, arXiv 2505.06708) removes. It knows nothing about natural text.
+gate after SDPA (Qiu et al. 2025, arXiv 2505.06708) removes in large models. It knows nothing about natural text.
 Its twins ({", ".join(f"`{n}`" for n in MODELS if n != name)}) share its recipe, seed, data order and
 every initial parameter except the gate rows.
 {caveat}
