@@ -149,7 +149,7 @@ def test_native_family_without_norms_matches_eager_reimplementation(tmp_path):
     assert loaded.info.final_norm is False and loaded.info.gate == "elementwise"
     inputs = _inputs(loaded)
     ids = torch.stack(inputs.seqs)
-    want, patterns = paper_forward({k: v for k, v in model.state_dict().items()}, cfg, ids)
+    want, patterns = paper_forward(model.state_dict(), cfg, ids)
     with torch.no_grad():
         got = loaded.model(ids).logits
     torch.testing.assert_close(got.double(), want, atol=1e-4, rtol=1e-5)
