@@ -10,21 +10,68 @@ Instead of copying Qwen3's modeling file we swap two Linear layers of each atten
             the paper's), returns the queries, hands the gate logits to o_proj (and to `hook_gate`)
   o_proj -> GatedOProj: W_O applied to z * sigmoid(gate)                       (G1, before W_O)
   v_proj -> GatedVProj: values * sigmoid(gate), gate rows inside v_proj          (G2, value gate)
+The paper's ablations that are not query-dependent per head ride the same two modules:
+  head-shared        q_proj rows [queries of all heads | d_head gate rows], one gate vector per
+                     position shared by every head (the paper's head-shared W_theta: d_model x d_head)
+  input-independent  no gate rows: q_proj holds a learned logit per head and dimension, `gate_logit`
+                     [head, d_head], so the score sigma(b) is the same for every token
 Everything else (norms, RoPE, attention kernels, masks) stays transformers' own.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-GATES = ("none", "elementwise", "headwise", "value")
+
+@dataclass(frozen=True)
+class GateKind:
+    """One row per gate gatelens builds: where it sits and which module's output carries its logits."""
+
+    name: str
+    position: str | None      # "G1" (SDPA output, before W_O) | "G2" (values) | None
+    module: str | None        # under the attention module; its forward output: logits [batch, pos, head, g]
+    headwise: bool = False    # one score per head (else one per head and dimension)
+    shared: bool = False      # one gate vector per position for all heads
+    constant: bool = False    # a learned logit per head and dimension, the same for every token
+
+
+GATE_KINDS: dict[str, GateKind] = {k.name: k for k in (
+    GateKind("none", None, None),
+    GateKind("elementwise", "G1", "q_proj.hook_gate"),
+    GateKind("headwise", "G1", "q_proj.hook_gate", headwise=True),
+    GateKind("head-shared", "G1", "q_proj.hook_gate", shared=True),
+    GateKind("input-independent", "G1", "q_proj.hook_gate", constant=True),
+    GateKind("value", "G2", "v_proj.hook_gate"),
+)}
+GATES = tuple(GATE_KINDS)
 
 
 def gate_width(gate: str, head_dim: int) -> int:
-    """Gate scores per head: head_dim (elementwise / value), 1 (headwise)."""
-    return 1 if gate == "headwise" else head_dim
+    """Gate scores per head: head_dim (elementwise, value, head-shared, input-independent), 1 (headwise)."""
+    return 1 if GATE_KINDS[gate].headwise else head_dim
+
+
+def gate_rows(gate: str, n_heads: int, n_kv: int, head_dim: int) -> tuple[str, torch.Tensor, torch.Tensor]:
+    """(projection, row numbers of its plain weight, row numbers of its gate rows) of a gated build.
+
+    Uses the forward's own split on row numbers, so it cannot disagree with the layout.
+    """
+    H, K, d = n_heads, n_kv, head_dim
+    kind = GATE_KINDS[gate]
+    if kind.position == "G2":  # v_proj: per KV group [values | gates]
+        keep, g = split_grouped(torch.arange(K * 2 * d), K, 1, d, d)
+        return "v_proj", keep, g.flatten()
+    if kind.constant:
+        return "q_proj", torch.arange(H * d), torch.arange(0)
+    if kind.shared:
+        return "q_proj", torch.arange(H * d), torch.arange(H * d, H * d + d)
+    w = gate_width(gate, d)  # q_proj: per KV group [queries of G heads | gates of G heads]
+    keep, g = split_grouped(torch.arange(H * (d + w)), K, H // K, d, w)
+    return "q_proj", keep, g.flatten()
 
 
 def split_grouped(x: torch.Tensor, n_kv: int, group: int, head_dim: int, g: int):
@@ -50,17 +97,30 @@ class _GateSlot:
 
 
 class GatedQProj(nn.Linear):
-    """q_proj holding the paper's [queries | gates] rows per KV group; returns queries only."""
+    """q_proj holding the paper's [queries | gates] rows per KV group; returns queries only.
 
-    def __init__(self, d_model, n_heads, n_kv, head_dim, g, bias, slot: _GateSlot):
-        super().__init__(d_model, n_heads * (head_dim + g), bias=bias)
-        self.n_heads, self.n_kv, self.head_dim, self.g = n_heads, n_kv, head_dim, g
+    kind.shared: rows [queries | d_head shared gate rows]; kind.constant: queries only, plus the
+    parameter `gate_logit` [head, g]. Either way hook_gate sees logits [batch, pos, head, g].
+    """
+
+    def __init__(self, d_model, n_heads, n_kv, head_dim, g, bias, slot: _GateSlot, kind: GateKind):
+        rows = n_heads * head_dim + (0 if kind.constant else g if kind.shared else n_heads * g)
+        super().__init__(d_model, rows, bias=bias)
+        self.n_heads, self.n_kv, self.head_dim, self.g, self.kind = n_heads, n_kv, head_dim, g, kind
+        if kind.constant:
+            self.gate_logit = nn.Parameter(torch.zeros(n_heads, g))
         self.slot = slot
         self.hook_gate = nn.Identity()  # forward hooks here see the gate logits [batch, pos, head, g]
 
     def forward(self, x):
-        q, gate = split_grouped(F.linear(x, self.weight, self.bias), self.n_kv, self.n_heads // self.n_kv,
-                                self.head_dim, self.g)
+        y = F.linear(x, self.weight, self.bias)
+        lead, H = y.shape[:-1], self.n_heads
+        if self.kind.constant:
+            q, gate = y, self.gate_logit.expand(*lead, H, self.g)
+        elif self.kind.shared:
+            q, gate = y[..., : H * self.head_dim], y[..., None, H * self.head_dim:].expand(*lead, H, self.g)
+        else:
+            q, gate = split_grouped(y, self.n_kv, H // self.n_kv, self.head_dim, self.g)
         self.slot.logits = self.hook_gate(gate)
         return q
 
@@ -110,12 +170,13 @@ def add_gates(model: nn.Module, gate: str, layers_path: str = "model.layers") ->
     H, K = cfg.num_attention_heads, cfg.num_key_value_heads
     d = getattr(cfg, "head_dim", None) or cfg.hidden_size // H
     bias = bool(getattr(cfg, "attention_bias", False))
+    kind = GATE_KINDS[gate]
     for layer in model.get_submodule(layers_path):
         attn = layer.self_attn
-        if gate == "value":
+        if kind.position == "G2":
             attn.v_proj = GatedVProj(cfg.hidden_size, K, d, bias).to(attn.v_proj.weight)
             continue
         slot = _GateSlot()
-        attn.q_proj = GatedQProj(cfg.hidden_size, H, K, d, gate_width(gate, d), bias, slot).to(attn.q_proj.weight)
+        attn.q_proj = GatedQProj(cfg.hidden_size, H, K, d, gate_width(gate, d), bias, slot, kind).to(attn.q_proj.weight)
         old_o = attn.o_proj
         attn.o_proj = GatedOProj(old_o.in_features, old_o.out_features, old_o.bias is not None, H, slot).to(old_o.weight)

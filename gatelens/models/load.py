@@ -27,6 +27,7 @@ from torch import nn
 from .. import attention
 from ..errors import GatelensError
 from . import native
+from .gated import GATE_KINDS
 from .families import ATTENTION_LAYER_TYPES, BY_MODEL_TYPE, FAMILIES, Family, supported_model_types
 
 ZOO_DIR = Path(__file__).resolve().parent.parent / "zoo"
@@ -292,7 +293,7 @@ def load(spec: str, *, device: str = "cpu", dtype: str = "float32", device_map: 
         d_head=getattr(text_cfg, "head_dim", None) or d_model // n_heads, d_model=d_model,
         vocab_size=text_cfg.vocab_size, max_context=getattr(text_cfg, "max_position_embeddings", None),
         attention_layers=layers, gate=gate_name,
-        gate_position={"none": None, "value": "G2"}.get(gate_name, "G1"),
+        gate_position=GATE_KINDS[gate_name].position if gate_name in GATE_KINDS else "G1",
         gate_layout=None if gate_name == "none" else ("grouped" if family.native else family.gate_layout),
         bos_token_id=tok.bos_token_id if tok.bos_token_id is not None else getattr(text_cfg, "bos_token_id", None),
         final_norm=bool(cfg_dict.get("final_norm", True)) if cfg_dict else True,
@@ -300,6 +301,6 @@ def load(spec: str, *, device: str = "cpu", dtype: str = "float32", device_map: 
         dtype=str(torch_dtype).replace("torch.", ""), device=device, path=str(folder) if folder else None,
         eval_data=(cfg_dict or {}).get("gatelens_eval"),
     )
-    if gate_name == "value":  # G2: the gate logits reach v_proj.hook_gate instead
-        family = replace(FAMILIES["qwen3_gated"], gate_module="v_proj.hook_gate")
+    if family.native and gate_name != "none":  # gatelens' own gates: each kind names its logits' module
+        family = replace(family, gate_module=GATE_KINDS[gate_name].module)
     return Loaded(model, tok, info, family)

@@ -26,7 +26,7 @@ import platform
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -38,7 +38,7 @@ from ..corpus import read_documents
 from ..errors import GatelensError
 from ..models import native
 from ..models.families import FAMILIES
-from ..models.gated import GATES, gate_width, split_grouped
+from ..models.gated import GATE_KINDS, GATES, gate_rows
 from ..models.load import Loaded, ModelInfo
 from ..models.tokenizer import SPECIALS, symbol_tokenizer
 from . import tasks
@@ -246,20 +246,6 @@ def model_config(cfg: TrainConfig, tokenizer, eval_data: dict, gate: str | None 
             "use_qk_norm": cfg.qk_norm, "pre_norm": cfg.pre_norm}
 
 
-def gate_rows(cfg: TrainConfig, gate: str) -> tuple[str, torch.Tensor, torch.Tensor]:
-    """(projection, rows holding the baseline's weight, rows holding the gate) of a gated projection.
-
-    Uses the layout's own `split_grouped` on row numbers, so it cannot disagree with the forward.
-    """
-    H, K, d = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
-    if gate == "value":  # v_proj: per KV group [values | gates]
-        keep, g = split_grouped(torch.arange(K * 2 * d), K, 1, d, d)
-        return "v_proj", keep, g.flatten()
-    w = gate_width(gate, d)  # q_proj: per KV group [queries of G heads | gates of G heads]
-    keep, g = split_grouped(torch.arange(H * (d + w)), K, H // K, d, w)
-    return "q_proj", keep, g.flatten()
-
-
 @torch.no_grad()
 def init_model(cfg: TrainConfig, model_cfg: dict, baseline_cfg: dict) -> nn.Module:
     """The seeded model: every shared parameter equals the baseline's, whatever the gate."""
@@ -275,12 +261,14 @@ def init_model(cfg: TrainConfig, model_cfg: dict, baseline_cfg: dict) -> nn.Modu
         return base
     model = native.build(model_cfg, torch.float32, attention.ATTN_NAME)
     shared = dict(base.named_parameters())
-    proj, keep, gate_idx = gate_rows(cfg, cfg.gate)
+    proj, keep, gate_idx = gate_rows(cfg.gate, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim)
     g_gate = torch.Generator().manual_seed(tasks._seed("gate", cfg.seed))
     for name, p in model.named_parameters():
         if name.endswith(f"{proj}.weight"):
             p[keep] = shared[name]
             p[gate_idx] = torch.randn(len(gate_idx), p.shape[1], generator=g_gate) * cfg.gate_init_std
+        elif name.endswith("gate_logit"):  # input-independent gate: its logits start near 0 like the others'
+            p.copy_(torch.randn(p.shape, generator=g_gate) * cfg.gate_init_std)
         else:
             p.copy_(shared[name])
     return model
@@ -299,12 +287,13 @@ def initial_state(cfg: TrainConfig) -> dict[str, torch.Tensor]:
 
 def as_loaded(model: nn.Module, tokenizer, cfg: TrainConfig, model_cfg: dict, eval_data: dict) -> Loaded:
     """Wrap the model being trained so gatelens' probes (`gatelens.sink`) can measure it."""
-    family = FAMILIES["qwen3" if cfg.gate == "none" else "qwen3_gated"]
+    family = FAMILIES["qwen3"] if cfg.gate == "none" else replace(FAMILIES["qwen3_gated"],
+                                                                      gate_module=GATE_KINDS[cfg.gate].module)
     info = ModelInfo(spec=cfg.out, family=family.name, model_type=model_cfg.get("model_type", "qwen3"),
                      n_layers=cfg.n_layers, n_heads=cfg.n_heads, n_kv_heads=cfg.n_kv_heads, d_head=cfg.head_dim,
                      d_model=cfg.d_model, vocab_size=len(tokenizer), max_context=cfg.seq_len,
                      attention_layers=list(range(cfg.n_layers)), gate=cfg.gate,
-                     gate_position={"none": None, "value": "G2"}.get(cfg.gate, "G1"),
+                     gate_position=GATE_KINDS[cfg.gate].position,
                      gate_layout=None if cfg.gate == "none" else "grouped", bos_token_id=tokenizer.bos_token_id,
                      final_norm=cfg.final_norm, eval_data=eval_data)
     return Loaded(model, tokenizer, info, family)
@@ -349,8 +338,7 @@ def evaluate(loaded: Loaded, val: torch.Tensor, gate: str) -> dict:
             s = torch.sigmoid(logits.float())
             gate_sum[0] += float(s.sum())
             gate_n[0] += s.numel()
-        module = "v_proj" if gate == "value" else "q_proj"
-        hooks = [getattr(layer.self_attn, module).hook_gate.register_forward_hook(on_gate)
+        hooks = [layer.self_attn.get_submodule(GATE_KINDS[gate].module).register_forward_hook(on_gate)
                  for layer in loaded.layers()]
     try:
         losses = [float(lm_loss(model(input_ids=x[None].to(device), use_cache=False).logits, x[None].to(device)))
