@@ -32,7 +32,6 @@ class AttentionEvent:
     lse: Tensor           # [batch, head, query], fp32
     scale: float
     mask: Tensor | None   # None (plain causal) or bool/additive [batch|1, 1|head, query, key]
-    is_causal: bool
     output: Tensor        # [batch, head, query, d_head]: SDPA output before any output gate
     n_rep: int = 1        # query heads per KV head (grouped-query attention)
 
@@ -73,7 +72,7 @@ def gatelens_attention(module, query, key, value, attention_mask, dropout=0.0, s
     causal = mask is None and (is_causal if is_causal is not None else getattr(module, "is_causal", True))
     scale = scaling if scaling is not None else query.shape[-1] ** -0.5
     out, lse = sdpa_with_lse(query, key, value, mask, is_causal=bool(causal), scale=scale)
-    event = AttentionEvent(int(module.layer_idx), query, key, lse, scale, mask, bool(causal), out, n_rep)
+    event = AttentionEvent(int(module.layer_idx), query, key, lse, scale, mask, out, n_rep)
     for fn in _listeners:
         fn(event)
     return out.transpose(1, 2).contiguous(), None

@@ -31,7 +31,8 @@ import torch
 
 from . import data
 from .models.load import Loaded
-from .probes import Gates, Massive, Sink, run
+from .measure import run
+from .metrics import Gates, Massive, Sink
 
 
 METHODS = ["bare", "sink", "massive", "gates", "all", "tl_cache", "eager"]

@@ -1,18 +1,23 @@
-"""The `gatelens` command line: each command parses options, calls one library function, prints.
+"""The `gatelens` command line: each command parses options, calls the library, writes, prints.
 
-Errors a user can fix arrive as GatelensError and are printed as one line (exit code 2).
+The measuring options (text, sequences, batching, device, output) are declared once, in `Measuring`, and
+added to every measuring command by `@measuring`; each result knows its own tables (`tables()`), terminal
+view (`display()`) and figures (`plots.<metric>.figures`). Errors a user can fix arrive as GatelensError
+and are printed as one line (exit code 2).
 """
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import re
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass, fields
 from functools import wraps
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Optional, get_type_hints
 
 import typer
 from rich.console import Console
@@ -26,18 +31,107 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 out_console = Console()
 err_console = Console(stderr=True)
 
+DEVICES = "cpu, cuda, cuda:N or auto (accelerate device map)"
+DTYPES = ("float32", "bfloat16", "float16")
+
 # Options shared by many commands, declared once so they mean the same everywhere.
 Model = Annotated[str, typer.Argument(help="zoo name, smollm2-135m, checkpoint folder, .gguf file or hub id")]
 TextFile = Annotated[Optional[Path], typer.Option("--text", help="UTF-8 text file to measure on")]
 Dataset = Annotated[Optional[str], typer.Option("--dataset", help="shipped dataset (eval_sample)")]
-SeqLen = Annotated[str, typer.Option("--seq-len", help="tokens per sequence; a comma list sweeps lengths")]
+SeqLen = Annotated[str, typer.Option("--seq-len", help="tokens per sequence; a comma list sweeps lengths (sink)")]
 NSeqs = Annotated[int, typer.Option("--n-seqs", min=1, help="number of sequences")]
 BatchSize = Annotated[int, typer.Option("--batch-size", min=1, help="sequences per forward pass")]
-Device = Annotated[str, typer.Option("--device", help="cpu, cuda, cuda:N, or auto (accelerate device map)")]
-Dtype = Annotated[str, typer.Option("--dtype", help="float32, bfloat16 or float16")]
+Device = Annotated[str, typer.Option("--device", metavar="[cpu|cuda|cuda:N|auto]", help=DEVICES)]
+Dtype = Annotated[str, typer.Option("--dtype", metavar="[" + "|".join(DTYPES) + "]", help="weights and activations")]
 Bos = Annotated[bool, typer.Option("--bos/--no-bos", help="prepend the model's BOS token to each sequence")]
 Out = Annotated[Optional[Path], typer.Option("--out", help="output folder (default results/<command>/<model>)")]
 Json = Annotated[bool, typer.Option("--json", help="print one JSON object to stdout and nothing else there")]
+
+
+@dataclass
+class Measuring:
+    """The options of every measuring command (sink, massive, gates, rank, compare)."""
+
+    text: TextFile = None
+    dataset: Dataset = None
+    seq_len: SeqLen = "256"
+    n_seqs: NSeqs = 8
+    batch_size: BatchSize = 4
+    device: Device = "cpu"
+    dtype: Dtype = "float32"
+    bos: Bos = True
+    out: Out = None
+    json_out: Json = False
+
+    def __post_init__(self):
+        check_device(self.device)
+        if self.dtype not in DTYPES:
+            raise GatelensError(f"--dtype {self.dtype!r}: use one of {', '.join(DTYPES)}")
+
+    def lengths(self) -> list[int]:
+        return seq_lens(self.seq_len)
+
+    def length(self) -> int:
+        lens = self.lengths()
+        if len(lens) != 1:
+            raise GatelensError("this command takes one --seq-len; sweeps are for `gatelens sink`")
+        return lens[0]
+
+    def output(self, command: str, *specs: str) -> Path:
+        """The output folder (named after the models by default), checked writable before any work."""
+        out = self.out or Path("results") / command / "_vs_".join(_safe(s) for s in specs)
+        check_writable(out)
+        return out
+
+    def load(self, spec: str):
+        from . import measure
+
+        return measure.as_loaded(spec, device=_device(self.device), dtype=self.dtype)
+
+    def inputs(self, loaded, seq_len: int | None = None):
+        from . import measure
+
+        return measure.prepare_inputs(loaded, text_file=str(self.text) if self.text else None, dataset=self.dataset,
+                                      seq_len=seq_len or self.length(), n_seqs=self.n_seqs, bos=self.bos)
+
+
+def measuring(fn: Callable) -> Callable:
+    """Add the `Measuring` options to a command's signature; the command receives them as `opts`."""
+    hints = get_type_hints(Measuring, include_extras=True)
+    extra = [inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default, annotation=hints[f.name])
+             for f in fields(Measuring)]
+    sig = inspect.signature(fn, eval_str=True)
+    own = [p for p in sig.parameters.values() if p.name != "opts"]
+
+    @wraps(fn)
+    def wrapper(*args, **kwargs):
+        opts = Measuring(**{p.name: kwargs.pop(p.name) for p in extra})
+        return fn(*args, opts=opts, **kwargs)
+
+    wrapper.__signature__ = sig.replace(parameters=own + extra)
+    wrapper.__annotations__ = {p.name: p.annotation for p in own + extra}
+    return wrapper
+
+
+def _safe(spec: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", Path(spec).name or spec)
+
+
+def check_device(device: str) -> str:
+    if not re.fullmatch(r"cpu|auto|cuda(:\d+)?|mps", device):
+        raise GatelensError(f"--device {device!r}: use {DEVICES}")
+    return device
+
+
+def check_writable(out: Path) -> None:
+    """Fail before the work if `out` cannot become a folder we can write into."""
+    if out.exists() and not out.is_dir():
+        raise GatelensError(f"--out {out} is a file; give a folder")
+    probe = out
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
+        raise GatelensError(f"cannot write to {out} ({probe} is not writable); choose another --out")
 
 
 def _quiet_libraries() -> None:
@@ -54,8 +148,8 @@ def user_errors(fn: Callable) -> Callable:
 
     @wraps(fn)
     def wrapper(*args, **kwargs):
-        _quiet_libraries()
         try:
+            _quiet_libraries()
             return fn(*args, **kwargs)
         except GatelensError as e:
             err_console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
@@ -70,7 +164,7 @@ def user_errors(fn: Callable) -> Callable:
     return wrapper
 
 
-def progress(total: int, what: str):
+def progress(what: str):
     return Progress(TextColumn(f"[bold]{what}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                     console=err_console, transient=True)
 
@@ -82,18 +176,12 @@ def _device(device: str) -> str:
     return distributed.init_from_env() or device
 
 
-def _main_process() -> bool:
-    from . import distributed
-
-    return distributed.rank() == 0
-
-
 def _write(out: Path, fill, payload: dict, json_out: bool) -> list[str] | None:
-    """Write a command's files (all or nothing); with --json print the payload. None: nothing left to print
-    (JSON mode, or a torchrun rank other than 0, which neither writes nor prints)."""
-    from . import report
+    """Write a command's files (all or nothing); with --json print the payload.
+    None: nothing left to print (JSON mode, or a torchrun rank other than 0, which neither writes nor prints)."""
+    from . import distributed, report
 
-    if not _main_process():
+    if distributed.rank() != 0:
         return None
     files = report.write_all(out, fill)
     if json_out:
@@ -102,18 +190,38 @@ def _write(out: Path, fill, payload: dict, json_out: bool) -> list[str] | None:
     return files
 
 
-def measured(what: str, loaded, inputs, fn):
-    """Run `fn(inputs, on_batch)` under a progress bar over sequences (on stderr)."""
-    with progress(len(inputs.seqs), what) as bar:
+def run_metric(name: str, loaded, inputs, opts: Measuring, **probe_options):
+    """One metric of the registry on `inputs`, under a progress bar over sequences (on stderr)."""
+    from . import measure
+    from .metrics import METRICS
+
+    with progress(f"{name} {loaded.info.spec} @ {inputs.seq_len}") as bar:
         task = bar.add_task("", total=len(inputs.seqs))
-        return fn(inputs, lambda k: bar.advance(task, k))
+        return measure.measure(loaded, [METRICS[name](**probe_options)], inputs, batch_size=opts.batch_size,
+                               on_batch=lambda k: bar.advance(task, k))[0]
 
 
-def single_len(value: str) -> int:
-    lens = seq_lens(value)
-    if len(lens) != 1:
-        raise GatelensError("this command takes one --seq-len; sweeps are for `gatelens sink`")
-    return lens[0]
+def publish(command: str, loaded, result, opts: Measuring, out: Path, extra: dict | None = None) -> None:
+    """A one-result command's outputs: its tables, figures and JSON; then the terminal view."""
+    import importlib
+
+    from . import report
+
+    plots = importlib.import_module(f"gatelens.plots.{command}")
+    payload = {**result.to_dict(), **(extra or {}),
+               "provenance": report.provenance(result.settings, [loaded.info.to_dict()])}
+
+    def fill(w):
+        for stem, df in result.tables().items():
+            w.table(stem, df)
+        for stem, fig in plots.figures(result).items():
+            w.figure(stem, fig)
+        w.json(f"{command}.json", payload)
+
+    files = _write(out, fill, payload, opts.json_out)
+    if files is not None:
+        show(result.display())
+        out_console.print(f"wrote {len(files)} files to {out}/")
 
 
 def seq_lens(value: str) -> list[int]:
@@ -123,90 +231,29 @@ def seq_lens(value: str) -> list[int]:
         raise GatelensError(f"--seq-len {value!r}: give an integer or a comma list such as 256,1024") from None
     if not lens:
         raise GatelensError("--seq-len is empty")
+    if min(lens) < 2:
+        raise GatelensError(f"--seq-len {min(lens)}: a sequence needs at least 2 tokens")
     return lens
-
-
-def default_out(command: str, spec: str) -> Path:
-    return Path("results") / command / re.sub(r"[^A-Za-z0-9._-]+", "_", Path(spec).name or spec)
 
 
 def emit_json(obj: dict) -> None:
     sys.stdout.write(json.dumps(obj, default=str) + "\n")
 
 
-@app.command("sink")
-@user_errors
-def sink_cli(model: Model, text: TextFile = None, dataset: Dataset = None, seq_len: SeqLen = "256",
-             n_seqs: NSeqs = 8, batch_size: BatchSize = 4, device: Device = "cpu", dtype: Dtype = "float32",
-             bos: Bos = True, eps: Annotated[float, typer.Option(help="sink-rate threshold on key-0 share")] = 0.3,
-             out: Out = None, json_out: Json = False):
-    """First-token attention share (F-Attn) per layer and head, and the sink rate."""
-    from . import measure, report
-    from .plots import sink as sink_plots
-
-    loaded = measure.as_loaded(model, device=_device(device), dtype=dtype)
-    lens = seq_lens(seq_len)
-    results = []
-    for n in lens:
-        inputs = measure.prepare_inputs(loaded, text_file=str(text) if text else None, dataset=dataset,
-                                        seq_len=n, n_seqs=n_seqs, bos=bos)
-        results.append(measured(f"sink {loaded.info.spec} @ {n}", loaded, inputs, lambda i, cb: measure.sink(
-            loaded, i, batch_size=batch_size, eps=eps, on_batch=cb)))
-    out = out or default_out("sink", model)
-    prov = report.provenance({"seq_lens": lens, **results[-1].settings}, [loaded.info.to_dict()])
-
-    def fill(w):
-        for r in results:
-            suffix = "" if len(results) == 1 else f"_{r.settings['seq_len']}"
-            w.table(f"sink_heads{suffix}", r.to_frame())
-            w.table(f"sink_layers{suffix}", r.layer_frame())
-            w.figure(f"sink_heatmap{suffix}", sink_plots.heatmap(r))
-        w.figure("sink_layers", sink_plots.per_layer(results))
-        if len(results) > 1:
-            w.table("sink_lengths", measure.length_frame(results))
-            w.figure("sink_lengths", sink_plots.per_length(results))
-        w.json("sink.json", payload)
-
-    payload = {**results[0].to_dict(), "provenance": prov} if len(results) == 1 else \
-        {"f_attn": {r.settings["seq_len"]: r.f_attn for r in results},
-         "lengths": [{"seq_len": r.settings["seq_len"], **r.to_dict()} for r in results], "provenance": prov}
-    files = _write(out, fill, payload, json_out)
-    if files is None:
-        return
-    for r in results:
-        table = Table(title=f"F-Attn of {loaded.info.spec} ({r.settings['input']}, {r.settings['n_seqs']} x "
-                            f"{r.settings['seq_len']} tokens)")
-        table.add_column("layer", justify="right")
-        table.add_column("F-Attn", justify="right")
-        table.add_column(f"sink rate (>{eps})", justify="right")
-        for ly in r.layers:
-            table.add_row(str(ly.layer), f"{ly.f_attn:.4f}", f"{ly.sink_rate:.3f}")
+def show(view: dict) -> None:
+    """Print a result's `display()`: a table of its per-layer columns, the model row, and its notes."""
+    table = Table(title=view["title"])
+    cols = view["columns"]
+    for label in cols.values():
+        table.add_column(label, justify="right")
+    for row in view["frame"].to_dict(orient="records"):
+        table.add_row(*[_fmt(row.get(c)) for c in cols])
+    if view.get("total"):
         table.add_section()
-        table.add_row("model", f"{r.f_attn:.4f}", f"{r.sink_rate:.3f}", style="bold")
-        out_console.print(table)
-    out_console.print(f"wrote {len(files)} files to {out}/")
-
-
-def _common_inputs(model, text, dataset, seq_len, n_seqs, bos, device, dtype):
-    from . import measure
-
-    loaded = measure.as_loaded(model, device=_device(device), dtype=dtype)
-    inputs = measure.prepare_inputs(loaded, text_file=str(text) if text else None, dataset=dataset,
-                                    seq_len=single_len(seq_len), n_seqs=n_seqs, bos=bos)
-    return loaded, inputs
-
-
-def _print_frame(title: str, df, cols: dict[str, str], total: dict | None = None) -> None:
-    table = Table(title=title)
-    for name in cols.values():
-        table.add_column(name, justify="right")
-    for row in df.itertuples(index=False):
-        d = row._asdict()
-        table.add_row(*[_fmt(d[c]) for c in cols])
-    if total:
-        table.add_section()
-        table.add_row(*[_fmt(total.get(c, "")) for c in cols], style="bold")
+        table.add_row(*[_fmt(view["total"].get(c, "")) for c in cols], style="bold")
     out_console.print(table)
+    for note in view.get("notes", []):
+        out_console.print(note)
 
 
 def _fmt(v) -> str:
@@ -217,165 +264,145 @@ def _fmt(v) -> str:
             return f"{v:,.0f}"
         if abs(v) >= 1:
             return f"{v:.4g}"
-        return f"{v:.3f}" if abs(v) >= 1e-3 or v == 0 else f"{v:.1e}"
+        return f"{v:.4f}" if abs(v) >= 1e-3 or v == 0 else f"{v:.1e}"
     return "" if v is None else str(v)
+
+
+def version_callback(value: bool) -> None:
+    if value:
+        from . import __version__
+
+        out_console.print(f"gatelens {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(version: Annotated[bool, typer.Option("--version", callback=version_callback, is_eager=True,
+                                               help="print the version and exit")] = False):
+    """Measure what a sigmoid gate after SDPA changes inside a language model."""
+
+
+Eps = Annotated[float, typer.Option("--eps", help="sink-rate threshold on the key-0 share, in (0, 1)")]
+
+
+@app.command("sink")
+@user_errors
+@measuring
+def sink_cli(model: Model, eps: Eps = 0.3, *, opts: Measuring):
+    """First-token attention share (F-Attn) per layer and head, and the sink rate."""
+    from . import report
+    from .metrics.sink import check_eps, length_frame
+    from .plots import sink as plots
+
+    check_eps(eps)
+    lens = opts.lengths()
+    out = opts.output("sink", model)
+    loaded = opts.load(model)
+    results = [run_metric("sink", loaded, opts.inputs(loaded, n), opts, eps=eps) for n in lens]
+    if len(results) == 1:
+        return publish("sink", loaded, results[0], opts, out)
+    prov = report.provenance({"seq_lens": lens, **results[-1].settings}, [loaded.info.to_dict()])
+    payload = {"f_attn": {r.settings["seq_len"]: r.f_attn for r in results},
+               "lengths": [{"seq_len": r.settings["seq_len"], **r.to_dict()} for r in results], "provenance": prov}
+
+    def fill(w):
+        for r in results:
+            n = r.settings["seq_len"]
+            for stem, df in r.tables().items():
+                w.table(f"{stem}_{n}", df)
+            w.figure(f"sink_heatmap_{n}", plots.heatmap(r))
+        w.figure("sink_layers", plots.per_layer(results))
+        w.table("sink_lengths", length_frame(results))
+        w.figure("sink_lengths", plots.per_length(results))
+        w.json("sink.json", payload)
+
+    files = _write(out, fill, payload, opts.json_out)
+    if files is not None:
+        for r in results:
+            show(r.display())
+        out_console.print(f"wrote {len(files)} files to {out}/")
 
 
 @app.command("massive")
 @user_errors
-def massive_cli(model: Model, text: TextFile = None, dataset: Dataset = None, seq_len: SeqLen = "256",
-                n_seqs: NSeqs = 8, batch_size: BatchSize = 4, device: Device = "cpu", dtype: Dtype = "float32",
-                bos: Bos = True, top_k: Annotated[int, typer.Option(min=1, help="top activations per layer")] = 5,
+@measuring
+def massive_cli(model: Model,
+                top_k: Annotated[int, typer.Option(min=1, help="top activations per layer")] = 5,
                 abs_threshold: Annotated[float, typer.Option(help="massive if |h| above this ...")] = 100.0,
                 ratio: Annotated[float, typer.Option(help="... and above this x the layer median")] = 1000.0,
-                out: Out = None, json_out: Json = False):
+                *, opts: Measuring):
     """Massive activations: per-layer max |hidden| with position, token and channel (M-Act)."""
-    from . import measure, report
-    from .plots import massive as plots
+    from .metrics.massive import check_thresholds
 
-    loaded, inputs = _common_inputs(model, text, dataset, seq_len, n_seqs, bos, device, dtype)
-    r = measured(f"massive {loaded.info.spec}", loaded, inputs, lambda i, cb: measure.massive(
-        loaded, i, batch_size=batch_size, top_k=top_k, abs_threshold=abs_threshold, ratio=ratio, on_batch=cb))
-    payload = {**r.to_dict(), "provenance": report.provenance(r.settings, [loaded.info.to_dict()])}
-
-    def fill(w):
-        w.table("massive_layers", r.to_frame())
-        w.table("massive_channels", r.channel_frame())
-        w.figure("massive_layers", plots.per_layer([r]))
-        w.json("massive.json", payload)
-
-    out = out or default_out("massive", model)
-    files = _write(out, fill, payload, json_out)
-    if files is None:
-        return
-    _print_frame(f"Max |hidden| per layer of {loaded.info.spec}", r.to_frame(),
-                 {"layer": "layer", "max_abs": "max |h|", "median_abs": "median |h|", "ratio": "ratio",
-                  "n_massive": "# massive", "pos": "pos", "token": "token", "channel": "channel"},
-                 {"layer": "model", "max_abs": r.m_act})
-    out_console.print(f"M-Act: max over layers {r.m_act:.2f}, mean over layers {r.m_act_layer_mean:.2f}; "
-                      f"{r.n_massive} massive values (|h| > {abs_threshold:g} and > {ratio:g} x median)")
-    out_console.print(f"wrote {len(files)} files to {out}/")
+    check_thresholds(abs_threshold, ratio, top_k)
+    out = opts.output("massive", model)
+    loaded = opts.load(model)
+    r = run_metric("massive", loaded, opts.inputs(loaded), opts, top_k=top_k, abs_threshold=abs_threshold, ratio=ratio)
+    publish("massive", loaded, r, opts, out)
 
 
 @app.command("gates")
 @user_errors
-def gates_cli(model: Model, text: TextFile = None, dataset: Dataset = None, seq_len: SeqLen = "256",
-              n_seqs: NSeqs = 8, batch_size: BatchSize = 4, device: Device = "cpu", dtype: Dtype = "float32",
-              bos: Bos = True, out: Out = None, json_out: Json = False):
+@measuring
+def gates_cli(model: Model, *, opts: Measuring):
     """Gate-score sparsity of a gated model: per layer and head, histograms, query dependence."""
-    from . import measure, report
-    from .plots import gates as plots
+    from .metrics.base import no_gates
 
-    loaded, inputs = _common_inputs(model, text, dataset, seq_len, n_seqs, bos, device, dtype)
-    r = measured(f"gates {loaded.info.spec}", loaded, inputs,
-                 lambda i, cb: measure.gates(loaded, i, batch_size=batch_size, on_batch=cb))
-    note = None
-    if len(loaded.info.attention_layers) < loaded.info.n_layers:
-        note = (f"hybrid model: only its {len(loaded.info.attention_layers)} full-attention layers "
-                f"{loaded.info.attention_layers} have gates; the other layers are linear attention")
-    payload = {**r.to_dict(), "note": note, "provenance": report.provenance(r.settings, [loaded.info.to_dict()])}
-
-    def fill(w):
-        w.table("gates_heads", r.to_frame())
-        w.table("gates_layers", r.layer_frame())
-        w.table("gates_hist", r.hist_frame())
-        w.figure("gates_hist", plots.histograms(r))
-        w.figure("gates_heatmap", plots.heatmap(r))
-        w.figure("gates_layers", plots.per_layer(r))
-        w.json("gates.json", payload)
-
-    out = out or default_out("gates", model)
-    files = _write(out, fill, payload, json_out)
-    if files is None:
-        return
-    cols = {"layer": "layer", "mean": "mean", "median": "median", "frac_below_0.1": "<0.1",
-            "frac_below_0.5": "<0.5", "frac_above_0.9": ">0.9", "token_var_share": "var: tokens",
-            "first_token_mean": "1st token", "rest_mean": "others"}
-    df = r.layer_frame().rename(columns=lambda c: c.replace(".", "_"))
-    _print_frame(f"Gate scores of {loaded.info.spec} ({loaded.info.gate}, {loaded.info.gate_position})", df,
-                 {k.replace(".", "_"): v for k, v in cols.items()},
-                 {"layer": "model", **{k.replace(".", "_"): r.overall(k) for k in cols if k != "layer"}})
-    if "mean_abs_sdpa" in r.layers[0].heads:
-        o = {k: r.overall(k) for k in r.layers[0].heads}
-        out_console.print(f"W_O input: mean |SDPA output| {o['mean_abs_sdpa']:.4g} -> gated {o['mean_abs_gated']:.4g} "
-                          f"(mean-gate scaling {o['mean_abs_mean_scaled']:.4g}); share below 1e-2: "
-                          f"{o['frac_small_sdpa']:.3f} -> {o['frac_small_gated']:.3f} "
-                          f"(mean-gate scaling {o['frac_small_mean_scaled']:.3f})")
-    if note:
-        out_console.print(note)
-    out_console.print(f"wrote {len(files)} files to {out}/")
+    out = opts.output("gates", model)
+    loaded = opts.load(model)
+    if not loaded.info.gated:
+        raise no_gates(loaded.info.spec)
+    r = run_metric("gates", loaded, opts.inputs(loaded), opts)
+    publish("gates", loaded, r, opts, out, extra={"note": r.note})
 
 
 @app.command("rank")
 @user_errors
-def rank_cli(model: Model, text: TextFile = None, dataset: Dataset = None, seq_len: SeqLen = "256",
-             n_seqs: NSeqs = 8, batch_size: BatchSize = 4, device: Device = "cpu", dtype: Dtype = "float32",
-             bos: Bos = True, tol: Annotated[float, typer.Option(help="numerical rank: sigma > tol x max")] = 1e-3,
+@measuring
+def rank_cli(model: Model,
+             tol: Annotated[float, typer.Option(help="numerical rank: sigma > tol x max, in (0, 1)")] = 1e-3,
              weights_only: Annotated[bool, typer.Option("--weights-only", help="skip the head outputs")] = False,
-             out: Out = None, json_out: Json = False):
+             *, opts: Measuring):
     """Effective rank of W_V·W_O per head, and of the head outputs (gate on vs linearised)."""
-    from . import measure, report
-    from .plots import rank as plots
+    from . import measure
+    from .metrics.rank import check_tol
 
-    if weights_only:
-        loaded = measure.as_loaded(model, device=_device(device), dtype=dtype)
-        r = measure.rank(loaded, tol=tol, tokens=False)
-    else:
-        loaded, inputs = _common_inputs(model, text, dataset, seq_len, n_seqs, bos, device, dtype)
-        r = measured(f"rank {loaded.info.spec}", loaded, inputs,
-                     lambda i, cb: measure.rank(loaded, i, batch_size=batch_size, tol=tol, on_batch=cb))
-    payload = {**r.to_dict(), "provenance": report.provenance(r.settings, [loaded.info.to_dict()])}
-
-    def fill(w):
-        w.table("rank_heads", r.to_frame())
-        w.table("rank_layers", r.layer_frame())
-        w.figure("rank_ov", plots.per_layer([r], "ov_effective_rank"))
-        if "out_effective_rank_linearized" in r.layers[0].heads:
-            w.figure("rank_gate_effect", plots.gate_effect(r))
-        w.json("rank.json", payload)
-
-    out = out or default_out("rank", model)
-    files = _write(out, fill, payload, json_out)
-    if files is None:
-        return
-    keys = [k for k in ("ov_effective_rank", "ov_stable_rank", "ov_numerical_rank", "out_effective_rank",
-                        "out_effective_rank_linearized") if k in r.layers[0].heads]
-    _print_frame(f"Rank per layer (mean over heads) of {loaded.info.spec}, d_head = {loaded.info.d_head}",
-                 r.layer_frame(), {"layer": "layer", **{k: k.replace("_", " ") for k in keys}},
-                 {"layer": "model", **{k: r.overall(k) for k in keys}})
-    out_console.print(f"wrote {len(files)} files to {out}/")
+    check_tol(tol)
+    out = opts.output("rank", model)
+    loaded = opts.load(model)
+    r = measure.rank(loaded, tol=tol, tokens=False) if weights_only else \
+        run_metric("rank", loaded, opts.inputs(loaded), opts, tol=tol)
+    publish("rank", loaded, r, opts, out)
 
 
 @app.command("compare")
 @user_errors
+@measuring
 def compare_cli(models: Annotated[list[str], typer.Argument(help="BASELINE GATED... (first is the baseline)")],
-                text: TextFile = None, dataset: Dataset = None, seq_len: SeqLen = "256", n_seqs: NSeqs = 8,
-                batch_size: BatchSize = 4, device: Device = "cpu", dtype: Dtype = "float32", bos: Bos = True,
-                eps: Annotated[float, typer.Option(help="sink-rate threshold")] = 0.3,
-                out: Out = None, json_out: Json = False):
+                eps: Eps = 0.3, *, opts: Measuring):
     """The paper's table for any models: F-Attn, sink rate, M-Act, gate score, rank, perplexity."""
     from . import report
     from .compare import compare_models
+    from .metrics.sink import check_eps
     from .plots import massive as massive_plots
     from .plots import rank as rank_plots
     from .plots import sink as sink_plots
 
     if len(models) < 2:
         raise GatelensError("compare needs a baseline and at least one gated model: gatelens compare BASE GATED")
-    n = single_len(seq_len)
-    with progress(len(models), "compare") as bar:
-        tasks: dict = {}
-
+    check_eps(eps)
+    n = opts.length()
+    out = opts.output("compare", *models)
+    with progress("compare") as bar:
         def on_model(name, inputs):
-            tasks[name] = bar.add_task(name, total=len(inputs.seqs))
-            return lambda k: bar.advance(tasks[name], k)
+            task = bar.add_task(name, total=len(inputs.seqs))
+            return lambda k: bar.advance(task, k)
 
-        c = compare_models(models, text_file=str(text) if text else None, dataset=dataset, seq_len=n,
-                           n_seqs=n_seqs, bos=bos, batch_size=batch_size, eps=eps, device=_device(device), dtype=dtype,
-                           on_model=on_model)
+        c = compare_models(models, text_file=str(opts.text) if opts.text else None, dataset=opts.dataset, seq_len=n,
+                           n_seqs=opts.n_seqs, bos=opts.bos, batch_size=opts.batch_size, eps=eps,
+                           device=_device(opts.device), dtype=opts.dtype, on_model=on_model)
     df = c.to_frame()
-    infos = [r.info for r in c.reports]
-    payload = {**c.to_dict(), "provenance": report.provenance(c.settings, infos)}
+    payload = {**c.to_dict(), "provenance": report.provenance(c.settings, [r.info for r in c.reports])}
 
     def fill(w):
         w.table("compare", df)
@@ -385,24 +412,21 @@ def compare_cli(models: Annotated[list[str], typer.Argument(help="BASELINE GATED
         w.figure("compare_rank_outputs", rank_plots.per_layer([r.rank for r in c.reports], "out_effective_rank"))
         w.json("compare.json", payload)
 
-    out = out or Path("results") / "compare"
-    files = _write(out, fill, payload, json_out)
+    files = _write(out, fill, payload, opts.json_out)
     if files is None:
         return
-    metrics = {"f_attn": "F-Attn", "sink_rate": "sink rate", "m_act": "M-Act (max over layers)",
-               "m_act_layer_mean": "M-Act (mean over layers)", "mean_gate": "mean gate score",
-               "ov_effective_rank": "eff. rank W_V·W_O", "out_effective_rank": "eff. rank head outputs",
-               "out_effective_rank_linearized": "  ... gate linearised", "perplexity": "perplexity"}
-    table = Table(title=f"gatelens compare: {c.settings['input']}, {n_seqs} x {n} tokens")
+    labels = {"f_attn": "F-Attn", "sink_rate": "sink rate", "m_act": "M-Act (max over layers)",
+              "m_act_layer_mean": "M-Act (mean over layers)", "mean_gate": "mean gate score",
+              "ov_effective_rank": "eff. rank W_V·W_O", "out_effective_rank": "eff. rank head outputs",
+              "out_effective_rank_linearized": "  ... gate linearised", "perplexity": "perplexity"}
+    table = Table(title=f"gatelens compare: {c.settings['input']}, {opts.n_seqs} x {n} tokens")
     table.add_column("metric")
     for name in df["model"]:
         table.add_column(Path(name).name or name, justify="right")
-    for key, label in metrics.items():
-        cells = []
-        for i, v in enumerate(df[key]):
-            ratio = df.get(f"{key}_ratio")
-            rv = None if ratio is None or i == 0 else ratio.iloc[i]
-            cells.append(_fmt(v) + ("" if rv is None or rv != rv else f" ({rv:.2f}x)"))
+    for key, label in labels.items():
+        ratio = df.get(f"{key}_ratio")
+        cells = [_fmt(v) + ("" if ratio is None or i == 0 or ratio.iloc[i] != ratio.iloc[i] or ratio.iloc[i] is None
+                            else f" ({ratio.iloc[i]:.2f}x)") for i, v in enumerate(df[key])]
         table.add_row(label, *cells)
     out_console.print(table)
     out_console.print("Paper (15B MoE, 400B tokens): baseline F-Attn 0.467, M-Act 1053, PPL 6.026; "
@@ -496,7 +520,7 @@ def bench_cli(model: Annotated[str, typer.Argument(help="model spec, or random:P
         except Exception as e:  # noqa: BLE001 - TransformerLens cannot wrap every model; the row says so
             err_console.print(f"note: TransformerLens bridge unavailable ({str(e).splitlines()[0][:80]})")
     rows = []
-    with progress(1, "bench") as bar:
+    with progress("bench") as bar:
         task = bar.add_task("", total=len(lens) * len(wanted or bench.METHODS))
         bench.bench(loaded, lens, batch=batch_size, repeats=repeats, methods=wanted, bridge=bridge,
                     on_row=lambda r: (rows.append(r), bar.advance(task)))
@@ -565,9 +589,9 @@ def figures_cli(config: Annotated[Path, typer.Option("--config", help="models an
     """Regenerate every paper figure and table (analyses/*.py) into the config's output folder."""
     from .figures import read_config, run_all
 
-    cfg, _ = read_config(config)
+    cfg = read_config(config)
     steps = len(only or cfg.analyses) * len(cfg.groups)
-    with progress(steps, "figures") as bar:
+    with progress("figures") as bar:
         task = bar.add_task("", total=steps)
         files = run_all(config, only=only, on_step=lambda name, group: bar.advance(task))
     out_console.print(f"wrote {len(files)} files to {cfg.out}/")
@@ -590,7 +614,3 @@ def zoo_cli(json_out: Json = False):
         table.add_row(r["name"], r["kind"], r["gate"], f"{r['params']:,}",
                       "" if r.get("f_attn") is None else f"{r['f_attn']:.3f}", r["description"])
     out_console.print(table)
-
-
-def main() -> None:  # pragma: no cover
-    app()

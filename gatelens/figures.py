@@ -37,6 +37,7 @@ class Group:
 @dataclass
 class Config:
     out: Path
+    root: Path                                         # the folder holding the config and analyses/
     batch_size: int = 4
     groups: list[Group] = field(default_factory=list)
     analyses: list[str] = field(default_factory=list)
@@ -58,7 +59,7 @@ def read_config(path: str | Path) -> Config:
         out = path.parent / out
     analyses = raw.get("analyses") or sorted(p.stem for p in (path.parent / "analyses").glob("*.py")
                                              if not p.name.startswith("_"))
-    return Config(out=out, batch_size=raw.get("batch_size", 4), groups=groups, analyses=analyses), path.parent
+    return Config(out=out, root=path.parent, batch_size=raw.get("batch_size", 4), groups=groups, analyses=analyses)
 
 
 class Context:
@@ -77,18 +78,14 @@ class Context:
         return self._loaded[spec]
 
     def results(self, spec: str, seq_len: int, n_seqs: int):
-        """A `compare.ModelReport` (sink, massive, perplexity, rank, gates) for one model and setting."""
-        from .compare import ModelReport
-        from .measure import measure, prepare_inputs
-        from .probes import Gates, Massive, Perplexity, Rank, Sink
+        """A `measure.Report` (every standard metric of the registry) for one model and setting."""
+        from .measure import prepare_inputs, report
 
         key = (spec, seq_len, n_seqs)
         if key not in self._results:
             loaded = self.loaded(spec)
             inputs = prepare_inputs(loaded, seq_len=seq_len, n_seqs=n_seqs)
-            probes = [Sink(), Massive(), Perplexity(), Rank()] + ([Gates()] if loaded.info.gated else [])
-            res = measure(loaded, probes, inputs, batch_size=self.config.batch_size)
-            self._results[key] = ModelReport(*res[:4], gates=res[4] if len(res) > 4 else None)
+            self._results[key] = report(loaded, inputs, batch_size=self.config.batch_size)
         return self._results[key]
 
     def group_results(self, group: Group):
@@ -120,12 +117,12 @@ def load_analysis(root: Path, name: str):
 
 def run_all(config_path: str | Path = DEFAULT_CONFIG, only: list[str] | None = None, on_step=None) -> list[str]:
     """Run every analysis script of the config (or `only` these); returns the files written."""
-    config, root = read_config(config_path)
+    config = read_config(config_path)
     ctx = Context(config)
     files: list[str] = []
     names = only or config.analyses
     for i, name in enumerate(names):
-        module = load_analysis(root, name)
+        module = load_analysis(config.root, name)
         for group in config.groups:
             files += module.make(ctx, group) or []
             if on_step:

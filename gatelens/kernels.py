@@ -47,20 +47,30 @@ def chunked_lse(q: Tensor, k: Tensor, scale: float, mask: Tensor | None, is_caus
 
     q: [batch, head, query, d]; k: [batch, head, key, d] (already expanded for GQA).
     """
-    nq, nk = q.shape[-2], k.shape[-2]
+    nq = q.shape[-2]
     out = torch.empty(q.shape[:-1], dtype=torch.float32, device=q.device)
     kf = k.float()
     for s in range(0, nq, chunk):
         e = min(s + chunk, nq)
-        scores = (q[:, :, s:e].float() @ kf.transpose(-1, -2)) * scale  # [b, h, c, nk]
-        if mask is not None:
-            m = mask[..., s:e, :]
-            scores = scores.masked_fill(~m, float("-inf")) if m.dtype == torch.bool else scores + m.float()
-        if is_causal:
-            qi = torch.arange(s, e, device=q.device)[:, None] + (nk - nq)
-            scores = scores.masked_fill(torch.arange(nk, device=q.device)[None, :] > qi, float("-inf"))
-        out[:, :, s:e] = torch.logsumexp(scores, dim=-1)
+        out[:, :, s:e] = torch.logsumexp(chunk_scores(q, kf, scale, mask, is_causal, s, e), dim=-1)
     return out
+
+
+def chunk_scores(q: Tensor, k: Tensor, scale: float, mask: Tensor | None, is_causal: bool, s: int, e: int) -> Tensor:
+    """Masked attention logits of queries s:e against every key, [batch, head, e - s, key] in fp32.
+
+    q: [batch, head, query, d]; k: [batch, head, key, d] (expanded for GQA); mask: bool (True = attend)
+    or additive, broadcastable to [batch, head, query, key]; is_causal: queries end-aligned with the keys.
+    """
+    nq, nk = q.shape[-2], k.shape[-2]
+    scores = (q[:, :, s:e].float() @ k.float().transpose(-1, -2)) * scale
+    if mask is not None:
+        m = mask[..., s:e, :]
+        scores = scores.masked_fill(~m, float("-inf")) if m.dtype == torch.bool else scores + m.float()
+    if is_causal:
+        qi = torch.arange(s, e, device=q.device)[:, None] + (nk - nq)
+        scores = scores.masked_fill(torch.arange(nk, device=q.device)[None, :] > qi, float("-inf"))
+    return scores
 
 
 def _cuda_lse_op(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, is_causal: bool, scale: float):

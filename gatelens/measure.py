@@ -1,17 +1,30 @@
-"""The library's front door: model + text in, result dataclass out (the CLI is a thin shell over these)."""
+"""The library's front door: model + text in, result dataclass out (the CLI is a thin shell over these).
+
+`run` is the one forward loop every measurement rides: one no-grad forward per batch, every probe
+updating its accumulator on the same pass. `measure` runs any probes on a model and its inputs;
+`report` runs the registry's standard set (`metrics.METRICS`) and returns a `Report`.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass, field
 
 import torch
 
-from . import data, distributed
+from . import attention, data, distributed, tasks
+from .data import Batch
 from .errors import GatelensError
+from .metrics import METRICS, Gates, Massive, Perplexity, Probe, Queries, Rank, Sink, standard_probes
+from .metrics.base import no_gates
+from .metrics.gates import GatesResult
+from .metrics.massive import MassiveResult
+from .metrics.perplexity import PerplexityResult
+from .metrics.queries import QueryTrace
+from .metrics.rank import RankResult
+from .metrics.sink import SinkResult
 from .models.load import Loaded, load
-from .probes import Gates, Massive, Perplexity, Probe, Queries, Rank, Sink, run
-from .results import GatesResult, MassiveResult, PerplexityResult, QueryTrace, RankResult, SinkResult
 
 
 @dataclass
@@ -44,8 +57,6 @@ def prepare_inputs(loaded: Loaded, *, text: str | None = None, text_file: str | 
         raise GatelensError("give only one of --text and --dataset")
     info = loaded.info
     if not given and info.eval_data and info.eval_data.get("kind") == "task":
-        from .train import tasks
-
         seqs = tasks.eval_sequences(info.eval_data, seq_len=seq_len, n_seqs=n_seqs, max_context=info.max_context)
         return Inputs(seqs, f"task:{info.eval_data['task']} (seed {info.eval_data['seed']})", seq_len, True)
     if text_file is not None:
@@ -69,6 +80,40 @@ def pad_id(loaded: Loaded) -> int:
     return tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
 
 
+def run(loaded: Loaded, batches: Iterable[Batch], probes: Sequence[Probe],
+        on_batch: Callable[[int], None] | None = None) -> None:
+    """One no-grad forward per batch; every probe updates its accumulator on the same pass."""
+    model = loaded.model
+    device = loaded.model.get_input_embeddings().weight.device  # with a device map: where the ids go
+    current: dict[str, Batch] = {}
+    listeners = [p for p in probes if p.listens_to_attention]
+
+    def listener(ev):
+        for p in listeners:
+            p.on_attention(ev, current["batch"])
+
+    with ExitStack() as stack, torch.no_grad():
+        for p in probes:
+            for h in p.attach(loaded):
+                stack.callback(h.remove)
+        if listeners:
+            stack.enter_context(attention.listening(listener))
+        for batch in batches:
+            current["batch"] = batch
+            for p in probes:
+                p.batch = batch
+            mask = None if batch.attention_mask is None else batch.attention_mask.to(device)
+            model(input_ids=batch.input_ids.to(device), attention_mask=mask, use_cache=False)
+            if on_batch is not None:
+                on_batch(batch.input_ids.shape[0])
+    if distributed.world_size() > 1:
+        for p in probes:
+            states = distributed.all_gather(p.state())
+            p.clear()
+            for st in states:
+                p.absorb(st)
+
+
 def measure(model: Loaded | str, probes: list[Probe], inputs: Inputs | None = None, *, batch_size: int = 4,
             on_batch: Callable[[int], None] | None = None, **input_kw) -> list:
     """Run any set of probes on one forward pass per batch; returns their results in order."""
@@ -78,6 +123,47 @@ def measure(model: Loaded | str, probes: list[Probe], inputs: Inputs | None = No
     batches = data.batches([inputs.seqs[i] for i in mine], batch_size, pad_id(loaded), seq_ids=mine)
     run(loaded, batches, probes, on_batch)
     return [p.finish(loaded, settings_of(inputs, batch_size)) for p in probes]
+
+
+@dataclass
+class Report:
+    """Every standard metric of one model on one input set: `report.sink`, `.massive`, `.gates` (None if
+    the model has none), `.rank`, `.perplexity`, or `report.results[name]`."""
+
+    results: dict = field(default_factory=dict)
+
+    def __getattr__(self, name):
+        if name in METRICS:
+            return self.__dict__["results"].get(name)
+        raise AttributeError(name)
+
+    @property
+    def info(self) -> dict:
+        return next(iter(self.results.values())).model
+
+    def row(self) -> dict:
+        """The model's row of the paper's table: every standard metric's columns (None where not measured)."""
+        row = {"model": self.info["spec"], "gate": self.info["gate"]}
+        for name, cls in METRICS.items():
+            if cls.standard:
+                r = self.results.get(name)
+                row.update(r.columns() if r is not None else dict.fromkeys(cls.result_type.COLUMNS))
+        return row
+
+    def to_dict(self) -> dict:
+        return {"model": self.info["spec"], **{name: r.to_dict() if r is not None else None
+                                               for name, r in self.results.items()}}
+
+
+def report(model: Loaded | str, inputs: Inputs | None = None, *, batch_size: int = 4,
+           options: dict[str, dict] | None = None, on_batch: Callable[[int], None] | None = None,
+           **input_kw) -> Report:
+    """Every standard metric (`metrics.METRICS`) that applies to the model, on one forward pass per batch."""
+    loaded = as_loaded(model)
+    probes = standard_probes(loaded, options)
+    results = measure(loaded, probes, inputs, batch_size=batch_size, on_batch=on_batch, **input_kw)
+    by_name = {p.name: r for p, r in zip(probes, results)}
+    return Report({name: by_name.get(name) for name, cls in METRICS.items() if cls.standard})
 
 
 def sink(model: Loaded | str, inputs: Inputs | None = None, *, batch_size: int = 4, eps: float = 0.3,
@@ -98,8 +184,7 @@ def gates(model: Loaded | str, inputs: Inputs | None = None, *, batch_size: int 
     """Gate-score statistics of every gated attention layer and head (gated models only)."""
     loaded = as_loaded(model)
     if not loaded.info.gated:
-        raise GatelensError(f"{loaded.info.spec} has no attention gates; `gates` applies to gated models such as "
-                            "mech-gated, a paper checkpoint (1B_gate_elementwise) or Qwen3-Next / Qwen3.5")
+        raise no_gates(loaded.info.spec)
     return measure(loaded, [Gates()], inputs, batch_size=batch_size, on_batch=on_batch, **input_kw)[0]
 
 
@@ -124,14 +209,6 @@ def by_query(model: Loaded | str, inputs: Inputs | None = None, *, batch_size: i
     """Each query's weight on the first token and mean gate score (for splitting queries by role).
 
     `result.split(masks)` averages over chosen queries vs the rest, e.g. a task's trigger tokens
-    (`gatelens.train.tasks.active_queries`) against the dormant ones.
+    (`gatelens.tasks.active_queries`) against the dormant ones.
     """
     return measure(model, [Queries()], inputs, batch_size=batch_size, on_batch=on_batch, **input_kw)[0]
-
-
-def length_frame(results: list[SinkResult]):
-    """F-Attn and sink rate per context length (one row per length)."""
-    import pandas as pd
-
-    return pd.DataFrame([{"seq_len": r.settings["seq_len"], "n_seqs": r.settings["n_seqs"], "f_attn": r.f_attn,
-                          "sink_rate": r.sink_rate} for r in results])

@@ -14,9 +14,10 @@ import torch
 
 from . import data
 from .errors import GatelensError
-from .measure import as_loaded
+from .kernels import chunk_scores
+from .measure import as_loaded, run
+from .metrics.base import Probe
 from .models.load import Loaded
-from .probes import Probe, run
 
 
 @dataclass
@@ -51,13 +52,8 @@ class Pattern(Probe):
         first = torch.zeros(())
         for s in range(0, n, self.chunk):
             e = min(s + self.chunk, n)
-            scores = (q[:, :, s:e] @ k.transpose(-1, -2)) * ev.scale          # [1, h, c, n]
-            if ev.mask is not None:
-                m = ev.mask[:1, :, s:e]
-                scores = scores.masked_fill(~m, float("-inf")) if m.dtype == torch.bool else scores + m.float()
-            else:
-                causal = torch.arange(n)[None, :] > torch.arange(s, e)[:, None]
-                scores = scores.masked_fill(causal, float("-inf"))
+            mask = None if ev.mask is None else ev.mask[:1]
+            scores = chunk_scores(q, k, ev.scale, mask, mask is None, s, e)       # [1, h, c, n]
             p = scores.softmax(-1).nan_to_num(0.0).mean(1)[0]                   # [c, n], mean over heads
             rows = torch.arange(s, e)
             first += p[rows >= 1, 0].sum()

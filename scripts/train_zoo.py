@@ -29,8 +29,8 @@ import torch
 
 import gatelens
 from gatelens.models import native
-from gatelens.train import tasks
-from gatelens.probes import Gates, Massive, Queries, Sink
+from gatelens import tasks
+from gatelens.metrics import Queries, standard_probes
 from gatelens.train.trainer import TrainConfig, initial_state, train
 
 ZOO = Path(__file__).resolve().parent.parent / "gatelens" / "zoo"
@@ -61,8 +61,9 @@ def measure(path: Path) -> dict:
     """F-Attn, sink rate, mean gate, M-Act, first-token norm, and F-Attn / gate split by trigger vs other queries."""
     loaded = gatelens.load(str(path))
     inputs = gatelens.prepare_inputs(loaded, **EVAL)
-    probes = [Sink(), Massive(), Queries()] + ([Gates()] if loaded.info.gated else [])
-    sink, massive, trace, *gates = gatelens.measure.measure(loaded, probes, inputs)
+    probes = standard_probes(loaded) + [Queries()]
+    results = dict(zip((p.name for p in probes), gatelens.measure.measure(loaded, probes, inputs)))
+    sink, massive, trace, gates = results["sink"], results["massive"], results["queries"], results.get("gates")
     params = loaded.info.eval_data["params"]
     split = trace.split([tasks.active_queries(x, params) for x in inputs.seqs])
     active, dormant = split["selected"], split["rest"]
@@ -70,7 +71,7 @@ def measure(path: Path) -> dict:
     return {"f_attn": sink.f_attn, "sink_rate": sink.sink_rate,
             "f_attn_active": active["first_token"], "f_attn_dormant": dormant["first_token"],
             "n_active": active["n"], "n_dormant": dormant["n"],
-            "mean_gate": gates[0].mean_gate if gates else None,
+            "mean_gate": gates.mean_gate if gates else None,
             "gate_active": active["gate"], "gate_dormant": dormant["gate"],
             "m_act": massive.m_act, "first_token_norm": last.first_norm, "other_token_norm": last.other_norm}
 

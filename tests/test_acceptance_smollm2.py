@@ -5,7 +5,7 @@ import torch
 from transformers import AutoModelForCausalLM
 
 import gatelens
-from gatelens.metrics.first_token import f_attn_reference
+from gatelens.metrics.sink import f_attn_reference
 
 pytestmark = pytest.mark.acceptance
 
@@ -27,7 +27,7 @@ def test_f_attn_per_layer_equals_hf_eager_on_8x256(smollm2):
     assert len(result.layers) == 30
     for i, ly in enumerate(result.layers):
         want = torch.stack([p[i] for p in per_layer]).mean(0).double()  # equal-size chunks: plain mean
-        torch.testing.assert_close(torch.tensor(ly.f_attn_heads, dtype=torch.float64), want, atol=1e-4, rtol=0)
+        torch.testing.assert_close(torch.tensor(ly.heads["f_attn"], dtype=torch.float64), want, atol=1e-4, rtol=0)
     assert result.f_attn > 0.3  # a real attention sink
 
 

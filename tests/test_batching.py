@@ -15,5 +15,5 @@ def test_mixed_lengths_batched_equal_one_at_a_time(tiny_dir):
     batched = gatelens.sink(loaded, inputs, batch_size=4)
     single = gatelens.sink(loaded, inputs, batch_size=1)
     for a, b in zip(batched.layers, single.layers):
-        torch.testing.assert_close(torch.tensor(a.f_attn_heads), torch.tensor(b.f_attn_heads), atol=1e-5, rtol=0)
-        assert a.sink_rate_heads == b.sink_rate_heads
+        torch.testing.assert_close(torch.tensor(a.heads["f_attn"]), torch.tensor(b.heads["f_attn"]), atol=1e-5, rtol=0)
+        assert a.heads["sink_rate"] == b.heads["sink_rate"]

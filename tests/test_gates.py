@@ -6,6 +6,14 @@ import torch
 import gatelens
 from factories import TEXT
 from gatelens.metrics import gates as G
+
+
+def total(*parts):
+    """Sums of several batches combined the way the Gates probe combines them (its declared reducers)."""
+    probe = G.Gates()
+    for part in parts:
+        probe.add(0, **part)
+    return probe.acc[0]
 from gatelens.models.gated import split_grouped, split_interleaved
 
 
@@ -28,9 +36,9 @@ def test_padding_is_ignored_and_sums_add_up():
     a = G.batch_sums(s[:1], valid[:1])
     b = G.batch_sums(s[1:, :2], valid[1:, :2])
     both = G.batch_sums(s, valid)
-    total = G.add(G.add(None, a), b)
+    both_parts = total(a, b)
     for k in ("n", "sum", "sumsq", "hist", "fine", "chan_sum", "first_sum", "min", "max"):
-        torch.testing.assert_close(total[k], both[k])
+        torch.testing.assert_close(both_parts[k], both[k])
     assert both["hist"].sum().item() == 7 * 3 * 4
 
 
@@ -64,7 +72,7 @@ def test_captures_exactly_sigmoid_of_gate_logits(kind, tiny_dir):
                                    atol=1e-6, rtol=0)
         torch.testing.assert_close(torch.tensor(ly.heads["max"], dtype=torch.float64), s.amax((0, 1, 3)),
                                    atol=1e-6, rtol=0)
-        assert sum(ly.hist) == s.numel() == ly.n_scores    # the histograms sum to the token count x g
+        assert sum(ly.extra["hist"]) == s.numel() == ly.extra["n_scores"]    # the histograms sum to the token count x g
         assert ly.heads["frac_below_0.5"] == pytest.approx((s < 0.5).double().mean((0, 1, 3)).tolist(), abs=1e-9)
 
 
@@ -130,7 +138,7 @@ def test_output_sums_add_up_over_batches():
     y = torch.randn(2, 3, 9, 4, generator=g)
     valid = torch.tensor([[True] * 9, [True] * 4 + [False] * 5])
     both = G.output_sums(y, s, valid)
-    one = G.add(G.add(None, G.output_sums(y[:1], s[:1], valid[:1])), G.output_sums(y[1:, :, :4], s[1:, :4], valid[1:, :4]))
+    one = total(G.output_sums(y[:1], s[:1], valid[:1]), G.output_sums(y[1:, :, :4], s[1:, :4], valid[1:, :4]))
     for k in both:   # per-batch sums are float32 reductions (relative error ~1e-7)
         torch.testing.assert_close(both[k], one[k], rtol=1e-6, atol=0)
     assert both["y_hist"].sum().item() == 13 * 3 * 4

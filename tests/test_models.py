@@ -13,7 +13,7 @@ from transformers import AutoModelForCausalLM
 
 import gatelens
 from factories import HF_FAMILIES, PAPER_FORMATS, TEXT
-from gatelens.metrics.first_token import f_attn_reference
+from gatelens.metrics.sink import f_attn_reference
 from gatelens.models.gated import split_grouped, split_interleaved
 
 
@@ -37,7 +37,7 @@ def test_hf_family_logits_and_f_attn(family, tiny_dir):
     assert [ly.layer for ly in result.layers] == loaded.info.attention_layers
     assert len(patterns) == len(result.layers)
     for ly, pattern in zip(result.layers, patterns):
-        torch.testing.assert_close(torch.tensor(ly.f_attn_heads, dtype=torch.float64), f_attn_reference(pattern).double(),
+        torch.testing.assert_close(torch.tensor(ly.heads["f_attn"], dtype=torch.float64), f_attn_reference(pattern).double(),
                                    atol=1e-5, rtol=0)
 
 
@@ -127,7 +127,7 @@ def test_paper_format_matches_eager_reimplementation(gate, tiny_dir):
     torch.testing.assert_close(got.double(), want, atol=1e-5, rtol=0)
     result = gatelens.sink(loaded, inputs, batch_size=2)
     for ly, pattern in zip(result.layers, patterns):
-        torch.testing.assert_close(torch.tensor(ly.f_attn_heads, dtype=torch.float64), f_attn_reference(pattern).double(), atol=1e-5, rtol=0)
+        torch.testing.assert_close(torch.tensor(ly.heads["f_attn"], dtype=torch.float64), f_attn_reference(pattern).double(), atol=1e-5, rtol=0)
 
 
 def test_native_family_without_norms_matches_eager_reimplementation(tmp_path):
@@ -156,7 +156,7 @@ def test_native_family_without_norms_matches_eager_reimplementation(tmp_path):
     result = gatelens.sink(loaded, inputs, batch_size=2)
     for ly, pattern in zip(result.layers, patterns):
         assert pattern[..., 1:, 0].std() > 0.01  # not a uniform pattern: the comparison below can fail
-        torch.testing.assert_close(torch.tensor(ly.f_attn_heads, dtype=torch.float64), f_attn_reference(pattern).double(),
+        torch.testing.assert_close(torch.tensor(ly.heads["f_attn"], dtype=torch.float64), f_attn_reference(pattern).double(),
                                    atol=1e-5, rtol=0)
 
 

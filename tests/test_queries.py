@@ -7,8 +7,8 @@ import torch
 
 import gatelens
 from gatelens.measure import by_query, gates
-from gatelens.results import QueryTrace
-from gatelens.train import tasks
+from gatelens.metrics.queries import QueryTrace
+from gatelens import tasks
 
 
 def test_split_by_hand():

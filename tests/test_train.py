@@ -12,7 +12,7 @@ import torch
 import gatelens
 from gatelens import GatelensError
 from gatelens.models.gated import split_grouped
-from gatelens.train import tasks
+from gatelens import tasks
 from gatelens.train.trainer import TrainConfig, initial_state, train
 
 TOY = {"d_model": 32, "ffn": 64, "n_layers": 1, "n_heads": 2, "n_kv_heads": 1, "head_dim": 16, "seq_len": 32, "batch_size": 4,

@@ -1,4 +1,4 @@
-"""Log-spaced histogram bins read off float32 bit patterns, shared by the |value| histograms.
+"""Log-spaced histogram bins read off float32 bit patterns, shared by the |value| histograms (and their medians).
 
 For a float32 v >= 0 the bit pattern, read as an integer, grows monotonically with v and linearly inside
 each octave [2^e, 2^(e+1)). A bin of 2^shift consecutive bit patterns therefore spans a fixed fraction of
@@ -36,3 +36,12 @@ def value(pos: Tensor, base: int, shift: int) -> Tensor:
     bits = (base + pos * (1 << shift)) / 2.0 ** 23
     exp = torch.floor(bits)
     return torch.ldexp(1 + (bits - exp), (exp - 127).to(torch.int32))
+
+
+def median_position(counts: Tensor) -> Tensor:
+    """Fractional bin of the median of each histogram row [rows, n_bins] (float64), linear inside its bin -> [rows, 1]."""
+    cum = counts.cumsum(-1)
+    half = cum[:, -1:] / 2
+    i = torch.searchsorted(cum, half).clamp(max=counts.shape[-1] - 1)
+    before = torch.where(i > 0, cum.gather(1, (i - 1).clamp(min=0)), torch.zeros_like(half))
+    return i + (half - before) / counts.gather(1, i).clamp(min=1)

@@ -14,13 +14,19 @@ Cost: each gated layer's scores are copied once, head-first in float64; every st
 reduction of that copy or a sum of its fine histogram, whose bins are computed last, in place (float32
 scores times 2000 are exact in float64, so the bins are exactly floor(2000 s)). The SDPA outputs'
 histogram bins |y| on its float32 bit pattern (`bitbins`): no logarithm, no rounded edge.
+`Gates` hooks each layer's gate module (scores) and listens to attention (the SDPA output y the
+gate multiplies); `GatesResult` holds the per-head statistics.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import ClassVar
+
 import torch
 
 from . import bitbins
+from .base import MAX, MIN, HeadLayer, HeadResult, Probe, check_finite, gate_logits, hook_gates, no_gates
 
 Tensor = torch.Tensor
 N_BINS = 50          # histogram bins on [0, 1] (paper-style plots)
@@ -101,27 +107,9 @@ def batch_sums(scores: Tensor, valid: Tensor) -> dict[str, Tensor]:
     return out
 
 
-def add(total: dict[str, Tensor] | None, new: dict[str, Tensor]) -> dict[str, Tensor]:
-    if total is None:
-        return {k: v.clone() for k, v in new.items()}
-    for k, v in new.items():
-        if k == "min":
-            total[k] = torch.minimum(total[k], v)
-        elif k == "max":
-            total[k] = torch.maximum(total[k], v)
-        else:
-            total[k] += v
-    return total
-
-
 def fine_median(fine: Tensor) -> Tensor:
     """Per-head median from the fine histogram [head, N_FINE], linear inside the bin."""
-    cum = fine.cumsum(-1)
-    half = cum[:, -1:] / 2
-    i = torch.searchsorted(cum, half).clamp(max=N_FINE - 1)          # [h, 1]
-    before = torch.where(i > 0, cum.gather(1, (i - 1).clamp(min=0)), torch.zeros_like(half))
-    frac = (half - before) / fine.gather(1, i).clamp(min=1)
-    return ((i + frac) / N_FINE).squeeze(1)
+    return (bitbins.median_position(fine) / N_FINE).squeeze(1)
 
 
 def summarize(t: dict[str, Tensor]) -> dict[str, Tensor]:
@@ -199,3 +187,113 @@ def output_summary(t: dict[str, Tensor], mean_gate: Tensor) -> dict[str, Tensor]
         "frac_small_sdpa": t["small_y"] / n, "frac_small_gated": t["small_z"] / n,
         "frac_small_mean_scaled": small_lin / n,
     }
+
+
+class Gates(Probe):
+    """Gate scores sigma(logits) per gated layer and head: sums for sparsity, query dependence, W_O input.
+
+    State per layer: the score sums of `batch_sums` (key = layer) and, for G1 gates, the output sums of
+    `output_sums` (key = (layer, "out")).
+    """
+
+    name = "gates"
+    listens_to_attention = True
+    REDUCE = {"min": MIN, "max": MAX}
+
+    @classmethod
+    def applies(cls, loaded) -> bool:
+        return loaded.info.gated
+
+    def attach(self, loaded):
+        if not loaded.info.gated:
+            raise no_gates(loaded.info.spec)
+        super().attach(loaded)
+        self.pending: dict[int, Tensor] = {}
+        self.g1 = loaded.info.gate_position == "G1"
+        return hook_gates(loaded, lambda layer: self._hook(loaded, layer))
+
+    def _hook(self, loaded, layer):
+        def hook(module, args, output):
+            scores = torch.sigmoid(gate_logits(loaded, output).float())
+            sums = batch_sums(scores, self.batch.valid().to(scores.device))
+            check_finite(f"the gate scores of layer {layer}", sums["sum"])  # a NaN score makes its head's sum NaN
+            self.add(layer, **sums)
+            if self.g1:
+                self.pending[layer] = scores
+        return hook
+
+    def on_attention(self, ev, batch):
+        scores = self.pending.pop(ev.layer, None)
+        if scores is None:
+            return
+        valid = batch.valid().to(ev.output.device)  # ev.output: the SDPA output the gate multiplies, [b, h, pos, d]
+        self.add((ev.layer, "out"), **output_sums(ev.output, scores, valid))
+
+    def finish(self, loaded, settings):
+        layers = []
+        for layer in sorted(k for k in self.acc if isinstance(k, int)):
+            t = self.acc[layer]
+            stats = summarize(t)
+            if (layer, "out") in self.acc:
+                stats.update(output_summary(self.acc[(layer, "out")], stats["mean"]))
+            layers.append(HeadLayer(layer, {k: v.tolist() for k, v in stats.items()},
+                                    extra={"n_scores": int(t["n"].sum()), "hist": t["hist"].sum(0).tolist()}))
+        return GatesResult(model=loaded.info.to_dict(), settings=settings, layers=layers)
+
+
+@dataclass
+class GatesResult(HeadResult):
+    """Sigmoid gate scores of every gated attention layer: sparsity, query dependence, effect on W_O's input."""
+
+    COLUMNS: ClassVar = ("mean_gate",)
+
+    @property
+    def mean_gate(self) -> float:
+        """Mean gate score over all layers, heads, dimensions and tokens (the paper's 'gate score')."""
+        return self.overall("mean")
+
+    def columns(self) -> dict:
+        return {"mean_gate": self.mean_gate}
+
+    def headline(self) -> dict:
+        return {"mean_gate": self.mean_gate, "summary": self.summary()}
+
+    @property
+    def note(self) -> str | None:
+        """For hybrid models: which layers have gates at all."""
+        m = self.model
+        if len(m["attention_layers"]) < m["n_layers"]:
+            return (f"hybrid model: only its {len(m['attention_layers'])} full-attention layers "
+                    f"{m['attention_layers']} have gates; the other layers are linear attention")
+        return None
+
+    def tables(self) -> dict:
+        return {"gates_heads": self.to_frame(), "gates_layers": self.layer_frame(), "gates_hist": self.hist_frame()}
+
+    def display(self) -> dict:
+        cols = {"layer": "layer", "mean": "mean", "median": "median", "frac_below_0.1": "<0.1",
+                "frac_below_0.5": "<0.5", "frac_above_0.9": ">0.9", "token_var_share": "var: tokens",
+                "first_token_mean": "1st token", "rest_mean": "others"}
+        notes = []
+        if "mean_abs_sdpa" in self.layers[0].heads:
+            o = self.summary()
+            notes.append(f"W_O input: mean |SDPA output| {o['mean_abs_sdpa']:.4g} -> gated {o['mean_abs_gated']:.4g} "
+                         f"(mean-gate scaling {o['mean_abs_mean_scaled']:.4g}); share below 1e-2: "
+                         f"{o['frac_small_sdpa']:.3f} -> {o['frac_small_gated']:.3f} "
+                         f"(mean-gate scaling {o['frac_small_mean_scaled']:.3f})")
+        if self.note:
+            notes.append(self.note)
+        m = self.model
+        return {"title": f"Gate scores of {m['spec']} ({m['gate']}, {m['gate_position']})", "frame": self.layer_frame(),
+                "columns": cols, "total": {"layer": "model", **{k: self.overall(k) for k in cols if k != "layer"}},
+                "notes": notes}
+
+    def hist_frame(self):
+        import pandas as pd
+
+        n = len(self.layers[0].extra["hist"])
+        return pd.DataFrame([{"layer": ly.layer, "bin_lo": i / n, "bin_hi": (i + 1) / n, "count": c}
+                             for ly in self.layers for i, c in enumerate(ly.extra["hist"])])
+
+
+Gates.result_type = GatesResult

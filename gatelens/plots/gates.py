@@ -8,13 +8,12 @@ import matplotlib.pyplot as plt
 import numpy as np
 import seaborn as sns
 
-from ..results import GatesResult
+from ..metrics.gates import GatesResult
 from . import style
 
 
 def _title(r: GatesResult, what: str) -> str:
-    s = r.settings
-    return f"{what}: {style.label(r.model)}\n{s.get('input')}, {s.get('n_seqs')} x {s.get('seq_len')} tokens"
+    return f"{what}: {style.short_label(r.model)}\n{style.input_line(r.settings)}"
 
 
 def histograms(r: GatesResult):
@@ -25,7 +24,7 @@ def histograms(r: GatesResult):
     rows = math.ceil(n / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(style.FULL_WIDTH, 1.5 * rows + 0.6), sharex=True, squeeze=False)
     for ax, ly in zip(axes.flat, r.layers):
-        counts = np.array(ly.hist)
+        counts = np.array(ly.extra["hist"])
         edges = np.linspace(0, 1, len(counts) + 1)
         ax.bar(edges[:-1], counts / max(counts.sum(), 1), width=np.diff(edges), align="edge", color=style.color(0))
         ax.set_title(f"layer {ly.layer}: mean {ly.mean_of('mean'):.3f}", fontsize=7)
@@ -71,3 +70,8 @@ def per_layer(r: GatesResult):
     ax.set_title(_title(r, "Gate scores per layer"))
     ax.legend(frameon=False, ncol=2)
     return fig
+
+
+def figures(result: GatesResult) -> dict:
+    """The figures `gatelens gates` writes for one result, by file stem."""
+    return {"gates_hist": histograms(result), "gates_heatmap": heatmap(result), "gates_layers": per_layer(result)}

@@ -6,7 +6,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
 
-from ..results import RankResult
+from ..metrics.rank import RankResult
 from . import style
 
 LABELS = {"ov_effective_rank": "W_V·W_O (weights)", "out_effective_rank": "head outputs (gate on)",
@@ -19,7 +19,7 @@ def per_layer(results: list[RankResult], key: str = "ov_effective_rank"):
     for r in results:
         if key in r.layers[0].heads:
             df = r.to_frame()[["layer", key]].copy()
-            df["model"] = style.label(r.model)
+            df["model"] = style.short_label(r.model)
             frames.append(df)
     df = pd.concat(frames, ignore_index=True)
     fig, ax = plt.subplots(figsize=(style.FULL_WIDTH * 0.75, 2.6))
@@ -42,6 +42,14 @@ def gate_effect(r: RankResult):
         ax.plot(lf["layer"], lf[key], marker="o", ms=3, color=style.color(i), label=LABELS[key])
     ax.set_xlabel("layer")
     ax.set_ylabel("effective rank (mean over heads)")
-    ax.set_title(f"Non-linearity of the gate: {style.label(r.model)}")
+    ax.set_title(f"Non-linearity of the gate: {style.short_label(r.model)}")
     ax.legend(frameon=False)
     return fig
+
+
+def figures(result: RankResult) -> dict:
+    """The figures `gatelens rank` writes for one result, by file stem."""
+    figs = {"rank_ov": per_layer([result], "ov_effective_rank")}
+    if "out_effective_rank_linearized" in result.layers[0].heads:
+        figs["rank_gate_effect"] = gate_effect(result)
+    return figs

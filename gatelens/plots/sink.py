@@ -6,7 +6,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import seaborn as sns
 
-from ..results import SinkResult
+from ..metrics.sink import SinkResult
 from . import style
 
 
@@ -14,7 +14,7 @@ def heatmap(result: SinkResult):
     """Layer x head heatmap of F-Attn, values printed where the grid is small."""
     style.apply()
     layers = [ly.layer for ly in result.layers]
-    grid = np.array([ly.f_attn_heads for ly in result.layers])
+    grid = np.array([ly.heads["f_attn"] for ly in result.layers])
     h, w = grid.shape
     fig, ax = plt.subplots(figsize=(min(style.FULL_WIDTH, 1.2 + 0.45 * w), min(9.0, 1.0 + 0.3 * h)))
     sns.heatmap(grid, vmin=0, vmax=1, cmap="viridis", annot=h * w <= 160, fmt=".2f", annot_kws={"size": 6},
@@ -22,43 +22,30 @@ def heatmap(result: SinkResult):
                 xticklabels=list(range(w)), yticklabels=layers)
     ax.set_xlabel("head")
     ax.set_ylabel("layer")
-    ax.set_title(f"F-Attn of {style.label(result.model)} = {result.f_attn:.3f}\n{_input_line(result)}")
+    ax.set_title(f"F-Attn of {style.short_label(result.model)} = {result.f_attn:.3f}\n{style.input_line(result.settings)}")
     return fig
 
 
 def per_layer(results: list[SinkResult]):
     """F-Attn per layer, one line per model (baseline vs gated), uniform-attention level for reference."""
-    style.apply()
-    fig, ax = plt.subplots(figsize=(style.COLUMN_WIDTH * 1.3, 2.4))
-    for i, r in enumerate(results):
-        xs = [ly.layer for ly in r.layers]
-        ax.plot(xs, [ly.f_attn for ly in r.layers], marker="o", ms=3, color=style.color(i),
-                label=f"{style.label(r.model)}: {r.f_attn:.3f}")
+    fig, ax = style.layer_curves(results, lambda ly: ly.mean_of("f_attn"),
+                                 lambda r: f"{style.short_label(r.model)}: {r.f_attn:.3f}",
+                                 "first-token attention share", "Attention sink per layer", ylim=(0, 1))
     n = results[0].settings.get("seq_len", 0)
     if n and n > 1:
         uniform = float(np.mean([1.0 / (i + 1) for i in range(1, n)]))
         ax.axhline(uniform, color="grey", ls=":", lw=0.8, label=f"uniform causal attention ({uniform:.3f})")
-    ax.set_ylim(0, 1)
-    ax.set_xlabel("layer")
-    ax.set_ylabel("first-token attention share")
-    ax.set_title(f"Attention sink per layer\n{_input_line(results[0])}")
     ax.legend(frameon=False, loc="best")
     return fig
 
 
-def _input_line(r: SinkResult) -> str:
-    s = r.settings
-    return f"{s.get('input')}, {s.get('n_seqs')} x {s.get('seq_len')} tokens"
-
-
-
-def per_length(results: list[SinkResult], by_model: bool = False):
+def per_length(results: list[SinkResult]):
     """F-Attn against context length (log x axis): the paper's long-context argument."""
     style.apply()
     fig, ax = plt.subplots(figsize=(style.COLUMN_WIDTH * 1.3, 2.4))
     groups: dict[str, list[SinkResult]] = {}
     for r in results:
-        groups.setdefault(style.label(r.model), []).append(r)
+        groups.setdefault(style.short_label(r.model), []).append(r)
     for i, (name, rs) in enumerate(groups.items()):
         rs = sorted(rs, key=lambda r: r.settings["seq_len"])
         ax.plot([r.settings["seq_len"] for r in rs], [r.f_attn for r in rs], marker="o", ms=3,
@@ -70,3 +57,8 @@ def per_length(results: list[SinkResult], by_model: bool = False):
     ax.set_title(f"Attention sink vs context length\n{results[0].settings.get('input')}")
     ax.legend(frameon=False)
     return fig
+
+
+def figures(result: SinkResult) -> dict:
+    """The figures `gatelens sink` writes for one result, by file stem."""
+    return {"sink_heatmap": heatmap(result), "sink_layers": per_layer([result])}

@@ -20,10 +20,6 @@ def color(i: int):
     return PALETTE[i % len(PALETTE)]
 
 
-def label(model: dict) -> str:
-    return short_label(model)
-
-
 def short_label(model: dict) -> str:
     """Display name without the folder path."""
     from pathlib import Path
@@ -31,3 +27,25 @@ def short_label(model: dict) -> str:
     gate = model.get("gate", "none")
     name = Path(model.get("spec", "model")).name or model.get("spec", "model")
     return name + ("" if gate == "none" else f" ({gate} gate)")
+
+
+def input_line(settings: dict) -> str:
+    """What was measured, for a figure title: input, sequences x tokens."""
+    return f"{settings.get('input')}, {settings.get('n_seqs')} x {settings.get('seq_len')} tokens"
+
+
+def layer_curves(results: list, value, label, ylabel: str, title: str, ylim=None, log: bool = False):
+    """One line per model of `value(layer)` against the layer index, labelled `label(result)`; returns fig, ax."""
+    apply()
+    fig, ax = plt.subplots(figsize=(COLUMN_WIDTH * 1.3, 2.4))
+    for i, r in enumerate(results):
+        ax.plot([ly.layer for ly in r.layers], [value(ly) for ly in r.layers], marker="o", ms=3, color=color(i),
+                label=label(r))
+    if log:
+        ax.set_yscale("log")
+    if ylim is not None:
+        ax.set_ylim(*ylim)
+    ax.set_xlabel("layer")
+    ax.set_ylabel(ylabel)
+    ax.set_title(f"{title}\n{input_line(results[0].settings)}")
+    return fig, ax

@@ -41,7 +41,7 @@ from ..models.families import FAMILIES
 from ..models.gated import GATE_KINDS, GATES, gate_rows
 from ..models.load import Loaded, ModelInfo
 from ..models.tokenizer import SPECIALS, symbol_tokenizer
-from . import tasks
+from .. import tasks
 
 LOG_COLUMNS = ("step", "tokens", "train_loss", "val_loss", "f_attn", "mean_gate", "lr", "wall_s")
 _NOT_COMPARED_ON_RESUME = ("resume", "overwrite", "device")

@@ -2,7 +2,7 @@
 
 import torch
 
-from gatelens.metrics import first_token as ft
+from gatelens.metrics import sink as ft
 
 
 def test_hand_checked_pattern():

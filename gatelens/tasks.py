@@ -22,7 +22,7 @@ from functools import lru_cache
 
 import torch
 
-from ..errors import GatelensError
+from .errors import GatelensError
 
 TASKS = ("bigram-backcopy",)
 

@@ -1,0 +1,191 @@
+"""What every metric module builds on: the probe (hook side + streaming accumulator) and the per-head result.
+
+A probe keeps its whole state in `self.acc`, a dict from a key (a layer, usually) to named fields, and
+declares in `REDUCE` how two values of a field combine (default: sum). `add(key, **fields)` is the one
+way state changes: per batch inside a process, and across processes (torchrun) when every rank
+absorbs the others' states, so `state` / `clear` / `absorb` are written once, here.
+
+A per-head result (`HeadResult`) holds, per attention layer, one list of values per statistic
+(`heads[name][h]`); `overall`, `to_frame`, `layer_frame`, `summary` and `to_dict` are written once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+import torch
+
+from ..errors import GatelensError
+
+Tensor = torch.Tensor
+
+
+def SUM(a, b):
+    """Tensors, numbers and lists add; dicts (counts per token, say) add key by key."""
+    if isinstance(a, dict):
+        return {**a, **{k: a[k] + v if k in a else v for k, v in b.items()}}
+    return a + b
+
+
+def MIN(a, b):
+    return torch.minimum(a, b)
+
+
+def MAX(a, b):
+    return torch.maximum(a, b)
+
+
+class Probe:
+    """Base of every metric's probe: override `attach` (hooks) and/or `on_attention`, and `finish`.
+
+    Class attributes: `name` (the registry key), `result_type`, `listens_to_attention`, `REDUCE`.
+    `applies(loaded)` says whether the metric exists for a model (gates need a gated model).
+    """
+
+    name: ClassVar[str] = ""
+    result_type: ClassVar[type | None] = None
+    listens_to_attention: ClassVar[bool] = False
+    standard: ClassVar[bool] = True   # in the set `compare`, `figures` and the trainer run on every model
+    REDUCE: ClassVar[dict[str, Callable]] = {}
+    batch = None  # the batch being measured; `run` sets it before each forward
+
+    def __init__(self):
+        self.acc: dict = {}
+
+    @classmethod
+    def applies(cls, loaded) -> bool:
+        return True
+
+    def attach(self, loaded) -> list:
+        """Reset the state and return the hook handles this probe needs (removed after the run)."""
+        self.acc = {}
+        return []
+
+    def on_attention(self, ev, batch) -> None:  # pragma: no cover - interface
+        pass
+
+    def finish(self, loaded, settings: dict):
+        raise NotImplementedError
+
+    def add(self, key, **fields) -> None:
+        """Merge `fields` into the accumulator at `key`, each by its declared reducer."""
+        acc = self.acc.setdefault(key, {})
+        for name, value in fields.items():
+            acc[name] = value if name not in acc else self.REDUCE.get(name, SUM)(acc[name], value)
+
+    # Several processes: each rank accumulates its share, then absorbs all ranks' states in rank order.
+    def state(self) -> dict:
+        return self.acc
+
+    def clear(self) -> None:
+        self.acc = {}
+
+    def absorb(self, state: dict) -> None:
+        for key, fields in state.items():
+            self.add(key, **fields)
+
+
+def check_finite(name: str, x: Tensor) -> None:
+    if not torch.isfinite(x).all():
+        raise GatelensError(f"non-finite values (NaN/inf) in {name}; the weights may be corrupted or the dtype "
+                            "too narrow: retry with --dtype float32")
+
+
+def no_gates(spec: str) -> GatelensError:
+    return GatelensError(f"{spec} has no attention gates; `gates` applies to gated models such as mech-gated, a "
+                         "paper checkpoint (1B_gate_elementwise) or Qwen3-Next / Qwen3.5")
+
+
+def gate_logits(loaded, output: Tensor) -> Tensor:
+    """The gate module's forward output -> gate logits [batch, pos, head, g] for the family's layout."""
+    from ..models.gated import split_interleaved
+
+    if loaded.family.gate_layout == "interleaved":  # Qwen3-Next / Qwen3.5: q_proj output [.., H * 2 * d_head]
+        return split_interleaved(output, loaded.info.n_heads, loaded.info.d_head)[1]
+    return output  # gatelens' gated modules hand the logits to hook_gate already split per head
+
+
+def hook_gates(loaded, make_hook: Callable[[int], Callable]) -> list:
+    """A forward hook on every attention layer's gate module (its output carries the gate logits)."""
+    return [loaded.attention(layer).get_submodule(loaded.family.gate_module).register_forward_hook(make_hook(layer))
+            for layer in loaded.info.attention_layers]
+
+
+def hidden(output) -> Tensor:
+    """A decoder layer's forward output -> its hidden state [batch, pos, d_model]."""
+    return output[0] if isinstance(output, tuple) else output
+
+
+def mean(xs) -> float:
+    return sum(xs) / len(xs)
+
+
+@dataclass
+class HeadLayer:
+    """One attention layer of a per-head result."""
+
+    layer: int
+    heads: dict[str, list[float]]                       # statistic -> one value per head
+    extra: dict = field(default_factory=dict)           # per-layer values that are not per head
+    head_extra: dict[str, list] = field(default_factory=dict)  # per-head values that are not statistics
+
+    def mean_of(self, key: str) -> float:
+        return mean(self.heads[key])
+
+    @property
+    def n_heads(self) -> int:
+        return len(next(iter(self.heads.values())))
+
+
+@dataclass
+class HeadResult:
+    """Per (attention layer, head) statistics of one model on one input set."""
+
+    model: dict
+    settings: dict
+    layers: list[HeadLayer] = field(default_factory=list)
+
+    COLUMNS: ClassVar[tuple[str, ...]] = ()  # what this metric adds to a `compare` row
+    RATIOS: ClassVar[tuple[str, ...]] = ()   # ... and which of those get a ratio to the baseline
+
+    def keys(self) -> list[str]:
+        return list(self.layers[0].heads)
+
+    def overall(self, key: str) -> float | None:
+        """Mean over layers of the mean over heads (the paper's model-level number); None if not measured."""
+        if key not in self.layers[0].heads:
+            return None
+        return mean([ly.mean_of(key) for ly in self.layers])
+
+    def summary(self) -> dict:
+        return {k: self.overall(k) for k in self.keys()}
+
+    def headline(self) -> dict:
+        """The JSON's top-level numbers."""
+        return {"summary": self.summary()}
+
+    def columns(self) -> dict:
+        return {k: self.overall(k) for k in self.COLUMNS}
+
+    def to_frame(self):
+        """One row per (layer, head)."""
+        import pandas as pd
+
+        return pd.DataFrame([{"layer": ly.layer, "head": h, **{k: v[h] for k, v in ly.heads.items()}}
+                             for ly in self.layers for h in range(ly.n_heads)])
+
+    def layer_frame(self):
+        """One row per layer: means over heads."""
+        import pandas as pd
+
+        return pd.DataFrame([{"layer": ly.layer, **{k: ly.mean_of(k) for k in ly.heads}} for ly in self.layers])
+
+    def to_dict(self) -> dict:
+        return {**self.headline(),
+                "layers": [{"layer": ly.layer, **{k: ly.mean_of(k) for k in ly.heads}, **ly.extra,
+                            "heads": [{"head": h, **{k: v[h] for k, v in ly.heads.items()},
+                                       **{k: v[h] for k, v in ly.head_extra.items()}} for h in range(ly.n_heads)]}
+                           for ly in self.layers],
+                "model": self.model, "settings": self.settings}
