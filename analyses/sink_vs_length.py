@@ -1,8 +1,7 @@
 """F-Attn against context length, baseline vs gated: the paper's long-context argument."""
 
-import pandas as pd
-
 from gatelens.figures import main_for_script
+from gatelens.metrics.sink import length_frame
 from gatelens.plots import sink
 
 
@@ -11,8 +10,8 @@ def make(ctx, group):
         return []
     results = [ctx.results(m, n, max(1, min(group.n_seqs, group.n_seqs * group.seq_len // n))).sink
                for m in group.models for n in group.lengths]
-    df = pd.DataFrame([{"model": r.model["spec"], "seq_len": r.settings["seq_len"], "n_seqs": r.settings["n_seqs"],
-                        "f_attn": r.f_attn, "sink_rate": r.sink_rate} for r in results])
+    df = length_frame(results)
+    df.insert(0, "model", [r.model["spec"] for r in results])
     return ctx.write(f"{group.name}_sink_vs_length", df, sink.per_length(results), [r.model for r in results[:: len(group.lengths)]],
                      {"lengths": group.lengths, "input": results[0].settings["input"]})
 

@@ -7,7 +7,7 @@ from transformers import AutoModelForCausalLM
 import gatelens
 from gatelens.metrics.sink import f_attn_reference
 
-pytestmark = pytest.mark.acceptance
+pytestmark = [pytest.mark.acceptance, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")

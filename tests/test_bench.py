@@ -1,10 +1,14 @@
 """`gatelens bench --quick` runs in CI and prints the ratios (no thresholds: timings belong to benchmarks)."""
 
+import pytest
+
 import json
 
 from typer.testing import CliRunner
 
 from gatelens.cli import app
+
+pytestmark = pytest.mark.slow  # trains, runs notebooks or analyses, or starts processes: not in the quick tier
 
 
 def test_bench_quick_reports_every_method_with_ratios(tmp_path):

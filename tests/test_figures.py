@@ -1,10 +1,14 @@
 """`gatelens figures` on a tiny pair: every analysis writes PNG + PDF + CSV + provenance; reruns reproduce CSVs."""
 
+import pytest
+
 from pathlib import Path
 
 from typer.testing import CliRunner
 
 from gatelens.cli import app
+
+pytestmark = pytest.mark.slow  # trains, runs notebooks or analyses, or starts processes: not in the quick tier
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -11,6 +11,8 @@ import torch
 import gatelens
 from factories import TEXT
 
+pytestmark = pytest.mark.slow  # trains, runs notebooks or analyses, or starts processes: not in the quick tier
+
 DEVICE_MAP = {"model.embed_tokens": "cpu", "model.rotary_emb": "cpu", "model.layers.0": "cpu",
               "model.layers.1": "disk", "model.norm": "cpu", "lm_head": "cpu"}
 

@@ -15,6 +15,8 @@ from gatelens.models.gated import split_grouped
 from gatelens import tasks
 from gatelens.train.trainer import TrainConfig, initial_state, train
 
+pytestmark = pytest.mark.slow  # trains, runs notebooks or analyses, or starts processes: not in the quick tier
+
 TOY = {"d_model": 32, "ffn": 64, "n_layers": 1, "n_heads": 2, "n_kv_heads": 1, "head_dim": 16, "seq_len": 32, "batch_size": 4,
            "steps": 6, "warmup_steps": 2, "eval_every": 3, "eval_seqs": 4, "ckpt_every": 3, "task_params": {"vocab": 16}}
 

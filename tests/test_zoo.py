@@ -8,6 +8,8 @@ import gatelens
 from gatelens.models import zoo
 from gatelens.models.load import ZOO_DIR
 
+pytestmark = pytest.mark.slow  # trains, runs notebooks or analyses, or starts processes: not in the quick tier
+
 NAMES = [e["name"] for e in zoo.entries()]
 CARDED = [n for n in NAMES if (ZOO_DIR / n / "card.json").exists()]
 
