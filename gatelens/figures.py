@@ -32,6 +32,8 @@ class Group:
     attn_layers: list[int] = field(default_factory=list)
     attn_seq_len: int = 48
     text: str | None = None                            # attention-map text (default: the model's own data)
+    analyses: list[str] | None = None                  # only these analyses for this group (default: all)
+    per_seed: str | None = None                        # JSON of per-seed runs (the ablation), relative to the config
 
 
 @dataclass
@@ -124,6 +126,8 @@ def run_all(config_path: str | Path = DEFAULT_CONFIG, only: list[str] | None = N
     for i, name in enumerate(names):
         module = load_analysis(config.root, name)
         for group in config.groups:
+            if group.analyses is not None and name not in group.analyses:
+                continue
             files += module.make(ctx, group) or []
             if on_step:
                 on_step(name, group.name)
