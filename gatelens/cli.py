@@ -195,6 +195,8 @@ def run_metric(name: str, loaded, inputs, opts: Measuring, **probe_options):
     from . import measure
     from .metrics import METRICS
 
+    if inputs.shortfall:
+        err_console.print(f"note: {inputs.shortfall}", highlight=False, soft_wrap=True)
     with progress(f"{name} {loaded.info.spec} @ {inputs.seq_len}") as bar:
         task = bar.add_task("", total=len(inputs.seqs))
         return measure.measure(loaded, [METRICS[name](**probe_options)], inputs, batch_size=opts.batch_size,
@@ -419,7 +421,10 @@ def compare_cli(models: Annotated[list[str], typer.Argument(help="BASELINE GATED
               "m_act_layer_mean": "M-Act (mean over layers)", "mean_gate": "mean gate score",
               "ov_effective_rank": "eff. rank W_V·W_O", "out_effective_rank": "eff. rank head outputs",
               "out_effective_rank_linearized": "  ... gate linearised", "perplexity": "perplexity"}
-    table = Table(title=f"gatelens compare: {c.settings['input']}, {opts.n_seqs} x {n} tokens")
+    what = (f"{c.settings['input']}, {opts.n_seqs} x {n} tokens" if not c.settings.get("inputs_differ") else
+            "INPUTS DIFFER: " + "; ".join(f"{i['model']} on {i['input']} ({i['n_seqs']} x {i['seq_len']})"
+                                          for i in c.settings["inputs"]))
+    table = Table(title=f"gatelens compare: {what}")
     table.add_column("metric")
     for name in df["model"]:
         table.add_column(Path(name).name or name, justify="right")
@@ -429,6 +434,8 @@ def compare_cli(models: Annotated[list[str], typer.Argument(help="BASELINE GATED
                             else f" ({ratio.iloc[i]:.2f}x)") for i, v in enumerate(df[key])]
         table.add_row(label, *cells)
     out_console.print(table)
+    if c.settings.get("tokenizers_differ"):
+        out_console.print("the models have different tokenizers: their perplexities are not comparable (no ratio)")
     out_console.print("Paper (15B MoE, 400B tokens): baseline F-Attn 0.467, M-Act 1053, PPL 6.026; "
                       "elementwise G1 0.048, 94, gate 0.116, PPL 5.761; headwise G1 0.073, 98, gate 0.172.")
     out_console.print(f"wrote {len(files)} files to {out}/")
@@ -543,8 +550,10 @@ def bench_cli(model: Annotated[str, typer.Argument(help="model spec, or random:P
 def attn_map_cli(models: Annotated[list[str], typer.Argument(help="one model, or several side by side")],
                  layer: Annotated[int, typer.Option("--layer", help="attention layer index")] = 0,
                  head: Annotated[Optional[int], typer.Option("--head", help="head index; omit for the mean")] = None,
-                 text: Annotated[Optional[str], typer.Option("--text", help="the text itself, or @FILE")] = None,
-                 seq_len: Annotated[int, typer.Option("--seq-len")] = 64, bos: Bos = True,
+                 text: TextFile = None,
+                 prompt: Annotated[Optional[str], typer.Option("--prompt", help="the text itself (instead of --text)")]
+                 = None,
+                 seq_len: Annotated[int, typer.Option("--seq-len", min=2, help="tokens to show")] = 64, bos: Bos = True,
                  log: Annotated[Optional[bool], typer.Option("--log/--linear", help="colour scale")] = None,
                  max_size: Annotated[int, typer.Option(help="pool longer texts into this many cells")] = 512,
                  device: Device = "cpu", dtype: Dtype = "float32", out: Out = None, json_out: Json = False):
@@ -555,7 +564,12 @@ def attn_map_cli(models: Annotated[list[str], typer.Argument(help="one model, or
     from .patterns import text_map
     from .plots.attention import attention_figure
 
-    body = data.read_text(text[1:]) if text and text.startswith("@") else text
+    if text is not None and prompt is not None:
+        raise GatelensError("give --text FILE or --prompt TEXT, not both")
+    check_device(device)
+    out = out or Path("results") / "attn-map" / "_vs_".join(_safe(m) for m in models)
+    check_writable(out)
+    body = data.read_text(text) if text is not None else prompt
     maps = [text_map(measure.as_loaded(m, device=device, dtype=dtype), body, layer, head, seq_len, bos, max_size)
             for m in models]
     shares = {mp.model["spec"]: mp.first_token_share for mp in maps}
@@ -571,7 +585,6 @@ def attn_map_cli(models: Annotated[list[str], typer.Argument(help="one model, or
             pd.DataFrame(mp.pattern.numpy()).to_csv(w.path(f"{stem}_{name}.csv"), index=False, float_format="%.6g")
         w.json(f"{stem}.json", payload)
 
-    out = out or Path("results") / "attn-map"
     files = _write(out, fill, payload, json_out)
     if files is None:
         return

@@ -24,13 +24,18 @@ class Comparison:
         return [c for cls in METRICS.values() if cls.standard for c in cls.result_type.RATIOS]
 
     def to_frame(self):
-        """One row per model; `*_ratio` columns divide by the first (baseline) model."""
+        """One row per model; `*_ratio` columns divide by the first (baseline) model. When the models were measured
+        on different inputs an `input` column says on which; perplexity ratios across tokenizers are left empty."""
         import pandas as pd
 
         df = pd.DataFrame([r.row() for r in self.reports])
+        if self.settings.get("inputs_differ"):
+            df.insert(2, "input", [r.sink.settings["input"] for r in self.reports])
         base = df.iloc[0]
         for col in self.ratio_columns():
-            df[f"{col}_ratio"] = [None if v is None or base[col] in (None, 0) else v / base[col] for v in df[col]]
+            apart = col == "perplexity" and self.settings.get("tokenizers_differ")
+            df[f"{col}_ratio"] = [None if apart or v is None or base[col] in (None, 0) else v / base[col]
+                                  for v in df[col]]
         return df
 
     def to_dict(self) -> dict:
@@ -43,12 +48,28 @@ def compare_models(models: list[Loaded | str], *, text: str | None = None, text_
                    batch_size: int = 4, eps: float = 0.3, device: str = "cpu", dtype: str = "float32",
                    on_model: Callable[[str, Inputs], Callable[[int], None]] | None = None) -> Comparison:
     """Measure every model (first = baseline) with all standard metrics on one forward per batch."""
-    reports = []
+    reports, tokenizers = [], []
     for spec in models:
         loaded = as_loaded(spec, device=device, dtype=dtype)
         inputs = prepare_inputs(loaded, text=text, text_file=text_file, dataset=dataset, seq_len=seq_len,
                                 n_seqs=n_seqs, bos=bos)
+        tokenizers.append(_tokenizer_key(loaded.tokenizer))
         cb = on_model(loaded.info.spec, inputs) if on_model else None
         reports.append(report(loaded, inputs, batch_size=batch_size, options={"sink": {"eps": eps}}, on_batch=cb))
-    return Comparison(reports, {"seq_len": seq_len, "n_seqs": n_seqs, "bos": bos, "batch_size": batch_size,
-                                "eps": eps, "input": reports[0].sink.settings["input"]})
+    sources = [r.sink.settings["input"] for r in reports]
+    settings = {"seq_len": seq_len, "n_seqs": n_seqs, "bos": bos, "batch_size": batch_size, "eps": eps,
+                "input": sources[0]}
+    if len(set(sources)) > 1 or len({(r.sink.settings["n_seqs"], r.sink.settings["seq_len"]) for r in reports}) > 1:
+        settings.update(inputs_differ=True, inputs=[{"model": r.info["spec"], **{k: r.sink.settings[k] for k in
+                                                    ("input", "n_seqs", "seq_len", "n_tokens")}} for r in reports])
+    if len(set(tokenizers)) > 1:
+        settings["tokenizers_differ"] = True
+    return Comparison(reports, settings)
+
+
+def _tokenizer_key(tokenizer) -> str:
+    """Two models share a tokenizer when their vocabularies map the same strings to the same ids."""
+    import hashlib
+    import json
+
+    return hashlib.sha256(json.dumps(sorted(tokenizer.get_vocab().items())).encode()).hexdigest()

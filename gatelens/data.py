@@ -68,8 +68,8 @@ def sequences(tokenizer, text: str, seq_len: int, n_seqs: int, bos: bool = True,
     bos_id = getattr(tokenizer, "bos_token_id", None)
     if bos and bos_id is None:
         raise GatelensError("this tokenizer has no BOS token; run with --no-bos")
-    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
     body = seq_len - 1 if bos else seq_len
+    ids = prefix_ids(tokenizer, text, n_seqs * body)
     if len(ids) + (1 if bos else 0) < 2:
         raise GatelensError(f"the text has {len(ids)} token(s); at least 2 are needed (give a longer text)")
     seqs = []
@@ -81,6 +81,20 @@ def sequences(tokenizer, text: str, seq_len: int, n_seqs: int, bos: bool = True,
         if len(seqs) == n_seqs:
             break
     return seqs
+
+
+def prefix_ids(tokenizer, text: str, need: int, margin: int = 64) -> list[int]:
+    """The token ids of the text's start, at least `need` of them if the text has them, without tokenizing a
+    long text whole: growing prefixes cut at a space, whose tokens (a margin before the cut) are those of the
+    whole text, since byte-level BPE and SentencePiece never merge across the pre-tokenizer's word boundaries."""
+    chars = max(4096, 8 * (need + margin))
+    while chars < len(text):
+        cut = text.rfind(" ", 0, chars)
+        ids = tokenizer(text[: cut if cut > 0 else chars], add_special_tokens=False)["input_ids"]
+        if len(ids) >= need + margin:
+            return ids[:need]
+        chars *= 4
+    return tokenizer(text, add_special_tokens=False)["input_ids"]
 
 
 def batches(seqs: Sequence[torch.Tensor], batch_size: int, pad_id: int = 0,

@@ -36,9 +36,24 @@ class Inputs:
     seq_len: int
     bos: bool
 
+    n_seqs_asked: int | None = None
+
     @property
     def n_tokens(self) -> int:
         return sum(len(s) for s in self.seqs)
+
+    @property
+    def longest(self) -> int:
+        return max(len(s) for s in self.seqs)
+
+    @property
+    def shortfall(self) -> str | None:
+        """What the text could not give, in words (None when it gave every sequence asked for, in full)."""
+        asked = self.n_seqs_asked or len(self.seqs)
+        if len(self.seqs) >= asked and self.longest >= self.seq_len:
+            return None
+        return (f"{self.source} gives {len(self.seqs)} sequence(s) of at most {self.longest} tokens "
+                f"({self.n_tokens} in all), not {asked} x {self.seq_len}; that is what was measured")
 
 
 def as_loaded(model: Loaded | str, device: str = "cpu", dtype: str = "float32") -> Loaded:
@@ -58,7 +73,7 @@ def prepare_inputs(loaded: Loaded, *, text: str | None = None, text_file: str | 
     info = loaded.info
     if not given and info.eval_data and info.eval_data.get("kind") == "task":
         seqs = tasks.eval_sequences(info.eval_data, seq_len=seq_len, n_seqs=n_seqs, max_context=info.max_context)
-        return Inputs(seqs, f"task:{info.eval_data['task']} (seed {info.eval_data['seed']})", seq_len, True)
+        return Inputs(seqs, f"task:{info.eval_data['task']} (seed {info.eval_data['seed']})", seq_len, True, n_seqs)
     if text_file is not None:
         text, source = data.read_text(text_file), f"file:{text_file}"
     elif text is not None:
@@ -67,12 +82,17 @@ def prepare_inputs(loaded: Loaded, *, text: str | None = None, text_file: str | 
         name = dataset or "eval_sample"
         text, source = data.dataset_text(name), f"dataset:{name}"
     seqs = data.sequences(loaded.tokenizer, text, seq_len, n_seqs, bos=bos, max_context=info.max_context)
-    return Inputs(seqs, source, seq_len, bos)
+    return Inputs(seqs, source, seq_len, bos, n_seqs)
 
 
 def settings_of(inputs: Inputs, batch_size: int, **extra) -> dict:
-    return {"input": inputs.source, "seq_len": inputs.seq_len, "n_seqs": len(inputs.seqs),
-            "n_tokens": inputs.n_tokens, "bos": inputs.bos, "batch_size": batch_size, **extra}
+    """What was measured. `seq_len` is the longest sequence measured; `shortfall` says when that or the number
+    of sequences is less than asked for (a short text)."""
+    short = inputs.shortfall
+    return {"input": inputs.source, "seq_len": min(inputs.seq_len, inputs.longest), "n_seqs": len(inputs.seqs),
+            "n_tokens": inputs.n_tokens, "bos": inputs.bos, "batch_size": batch_size,
+            **({"seq_len_asked": inputs.seq_len, "n_seqs_asked": inputs.n_seqs_asked, "shortfall": short}
+               if short else {}), **extra}
 
 
 def pad_id(loaded: Loaded) -> int:

@@ -171,3 +171,61 @@ def test_massive_gates_rank_compare_json(tiny_dir, tmp_path):
     for sub in ("m", "g", "r", "c"):
         assert any(p.suffix == ".png" for p in (tmp_path / sub).iterdir())
         assert any(p.suffix == ".csv" for p in (tmp_path / sub).iterdir())
+
+
+# ---- what was measured is what the output says; wrong values refused before any work --------------------------
+
+@pytest.mark.parametrize("args, phrase", [
+    (("sink", "mech-baseline", "--eps", "2"), "--eps 2"),
+    (("rank", "mech-baseline", "--tol", "-1"), "--tol -1"),
+    (("sink", "mech-baseline", "--device", "tpu"), "--device 'tpu'"),
+    (("sink", "mech-baseline", "--dtype", "int8"), "--dtype 'int8'"),
+    (("sink", "mech-baseline", "--seq-len", "1"), "at least 2 tokens"),
+])
+def test_bad_option_values_are_one_line(args, phrase, tmp_path):
+    _assert_clean_failure(run(*args, "--out", tmp_path / "o"), phrase, out=tmp_path / "o")
+
+
+def test_output_that_is_a_file_is_refused_before_measuring(tmp_path, monkeypatch):
+    import gatelens.measure
+
+    monkeypatch.setattr(gatelens.measure, "as_loaded", lambda *a, **k: pytest.fail("measured before checking --out"))
+    f = tmp_path / "taken"
+    f.write_text("x")
+    _assert_clean_failure(run("sink", "mech-baseline", "--out", f), "is a file")
+
+
+def test_short_text_is_labelled_with_what_was_measured(tiny_dir, tmp_path):
+    f = tmp_path / "short.txt"
+    f.write_text("one word")
+    r = run("sink", tiny_dir("llama"), "--text", f, "--json", "--out", tmp_path / "o")
+    assert r.exit_code == 0, r.output
+    s = json.loads(r.stdout)["settings"]
+    assert s["n_seqs"] == 1 and s["seq_len"] == s["n_tokens"] < 256 and s["seq_len_asked"] == 256
+    assert "not 8 x 256" in s["shortfall"] and "note:" in r.stderr
+
+
+def test_compare_on_different_inputs_says_so(tiny_dir, tmp_path):
+    r = run("compare", "mech-baseline", tiny_dir("llama"), "--seq-len", 32, "--n-seqs", 2, "--out", tmp_path / "o")
+    assert r.exit_code == 0, r.output
+    assert "INPUTS DIFFER" in r.stdout and "not comparable" in r.stdout
+    import pandas as pd
+
+    df = pd.read_csv(tmp_path / "o" / "compare.csv")
+    assert list(df["input"]) == ["task:bigram-backcopy (seed 1234)", "dataset:eval_sample"]
+    assert df["perplexity_ratio"].isna().all()
+
+
+def test_attn_map_reads_text_from_a_file(tmp_path):
+    f = tmp_path / "t.txt"
+    f.write_text("t1 t2 t3 t4 t5 t6 t7 t8")
+    r = run("attn-map", "mech-baseline", "--text", f, "--seq-len", 6, "--json", "--out", tmp_path / "o")
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["provenance"]["settings"]["text"] == f.read_text()
+
+
+def test_version():
+    from gatelens import __version__
+
+    r = run("--version")
+    assert r.exit_code == 0 and __version__ in r.stdout
