@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import attention
-from ..corpus import read_documents
+from .documents import read_documents
 from ..errors import GatelensError
 from ..models import native
 from ..models.families import FAMILIES
