@@ -28,8 +28,8 @@ from pathlib import Path
 import torch
 
 import gatelens
+from gatelens import tasks
 from gatelens.models import native
-from gatelens.train import tasks
 from gatelens.probes import Gates, Massive, Queries, Sink
 from gatelens.train.trainer import TrainConfig, initial_state, train
 

@@ -10,9 +10,8 @@ import pytest
 import torch
 
 import gatelens
-from gatelens import GatelensError
+from gatelens import GatelensError, tasks
 from gatelens.models.gated import split_grouped
-from gatelens.train import tasks
 from gatelens.train.trainer import TrainConfig, initial_state, train
 
 TOY = {"d_model": 32, "ffn": 64, "n_layers": 1, "n_heads": 2, "n_kv_heads": 1, "head_dim": 16, "seq_len": 32, "batch_size": 4,

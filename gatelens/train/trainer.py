@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .. import attention
+from .. import attention, tasks
 from .documents import read_documents
 from ..errors import GatelensError
 from ..models import native
@@ -41,7 +41,6 @@ from ..models.families import FAMILIES
 from ..models.gated import GATE_KINDS, GATES, gate_rows
 from ..models.load import Loaded, ModelInfo
 from ..models.tokenizer import SPECIALS, symbol_tokenizer
-from . import tasks
 
 LOG_COLUMNS = ("step", "tokens", "train_loss", "val_loss", "f_attn", "mean_gate", "lr", "wall_s")
 _NOT_COMPARED_ON_RESUME = ("resume", "overwrite", "device")
@@ -206,7 +205,7 @@ def corpus_data(cfg: TrainConfig, work: Path) -> Data:
     val = torch.stack([torch.cat([bos, val_ids[i * body:(i + 1) * body]]) for i in range(n_val)])
 
     def batch(step: int) -> torch.Tensor:
-        g = torch.Generator().manual_seed(tasks._seed("train", cfg.seed, step))
+        g = torch.Generator().manual_seed(tasks.seed_of("train", cfg.seed, step))
         starts = torch.randint(0, len(train_ids) - body + 1, (cfg.batch_size,), generator=g)
         return torch.stack([torch.cat([bos, train_ids[s:s + body]]) for s in starts.tolist()])
 
@@ -262,7 +261,7 @@ def init_model(cfg: TrainConfig, model_cfg: dict, baseline_cfg: dict) -> nn.Modu
     model = native.build(model_cfg, torch.float32, attention.ATTN_NAME)
     shared = dict(base.named_parameters())
     proj, keep, gate_idx = gate_rows(cfg.gate, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim)
-    g_gate = torch.Generator().manual_seed(tasks._seed("gate", cfg.seed))
+    g_gate = torch.Generator().manual_seed(tasks.seed_of("gate", cfg.seed))
     for name, p in model.named_parameters():
         if name.endswith(f"{proj}.weight"):
             p[keep] = shared[name]
