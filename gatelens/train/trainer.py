@@ -26,7 +26,7 @@ import platform
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -37,9 +37,8 @@ from .. import attention, tasks
 from .documents import read_documents
 from ..errors import GatelensError
 from ..models import native
-from ..models.families import FAMILIES
 from ..models.gated import GATE_KINDS, GATES, gate_rows
-from ..models.load import Loaded, ModelInfo
+from ..models.load import Loaded, model_info, native_family
 from ..models.tokenizer import SPECIALS, symbol_tokenizer
 
 LOG_COLUMNS = ("step", "tokens", "train_loss", "val_loss", "f_attn", "mean_gate", "lr", "wall_s")
@@ -284,17 +283,10 @@ def initial_state(cfg: TrainConfig) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
-def as_loaded(model: nn.Module, tokenizer, cfg: TrainConfig, model_cfg: dict, eval_data: dict) -> Loaded:
-    """Wrap the model being trained so gatelens' probes (`gatelens.sink`) can measure it."""
-    family = FAMILIES["qwen3"] if cfg.gate == "none" else replace(FAMILIES["qwen3_gated"],
-                                                                      gate_module=GATE_KINDS[cfg.gate].module)
-    info = ModelInfo(spec=cfg.out, family=family.name, model_type=model_cfg.get("model_type", "qwen3"),
-                     n_layers=cfg.n_layers, n_heads=cfg.n_heads, n_kv_heads=cfg.n_kv_heads, d_head=cfg.head_dim,
-                     d_model=cfg.d_model, vocab_size=len(tokenizer), max_context=cfg.seq_len,
-                     attention_layers=list(range(cfg.n_layers)), gate=cfg.gate,
-                     gate_position=GATE_KINDS[cfg.gate].position,
-                     gate_layout=None if cfg.gate == "none" else "grouped", bos_token_id=tokenizer.bos_token_id,
-                     final_norm=cfg.final_norm, eval_data=eval_data)
+def as_loaded(model: nn.Module, tokenizer, cfg: TrainConfig, model_cfg: dict, device: torch.device) -> Loaded:
+    """The model being trained as gatelens.load(out) will see it once saved, so gatelens' probes can measure it."""
+    family = native_family(cfg.gate)
+    info = model_info(cfg.out, family, model_cfg["model_type"], model.config, tokenizer, model_cfg, device=str(device))
     return Loaded(model, tokenizer, info, family)
 
 
@@ -448,7 +440,7 @@ def train(cfg: TrainConfig, on_step: Callable[[int, int, float, float], None] | 
     model_cfg = model_config(cfg, data.tokenizer, data.eval_data)
     model = init_model(cfg, model_cfg, model_config(cfg, data.tokenizer, data.eval_data, gate="none")).to(device)
     model.train()
-    loaded = as_loaded(model, data.tokenizer, cfg, model_cfg, data.eval_data)
+    loaded = as_loaded(model, data.tokenizer, cfg, model_cfg, device)
     opt = make_optimizer(model, cfg)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_at(cfg, s) / cfg.lr)
     state = {"step": 0, "tokens": 0, "log": [], "wall_s": 0.0, "recent": []}  # recent: losses since the last eval
