@@ -1,10 +1,17 @@
-"""TrainConfig: every setting of a training run, checked on construction.
+"""TrainConfig: every setting of a training run, checked on construction, and recipes as TOML files.
 
     cfg = TrainConfig(out="runs/base", gate="elementwise")
+    cfg = TrainConfig(out="runs/mech", **read_recipe(RECIPES / "mech.toml"))   # the zoo's recipe
+
+A recipe is a TOML file whose keys are TrainConfig fields (`task_params` a table); `gatelens train
+--config FILE` reads one, and each option given on the command line overrides the file.
 """
 
 from __future__ import annotations
 
+import tomllib
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -13,6 +20,8 @@ from ..data import DOC_SEPARATOR
 from ..errors import GatelensError
 from ..models.gated import GATES
 from .documents import read_documents
+
+RECIPES = Path(__file__).resolve().parent.parent / "zoo" / "recipes"   # mech.toml, text.toml
 
 
 @dataclass
@@ -106,4 +115,32 @@ class TrainConfig:
         if most < self.seq_len:
             raise GatelensError(f"corpus {self.data} has at most {most} tokens, fewer than one sequence of "
                                 f"{self.seq_len}; give a longer corpus or a smaller --seq-len")
+
+
+def read_recipe(path: str | Path) -> dict:
+    """A recipe file's settings, each key a TrainConfig field holding a value of that field's type."""
+    path = Path(path)
+    if not path.is_file():
+        raise GatelensError(f"recipe {path} not found; pass --config FILE (the zoo's: {RECIPES}/*.toml)")
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise GatelensError(f"recipe {path} is not valid TOML ({e}); fix the file") from None
+    hints = typing.get_type_hints(TrainConfig)
+    for key, value in raw.items():
+        if key not in hints:
+            raise GatelensError(f"recipe {path}: unknown setting {key!r}; valid settings: {', '.join(hints)}")
+        raw[key] = _typed(path, key, value, hints[key])
+    return raw
+
+
+def _typed(path: Path, key: str, value, hint):
+    """`value` as the field's type (an integer where a float is expected becomes that float), or a one-line error."""
+    allowed = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)   # int | None -> int, None
+    if float in allowed and type(value) is int:
+        return float(value)
+    if not any(type(value) is t for t in allowed):   # exact: a TOML true is no integer
+        want = " or ".join(t.__name__ for t in allowed if t is not type(None))
+        raise GatelensError(f"recipe {path}: {key} = {value!r} should be {want}; fix the file")
+    return value
 
