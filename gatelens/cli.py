@@ -441,44 +441,116 @@ def compare_cli(models: Annotated[list[str], typer.Argument(help="BASELINE GATED
     out_console.print(f"wrote {len(files)} files to {out}/")
 
 
+def _train_option(field: str, text: str, *names: str):
+    """A `gatelens train` option for a TrainConfig field; its help ends with the default used when neither the
+    option nor the --config file sets the field (the option defaults to None: not given). A field whose default
+    is None says in `text` what None means."""
+    from dataclasses import MISSING, fields
+
+    from .train.config import TrainConfig
+
+    f = next(f for f in fields(TrainConfig) if f.name == field)
+    default = f.default_factory() if f.default_factory is not MISSING else f.default
+    flag = isinstance(default, bool)
+    if flag:
+        default = f"--{'' if default else 'no-'}{field.replace('_', '-')}"
+    return typer.Option(*names, help=text if default in (MISSING, None) else f"{text} (default: {default})",
+                        metavar="" if flag else None)
+
+
+def _gate_help() -> str:
+    from .models.gated import GATE_KINDS
+
+    return "the attention gate: " + ", ".join(k.name + (f" ({k.position})" if k.position else "")
+                                              for k in GATE_KINDS.values())
+
+
+def train_config_from_options(config: Path | None = None, **options):
+    """The TrainConfig of `gatelens train`: the --config recipe (if any), then every option given (not None) over it."""
+    from .train.config import TrainConfig, read_recipe
+
+    settings = read_recipe(config) if config is not None else {}
+    given = {k: v for k, v in options.items() if v is not None}
+    if isinstance(given.get("task_params"), str):
+        try:
+            given["task_params"] = json.loads(given["task_params"])
+        except json.JSONDecodeError as e:
+            raise GatelensError(f"--task-params is not valid JSON ({e.msg}); example: '{{\"vocab\": 64}}'") from None
+        if not isinstance(given["task_params"], dict):
+            raise GatelensError("--task-params must be a JSON object; example: '{\"vocab\": 64}'")
+    settings.update(given)
+    if "out" not in settings:
+        raise GatelensError("no output folder: pass --out DIR (or set out in the --config file)")
+    return TrainConfig(**settings)
+
+
 @app.command("train")
 @user_errors
-def train_cli(out: Annotated[Path, typer.Option("--out", help="output checkpoint folder")],
-              data: Annotated[str, typer.Option(help="a named task (bigram-backcopy) or a text corpus file")]
-              = "bigram-backcopy",
-              gate: Annotated[str, typer.Option(help="none | elementwise | headwise (G1) | value (G2)")] = "none",
-              final_norm: Annotated[bool, typer.Option("--final-norm/--no-final-norm")] = True,
-              qk_norm: Annotated[bool, typer.Option("--qk-norm/--no-qk-norm")] = True,
-              pre_norm: Annotated[bool, typer.Option("--pre-norm/--no-pre-norm",
-                                                     help="RMSNorm before attention and MLP")] = True,
-              d_model: int = 128, n_layers: int = 1, n_heads: int = 1, n_kv_heads: Optional[int] = None,
-              ffn: int = 512, seq_len: Annotated[int, typer.Option("--seq-len")] = 256,
-              task_params: Annotated[Optional[str], typer.Option(help='task parameters as JSON, e.g. {"vocab": 64}')]
-              = None,
-              batch_size: Annotated[int, typer.Option("--batch-size")] = 32, steps: int = 500, lr: float = 3e-3,
-              min_lr: float = 3e-4, warmup_steps: int = 50, weight_decay: float = 0.1, grad_clip: float = 1.0,
-              eval_every: int = 50, ckpt_every: int = 100, seed: int = 0,
-              device: Annotated[str, typer.Option("--device")] = "auto",
-              save_dtype: Annotated[str, typer.Option(help="float32 or bfloat16")] = "float32",
-              resume: Annotated[bool, typer.Option(help="continue from the last checkpoint in --out")] = False,
-              overwrite: bool = False, json_out: Json = False):
-    """Train a baseline or gated twin (same init, data order and schedule for every --gate)."""
-    from .train.trainer import TrainConfig, train
+def train_cli(
+    config: Annotated[Optional[Path], typer.Option(
+        "--config", help="a recipe: TOML whose keys are TrainConfig fields, e.g. gatelens/zoo/recipes/mech.toml; "
+                         "options given here override it")] = None,
+    out: Annotated[Optional[str], _train_option("out", "output checkpoint folder (here or in --config)")] = None,
+    data: Annotated[Optional[str], _train_option("data", "a named task (bigram-backcopy) or a text corpus file, "
+                                                         "documents split by <|doc|> lines")] = None,
+    gate: Annotated[Optional[str], _train_option("gate", _gate_help())] = None,
+    final_norm: Annotated[Optional[bool], _train_option(
+        "final_norm", "the last RMSNorm (without it: model_type gatelens)", "--final-norm/--no-final-norm")] = None,
+    qk_norm: Annotated[Optional[bool], _train_option(
+        "qk_norm", "Qwen3's RMSNorm on queries and keys", "--qk-norm/--no-qk-norm")] = None,
+    pre_norm: Annotated[Optional[bool], _train_option(
+        "pre_norm", "RMSNorm before attention and MLP", "--pre-norm/--no-pre-norm")] = None,
+    d_model: Annotated[Optional[int], _train_option("d_model", "residual stream width")] = None,
+    n_layers: Annotated[Optional[int], _train_option("n_layers", "decoder layers")] = None,
+    n_heads: Annotated[Optional[int], _train_option("n_heads", "query heads per layer")] = None,
+    n_kv_heads: Annotated[Optional[int], _train_option("n_kv_heads", "key/value heads (default: --n-heads)")] = None,
+    head_dim: Annotated[Optional[int], _train_option("head_dim", "width of a head (default: d_model / n_heads)")] = None,
+    ffn: Annotated[Optional[int], _train_option("ffn", "MLP hidden width")] = None,
+    rope_theta: Annotated[Optional[float], _train_option("rope_theta", "RoPE base")] = None,
+    tie_embeddings: Annotated[Optional[bool], _train_option(
+        "tie_embeddings", "one matrix for input embedding and LM head", "--tie-embeddings/--no-tie-embeddings")] = None,
+    init_std: Annotated[Optional[float], _train_option("init_std", "std of the initial weights")] = None,
+    gate_init_std: Annotated[Optional[float], _train_option(
+        "gate_init_std", "std of the initial gate rows (logits near 0: scores near 0.5)")] = None,
+    seq_len: Annotated[Optional[int], _train_option("seq_len", "tokens per sequence, BOS included; also the "
+                                                               "model's context")] = None,
+    task_params: Annotated[Optional[str], _train_option(
+        "task_params", 'task parameters as JSON, e.g. {"vocab": 64}; replaces the --config table')] = None,
+    eval_seed: Annotated[Optional[int], _train_option("eval_seed", "seed of a task's held-out sequences")] = None,
+    val_data: Annotated[Optional[str], _train_option(
+        "val_data", "corpus only: validation text file (default: the last 5% of --data)")] = None,
+    bpe_vocab: Annotated[Optional[int], _train_option("bpe_vocab", "corpus only: byte-level BPE vocabulary")] = None,
+    batch_size: Annotated[Optional[int], _train_option("batch_size", "sequences per step")] = None,
+    steps: Annotated[Optional[int], _train_option("steps", "optimiser steps")] = None,
+    lr: Annotated[Optional[float], _train_option("lr", "peak learning rate (AdamW)")] = None,
+    min_lr: Annotated[Optional[float], _train_option("min_lr", "learning rate at the end of the cosine")] = None,
+    warmup_steps: Annotated[Optional[int], _train_option("warmup_steps", "linear warm-up steps")] = None,
+    weight_decay: Annotated[Optional[float], _train_option("weight_decay", "AdamW weight decay on matrices")] = None,
+    beta1: Annotated[Optional[float], _train_option("beta1", "AdamW beta1")] = None,
+    beta2: Annotated[Optional[float], _train_option("beta2", "AdamW beta2")] = None,
+    grad_clip: Annotated[Optional[float], _train_option("grad_clip", "gradient-norm clip")] = None,
+    eval_every: Annotated[Optional[int], _train_option("eval_every", "steps between validation passes")] = None,
+    eval_seqs: Annotated[Optional[int], _train_option("eval_seqs", "validation sequences")] = None,
+    ckpt_every: Annotated[Optional[int], _train_option("ckpt_every", "steps between checkpoints")] = None,
+    seed: Annotated[Optional[int], _train_option("seed", "seed of the initial weights and the batches")] = None,
+    device: Annotated[Optional[str], _train_option(
+        "device", "auto (CUDA if there is a GPU, else CPU), cpu, cuda or cuda:N")] = None,
+    save_dtype: Annotated[Optional[str], _train_option("save_dtype", "saved weights: float32 or bfloat16")] = None,
+    resume: Annotated[Optional[bool], _train_option(
+        "resume", "continue from the last checkpoint of --out", "--resume/--no-resume")] = None,
+    overwrite: Annotated[Optional[bool], _train_option(
+        "overwrite", "replace an existing --out", "--overwrite/--no-overwrite")] = None,
+    json_out: Annotated[bool, typer.Option("--json", metavar="", help="print the summary as one JSON object")] = False,
+):
+    """Train a baseline or gated twin (same init, data order and schedule for every --gate), from a --config recipe
+    and/or options."""
+    options = {k: v for k, v in locals().items() if k not in ("config", "json_out")}  # TrainConfig fields
+    from .train.trainer import train
 
-    try:
-        params = json.loads(task_params) if task_params else {}
-    except json.JSONDecodeError as e:
-        raise GatelensError(f"--task-params is not valid JSON ({e.msg}); example: '{{\"vocab\": 64}}'") from None
-    cfg = TrainConfig(out=str(out), data=data, gate=gate, final_norm=final_norm, qk_norm=qk_norm, pre_norm=pre_norm,
-                      d_model=d_model,
-                      n_layers=n_layers, n_heads=n_heads, n_kv_heads=n_kv_heads, ffn=ffn, seq_len=seq_len,
-                      task_params=params, batch_size=batch_size, steps=steps, lr=lr, min_lr=min_lr,
-                      warmup_steps=warmup_steps, weight_decay=weight_decay, grad_clip=grad_clip,
-                      eval_every=eval_every, ckpt_every=ckpt_every, seed=seed, device=device, save_dtype=save_dtype,
-                      resume=resume, overwrite=overwrite)
+    cfg = train_config_from_options(config, **options)
     with Progress(TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
                   TimeRemainingColumn(), console=err_console, transient=True) as bar:
-        task = bar.add_task("", total=steps, info="")
+        task = bar.add_task("", total=cfg.steps, info="")
 
         def on_step(step, total, loss, tok_s):
             bar.update(task, completed=step, total=total, info=f"loss {loss:.4f}  {tok_s:,.0f} tok/s")
@@ -486,9 +558,9 @@ def train_cli(out: Annotated[Path, typer.Option("--out", help="output checkpoint
         summary = train(cfg, on_step=on_step)
     if json_out:
         return emit_json(summary)
-    out_console.print(f"trained {gate} model: {summary.get('tokens', 0):,} tokens, final val loss "
+    out_console.print(f"trained {cfg.gate} model: {summary.get('tokens', 0):,} tokens, final val loss "
                       f"{summary.get('final_val_loss', float('nan')):.4f}, F-Attn {summary.get('final_f_attn', float('nan')):.4f}")
-    out_console.print(f"saved to {out}/ (load it with: gatelens sink {out})")
+    out_console.print(f"saved to {cfg.out}/ (load it with: gatelens sink {cfg.out})")
 
 
 @app.command("bench")

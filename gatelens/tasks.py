@@ -97,7 +97,7 @@ def world(p: BigramBackcopy) -> tuple[Tensor, Tensor]:
     return cdf, triggers
 
 
-def _seed(namespace: str, *parts: int) -> int:
+def seed_of(namespace: str, *parts: int) -> int:
     """A 63-bit seed from a namespace and integers (stable across runs and platforms)."""
     h = 1469598103934665603
     for x in (namespace.encode(), *[str(int(v)).encode() for v in parts]):
@@ -129,7 +129,7 @@ def generate(p: BigramBackcopy, n_seqs: int, seq_len: int, seed: int) -> Tensor:
 
 def train_batch(p: BigramBackcopy, batch_size: int, seq_len: int, seed: int, step: int) -> Tensor:
     """The training batch of one step: a pure function of (seed, step), so resuming needs only the step."""
-    return generate(p, batch_size, seq_len, _seed("train", seed, step))
+    return generate(p, batch_size, seq_len, seed_of("train", seed, step))
 
 
 def eval_sequences(eval_data: dict, seq_len: int, n_seqs: int, max_context: int | None = None) -> list[Tensor]:
@@ -142,7 +142,7 @@ def eval_sequences(eval_data: dict, seq_len: int, n_seqs: int, max_context: int 
     if n_seqs < 1:
         raise GatelensError("--n-seqs must be at least 1")
     p = task_params(eval_data.get("task", ""), **eval_data.get("params", {}))
-    return list(generate(p, n_seqs, seq_len, _seed("eval", int(eval_data["seed"]))).unbind(0))
+    return list(generate(p, n_seqs, seq_len, seed_of("eval", int(eval_data["seed"]))).unbind(0))
 
 
 def active_queries(seq: Tensor, params: dict | BigramBackcopy) -> Tensor:

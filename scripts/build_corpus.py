@@ -16,9 +16,9 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO))  # gatelens from this checkout, installed or not
 
-from gatelens.corpus import SOURCES, build_corpus  # noqa: E402
+from corpus_builder import SOURCES, build_corpus  # noqa: E402  (beside this script)
 
 COMMAND = "python3 scripts/build_corpus.py"
 
@@ -33,11 +33,11 @@ def attribution_markdown(manifest: dict) -> str:
         f"{ev['documents']} documents, {ev['characters']:,} characters, documents "
         f"separated by a line containing exactly `{manifest['delimiter']}`. "
         "It never overlaps the training or validation text, by construction "
-        "(split by document, see `gatelens/corpus.py`).",
+        "(split by document, see `scripts/corpus_builder.py`).",
         "",
         f"Made with `{COMMAND}` (seed {manifest['seed']}, "
         f"val_fraction {manifest['val_fraction']}), which calls "
-        "`gatelens.corpus.build_corpus` and copies `corpus/eval_sample.txt` here. "
+        "`build_corpus` of `scripts/corpus_builder.py` and copies `corpus/eval_sample.txt` here. "
         f"sha256: `{ev['sha256']}`.",
         "",
         "Text was cleaned automatically (wiki markup, reStructuredText markup and "
@@ -74,9 +74,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=REPO / "corpus", help="output directory")
     parser.add_argument("--cache", type=Path, default=None,
                         help="download cache (default: OUT/_sources)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--val-fraction", type=float, default=0.02)
-    parser.add_argument("--sources", nargs="+", default=list(SOURCES), choices=SOURCES)
+    parser.add_argument("--seed", type=int, default=0, help="seed of the split by document")
+    parser.add_argument("--val-fraction", type=float, default=0.02,
+                        help="share of the documents left after the eval sample that go to val.txt")
+    parser.add_argument("--sources", nargs="+", default=list(SOURCES), choices=SOURCES,
+                        help="sources to fetch (default: all)")
     parser.add_argument("--no-copy", action="store_true",
                         help="do not refresh gatelens/data/eval_sample.txt")
     args = parser.parse_args(argv)

@@ -3,6 +3,9 @@
     python scripts/build_corpus.py          # once: corpus/train.txt, corpus/val.txt (+ the shipped eval sample)
     python scripts/train_text_pair.py       # three twins, same init / data order / schedule; cards + zoo
 
+Run both from the repository root: the recipe, gatelens/zoo/recipes/text.toml, names its corpus as corpus/*.txt
+relative to the working directory, as `gatelens train --config gatelens/zoo/recipes/text.toml` reads it.
+
 Real English prose (Wikipedia test dump, Shakespeare, Python docs, KJV; see gatelens/data/ATTRIBUTION.md),
 a byte-level BPE trained on the training split, BOS at the start of every sequence. Measured on the
 shipped evaluation sample, which stays out of training. Published sink studies train on 1e8-1e9 tokens;
@@ -19,15 +22,12 @@ from pathlib import Path
 
 import gatelens
 from gatelens.compare import compare_models
-from gatelens.train.trainer import TrainConfig, train
+from gatelens.train import RECIPES, TrainConfig, read_recipe, train
 
 ROOT = Path(__file__).resolve().parent.parent
 ZOO = ROOT / "gatelens" / "zoo"
 MODELS = {"tiny-baseline": "none", "tiny-gated": "elementwise", "tiny-gated-headwise": "headwise"}
-RECIPE = dict(data=str(ROOT / "corpus" / "train.txt"), val_data=str(ROOT / "corpus" / "val.txt"), final_norm=True,
-              d_model=128, n_layers=4, n_heads=4, n_kv_heads=2, ffn=512, tie_embeddings=False, seq_len=256, bpe_vocab=4096,
-              batch_size=16, steps=2000, lr=3e-3, min_lr=3e-4, warmup_steps=100, weight_decay=0.1, grad_clip=1.0,
-              eval_every=100, eval_seqs=16, ckpt_every=200, seed=0)
+RECIPE = read_recipe(RECIPES / "text.toml")  # TrainConfig fields but out and gate
 EVAL = {"seq_len": 256, "n_seqs": 16}
 
 
@@ -83,6 +83,12 @@ its F-Attn is whatever the table says, with the curve below. For the sink mechan
     return text, m
 
 
+def recipe_config(out: Path, gate: str, **overrides) -> TrainConfig:
+    """The recipe for one twin: what `gatelens train --config gatelens/zoo/recipes/text.toml --out OUT --gate GATE
+    [--steps ...]` builds."""
+    return TrainConfig(**{**RECIPE, **overrides}, out=str(out), gate=gate)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--work", default=str(ROOT / "runs" / "text-pair"))
@@ -98,7 +104,7 @@ def main():
         if not (out / "config.json").exists():
             resume = (work / f".{name}.partial").exists()
             print(f"training {name} ({gate}){' (resuming)' if resume else ''}", flush=True)
-            train(TrainConfig(out=str(out), gate=gate, **{**RECIPE, "steps": args.steps}, resume=resume),
+            train(recipe_config(out, gate, steps=args.steps, resume=resume),
                   on_step=lambda st, tot, loss, tps: print(f"  {st}/{tot} loss {loss:.4f} {tps:,.0f} tok/s", flush=True)
                   if st % 100 == 0 else None)
     if args.only:

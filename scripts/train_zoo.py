@@ -28,10 +28,11 @@ from pathlib import Path
 import torch
 
 import gatelens
+from gatelens import tasks
 from gatelens.models import native
 from gatelens import tasks
 from gatelens.metrics import Queries, standard_probes
-from gatelens.train.trainer import TrainConfig, initial_state, train
+from gatelens.train import RECIPES, TrainConfig, initial_state, read_recipe, train
 
 ZOO = Path(__file__).resolve().parent.parent / "gatelens" / "zoo"
 SEARCH = ZOO / "RECIPE_SEARCH.md"  # the recipe search (every probe run); copied into the zoo README
@@ -39,20 +40,7 @@ SEEDS = (0, 1, 2)
 ZOO_SEED = 0
 MODELS = {"mech-baseline": "none", "mech-gated": "elementwise", "mech-gated-headwise": "headwise"}
 
-# The recipe (run "NNT16L" in gatelens/zoo/RECIPE_SEARCH.md): a Qwen3 block with no RMSNorm anywhere (no pre-norms,
-# no QK-norm, no final norm), 16 of the 64 symbols as triggers, AdamW at 1e-2 with a cosine to 3e-4, no weight decay.
-# With any RMSNorm before attention, the dormant queries of some seeds lock onto their own token instead of BOS
-# (the earlier P9 recipe grew the sink at seed 0 only); without norms they never do, and at 1e-2 the sink forms
-# within ~600 steps at every seed tried. Untied embeddings, small batch, many steps.
-RECIPE = {
-    "data": "bigram-backcopy",
-    "task_params": {"vocab": 64, "n_triggers": 16, "sparsity": 4, "temperature": 0.5, "world_seed": 0},
-    "eval_seed": 1234,
-    "final_norm": False, "qk_norm": False, "pre_norm": False,
-    "d_model": 128, "n_layers": 1, "n_heads": 1, "n_kv_heads": 1, "head_dim": 128, "ffn": 512, "tie_embeddings": False,
-    "seq_len": 256, "batch_size": 8, "steps": 3000, "lr": 1e-2, "min_lr": 3e-4, "warmup_steps": 100, "weight_decay": 0.0,
-    "beta1": 0.9, "beta2": 0.95, "grad_clip": 1.0, "eval_every": 100, "eval_seqs": 16, "ckpt_every": 500,
-}
+RECIPE = read_recipe(RECIPES / "mech.toml")  # TrainConfig fields but out, gate and seed (the file says why)
 MIN_F_ATTN, MIN_DORMANT = 0.3, 0.6  # what "the baseline has a clear sink" means, at every seed
 EVAL = {"seq_len": 256, "n_seqs": 8}  # exactly what `gatelens sink <model>` measures with no options (its defaults)
 
@@ -108,15 +96,21 @@ def bf16_if_harmless(folder: Path, fp32: dict) -> bool:
     return False
 
 
+def recipe_config(out: Path, gate: str, **overrides) -> TrainConfig:
+    """The recipe for one run: what `gatelens train --config gatelens/zoo/recipes/mech.toml --out OUT --gate GATE
+    [--seed ...]` builds."""
+    return TrainConfig(**{**RECIPE, **overrides}, out=str(out), gate=gate)
+
+
 def run_one(work: Path, seed: int, gate: str, reuse: bool = False) -> tuple[Path, dict, dict]:
     out = work / f"seed{seed}-{gate}"
+    cfg = recipe_config(out, gate, seed=seed, overwrite=True)
     t = time.perf_counter()
     done = out / "training.json"
-    if reuse and done.exists() and json.loads(done.read_text())["config"] == asdict(
-            TrainConfig(out=str(out), gate=gate, seed=seed, overwrite=True, **RECIPE)):
+    if reuse and done.exists() and json.loads(done.read_text())["config"] == asdict(cfg):
         summary = json.loads(done.read_text())["summary"]  # finished earlier with this very recipe: measure only
     else:
-        summary = train(TrainConfig(out=str(out), gate=gate, seed=seed, overwrite=True, **RECIPE))
+        summary = train(cfg)
     m = measure(out)
     print(f"seed {seed} {gate:12s} F-Attn {m['f_attn']:.3f} dormant {m['f_attn_dormant']:.3f} "
           f"active {m['f_attn_active']:.3f} gate {m['mean_gate']} val {summary['final_val_loss']:.4f} "
@@ -262,7 +256,7 @@ in seconds on a CPU. Load by name: `gatelens.load("mech-baseline")`, `gatelens s
 |---|---|---:|---:|---:|---:|
 {models}
 
-## Recipe (`RECIPE` in scripts/train_zoo.py; `gatelens.train.TrainConfig` fields)
+## Recipe (gatelens/zoo/recipes/mech.toml, `gatelens.train.TrainConfig` fields; out, gate and seed per run)
 ```json
 {recipe}
 ```
@@ -291,7 +285,7 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="*", default=list(SEEDS))
     ap.add_argument("--jobs", type=int, default=1, help="trainings at once, each on cpu_count // jobs threads")
     ap.add_argument("--reuse", action="store_true", help="measure, not retrain, runs already finished in --work "
-                    "with this RECIPE")
+                    "with this recipe")
     ap.add_argument("--force", action="store_true", help="ship the zoo even if a seed misses the sink criterion")
     args = ap.parse_args()
     if ZOO_SEED not in args.seeds:

@@ -1,22 +1,21 @@
-"""Offline tests of the corpus format, the split and the shipped eval sample."""
+"""Offline tests of the corpus format, the split (scripts/corpus_builder.py) and the shipped eval sample."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
 
-from gatelens.corpus import (
-    DOC_DELIMITER,
-    Document,
-    clean_rst,
-    clean_wikitext,
-    read_documents,
-    split_documents,
-    write_documents,
-)
+from gatelens.data import DOC_SEPARATOR
+from gatelens.train.documents import read_documents
 
-EVAL_SAMPLE = Path(__file__).resolve().parent.parent / "gatelens" / "data" / "eval_sample.txt"
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "scripts"))
+
+from corpus_builder import Document, clean_rst, clean_wikitext, split_documents, write_documents  # noqa: E402
+
+EVAL_SAMPLE = REPO / "gatelens" / "data" / "eval_sample.txt"
 
 
 def synthetic_docs(n: int = 300) -> list[Document]:
@@ -33,12 +32,12 @@ def test_delimiter_round_trip(tmp_path: Path) -> None:
     write_documents(path, docs)
     assert read_documents(path) == docs
     lines = path.read_text(encoding="utf-8").split("\n")
-    assert lines.count(DOC_DELIMITER) == len(docs) - 1
+    assert lines.count(DOC_SEPARATOR) == len(docs) - 1
 
 
 def test_delimiter_lines_inside_text_are_dropped(tmp_path: Path) -> None:
     path = tmp_path / "docs.txt"
-    write_documents(path, [f"a\n{DOC_DELIMITER}\nb", "c"])
+    write_documents(path, [f"a\n{DOC_SEPARATOR}\nb", "c"])
     assert read_documents(path) == ["a\nb", "c"]
 
 

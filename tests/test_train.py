@@ -10,9 +10,8 @@ import pytest
 import torch
 
 import gatelens
-from gatelens import GatelensError
+from gatelens import GatelensError, tasks
 from gatelens.models.gated import split_grouped
-from gatelens import tasks
 from gatelens.train.trainer import TrainConfig, initial_state, train
 
 pytestmark = pytest.mark.slow  # trains, runs notebooks or analyses, or starts processes: not in the quick tier
@@ -131,6 +130,21 @@ def test_toy_training_loads_and_measures(tmp_path, gate, model_type):
     result = gatelens.sink(loaded, seq_len=32, n_seqs=4)
     assert 0.0 <= result.f_attn <= 1.0
     assert result.f_attn == pytest.approx(float(rows[-1]["f_attn"]), abs=1e-5)  # same held-out sequences
+
+
+@pytest.mark.parametrize("gate,kw", [("none", {}), ("headwise", {}), ("value", {"pre_norm": False})])
+def test_the_model_in_training_is_described_as_load_describes_it(tmp_path, monkeypatch, gate, kw):
+    from gatelens.train import trainer
+
+    seen = []
+    evaluate = trainer.evaluate
+    monkeypatch.setattr(trainer, "evaluate", lambda loaded, val: seen.append(loaded) or evaluate(loaded, val))
+    train(toy(tmp_path, gate, gate=gate, steps=3, **kw))
+    loaded = gatelens.load(str(tmp_path / gate))
+    where = ("spec", "path", "fingerprint")
+    assert {k: v for k, v in seen[0].info.to_dict().items() if k not in where} == \
+        {k: v for k, v in loaded.info.to_dict().items() if k not in where}
+    assert seen[0].family == loaded.family
 
 
 def test_plain_baseline_loads_with_transformers_alone(tmp_path):

