@@ -611,9 +611,10 @@ def bench_cli(model: Annotated[str, typer.Argument(help="model spec, or random:P
     files = _write(out, lambda w: (w.table("bench", df), w.json("bench.json", payload)), payload, json_out)
     if files is None:
         return
-    _print_frame(f"gatelens bench: {model} on {settings['machine']}", df,
-                 {"seq_len": "tokens", "method": "method", "seconds": "seconds (median)", "time_ratio": "time / bare",
-                  "peak_mb": "peak MiB", "mem_ratio": "mem / bare", "tokens_per_s": "tokens/s", "note": "note"})
+    show({"title": f"gatelens bench: {model} on {settings['machine']}", "frame": df,
+          "columns": {"seq_len": "tokens", "method": "method", "seconds": "seconds (median)",
+                      "time_ratio": "time / bare", "peak_mb": "peak MiB", "mem_ratio": "mem / bare",
+                      "tokens_per_s": "tokens/s", "note": "note"}})
     out_console.print(f"wrote {len(files)} files to {out}/")
 
 

@@ -57,14 +57,19 @@ def read_text(path: str | Path) -> str:
         raise GatelensError(f"{path} is not UTF-8 text; convert it with iconv or pass another file") from None
 
 
-def sequences(tokenizer, text: str, seq_len: int, n_seqs: int, bos: bool = True,
-              max_context: int | None = None) -> list[torch.Tensor]:
-    """Cut a text into the first `n_seqs` consecutive sequences of `seq_len` tokens (see module doc)."""
+def check_length(seq_len: int, max_context: int | None) -> None:
+    """The one check of a sequence length against F-Attn's minimum and the model's context window."""
     if seq_len < 2:
         raise GatelensError(f"--seq-len {seq_len} is too short; F-Attn needs at least 2 tokens per sequence")
     if max_context is not None and seq_len > max_context:
         raise GatelensError(f"--seq-len {seq_len} exceeds the model's context window of {max_context} tokens; "
                             f"use --seq-len {max_context} or less")
+
+
+def sequences(tokenizer, text: str, seq_len: int, n_seqs: int, bos: bool = True,
+              max_context: int | None = None) -> list[torch.Tensor]:
+    """Cut a text into the first `n_seqs` consecutive sequences of `seq_len` tokens (see module doc)."""
+    check_length(seq_len, max_context)
     bos_id = getattr(tokenizer, "bos_token_id", None)
     if bos and bos_id is None:
         raise GatelensError("this tokenizer has no BOS token; run with --no-bos")

@@ -47,8 +47,8 @@ def markdown(df: pd.DataFrame, floatfmt: str = ".4f") -> str:
 class Writer:
     """Collects files in a staging folder; `commit` moves them into `out` together."""
 
-    def __init__(self, out: Path, staging: Path):
-        self.out, self.staging, self.names = out, staging, []
+    def __init__(self, staging: Path):
+        self.staging, self.names = staging, []
 
     def path(self, name: str) -> Path:
         self.names.append(name)
@@ -76,7 +76,7 @@ def writing(out: str | Path):
     out.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=out, prefix=".partial-"))
     try:
-        w = Writer(out, staging)
+        w = Writer(staging)
         yield w
         for name in w.names:
             os.replace(staging / name, out / name)

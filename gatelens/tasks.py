@@ -22,6 +22,7 @@ from functools import lru_cache
 
 import torch
 
+from .data import check_length
 from .errors import GatelensError
 
 TASKS = ("bigram-backcopy",)
@@ -134,11 +135,7 @@ def train_batch(p: BigramBackcopy, batch_size: int, seq_len: int, seed: int, ste
 
 def eval_sequences(eval_data: dict, seq_len: int, n_seqs: int, max_context: int | None = None) -> list[Tensor]:
     """Held-out sequences for a model's recorded `gatelens_eval` = {"kind": "task", "task", "seed", "params"}."""
-    if seq_len < 2:
-        raise GatelensError(f"--seq-len {seq_len} is too short; F-Attn needs at least 2 tokens per sequence")
-    if max_context is not None and seq_len > max_context:
-        raise GatelensError(f"--seq-len {seq_len} exceeds the model's context window of {max_context} tokens; "
-                            f"use --seq-len {max_context} or less")
+    check_length(seq_len, max_context)
     if n_seqs < 1:
         raise GatelensError("--n-seqs must be at least 1")
     p = task_params(eval_data.get("task", ""), **eval_data.get("params", {}))

@@ -30,7 +30,6 @@ import torch
 import gatelens
 from gatelens import tasks
 from gatelens.models import native
-from gatelens import tasks
 from gatelens.metrics import Queries, standard_probes
 from gatelens.train import RECIPES, TrainConfig, initial_state, read_recipe, train
 

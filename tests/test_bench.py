@@ -1,9 +1,8 @@
 """`gatelens bench --quick` runs in CI and prints the ratios (no thresholds: timings belong to benchmarks)."""
 
-import pytest
-
 import json
 
+import pytest
 from typer.testing import CliRunner
 
 from gatelens.cli import app
@@ -23,6 +22,12 @@ def test_bench_quick_reports_every_method_with_ratios(tmp_path):
         elif not row["note"]:
             assert row["time_ratio"] > 0 and row["peak_mb"] is not None
     assert (tmp_path / "bench.csv").exists()
+
+
+def test_bench_prints_its_table(tmp_path):
+    r = CliRunner().invoke(app, ["bench", "--quick", "--methods", "bare,sink", "--out", str(tmp_path)])
+    assert r.exit_code == 0, r.output
+    assert "time / bare" in r.stdout and "sink" in r.stdout
 
 
 def test_time_and_memory_can_be_measured_apart(tiny_dir):

@@ -18,7 +18,7 @@ import json
 import os
 import shutil
 import tempfile
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -61,7 +61,6 @@ class ModelInfo:
     device: str = "cpu"
     path: str | None = None
     eval_data: dict | None = None       # a zoo model's own default evaluation data
-    extra: dict = field(default_factory=dict)
 
     @property
     def gated(self) -> bool:
