@@ -27,7 +27,7 @@ def test_bench_quick_reports_every_method_with_ratios(tmp_path):
 def test_bench_prints_its_table(tmp_path):
     r = CliRunner().invoke(app, ["bench", "--quick", "--methods", "bare,sink", "--out", str(tmp_path)])
     assert r.exit_code == 0, r.output
-    assert "time / bare" in r.stdout and "sink" in r.stdout
+    assert "gatelens bench" in r.stdout and "sink" in r.stdout and "wrote 3 files" in r.stdout
 
 
 def test_time_and_memory_can_be_measured_apart(tiny_dir):
