@@ -694,9 +694,10 @@ def zoo_cli(json_out: Json = False):
         emit_json({"models": rows})
         return
     table = Table(title="gatelens zoo (load any of these by name)")
-    for col in ("name", "kind", "gate", "params", "F-Attn", "description"):
-        table.add_column(col)
+    for col in ("name", "gate", "params", "F-Attn"):
+        table.add_column(col, no_wrap=True, justify="left" if col in ("name", "gate") else "right")
+    table.add_column("what it is", ratio=1, overflow="fold")
     for r in rows:
-        table.add_row(r["name"], r["kind"], r["gate"], f"{r['params']:,}",
-                      "" if r.get("f_attn") is None else f"{r['f_attn']:.3f}", r["description"])
+        table.add_row(r["name"], r["gate"], f"{r['params']:,}", "" if r.get("f_attn") is None else f"{r['f_attn']:.3f}",
+                      f"{r['kind']}: {r['description']}")
     out_console.print(table)

