@@ -122,8 +122,7 @@ def run_all(config_path: str | Path = DEFAULT_CONFIG, only: list[str] | None = N
     config = read_config(config_path)
     ctx = Context(config)
     files: list[str] = []
-    names = only or config.analyses
-    for i, name in enumerate(names):
+    for name in only or config.analyses:
         module = load_analysis(config.root, name)
         for group in config.groups:
             if group.analyses is not None and name not in group.analyses:
@@ -131,7 +130,11 @@ def run_all(config_path: str | Path = DEFAULT_CONFIG, only: list[str] | None = N
             files += module.make(ctx, group) or []
             if on_step:
                 on_step(name, group.name)
-    (config.out / "MANIFEST.json").write_text(json.dumps(sorted(Path(f).name for f in files), indent=1) + "\n")
+    manifest = config.out / "MANIFEST.json"
+    names = {Path(f).name for f in files}
+    if only and manifest.exists():  # a partial run keeps the entries of the other analyses' files still there
+        names |= {n for n in json.loads(manifest.read_text()) if (config.out / n).exists()}
+    manifest.write_text(json.dumps(sorted(names), indent=1) + "\n")
     return files
 
 

@@ -1,9 +1,8 @@
 """`gatelens figures` on a tiny pair: every analysis writes PNG + PDF + CSV + provenance; reruns reproduce CSVs."""
 
-import pytest
-
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from gatelens.cli import app
@@ -33,6 +32,12 @@ def test_figures_regenerate_identically(tiny_dir, tmp_path):
     r = runner.invoke(app, ["figures", "--config", str(tmp_path / "figures.toml")])
     assert r.exit_code == 0
     assert {p.name: p.read_bytes() for p in figs.glob("*.csv")} == first
+    import json
+
+    whole = json.loads((figs / "MANIFEST.json").read_text())
+    r = runner.invoke(app, ["figures", "--config", str(tmp_path / "figures.toml"), "--only", "rank"])
+    assert r.exit_code == 0
+    assert json.loads((figs / "MANIFEST.json").read_text()) == whole  # a partial run drops no entry
 
 
 def test_missing_config_is_one_clean_line(tmp_path):

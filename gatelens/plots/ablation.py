@@ -34,7 +34,8 @@ def seeds_figure(runs, summary, title: str):
         ax.set_title(label, fontsize=8)
         if log:
             ax.set_yscale("log")
-    axes[0].legend(frameon=False, fontsize=6, loc="upper right")
+    handles, labels = axes[0].get_legend_handles_labels()
+    axes[1].legend(handles, labels, frameon=False, fontsize=6, loc="upper right")  # a panel with no paper marks
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     return fig
