@@ -424,10 +424,13 @@ def compare_cli(models: Annotated[list[str], typer.Argument(help="BASELINE GATED
     what = (f"{c.settings['input']}, {opts.n_seqs} x {n} tokens" if not c.settings.get("inputs_differ") else
             "INPUTS DIFFER: " + "; ".join(f"{i['model']} on {i['input']} ({i['n_seqs']} x {i['seq_len']})"
                                           for i in c.settings["inputs"]))
-    table = Table(title=f"gatelens compare: {what}")
+    names = [Path(m).name or m for m in df["model"]]
+    prefix = os.path.commonprefix(names)
+    prefix = prefix[: prefix.rfind("-") + 1] if len(names) > 2 else ""  # ablate-none, ablate-value -> none, value
+    table = Table(title=f"gatelens compare: {what}" + (f"; models {prefix}*" if prefix else ""))
     table.add_column("metric")
-    for name in df["model"]:
-        table.add_column(Path(name).name or name, justify="right")
+    for name in names:
+        table.add_column(name[len(prefix):], justify="right", overflow="fold")
     for key, label in labels.items():
         ratio = df.get(f"{key}_ratio")
         cells = [_fmt(v) + ("" if ratio is None or i == 0 or ratio.iloc[i] != ratio.iloc[i] or ratio.iloc[i] is None
