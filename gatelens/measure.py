@@ -152,9 +152,9 @@ class Report:
 
     results: dict = field(default_factory=dict)
 
-    def __getattr__(self, name):
+    def __getattr__(self, name):  # only for names that are not attributes: the metrics
         if name in METRICS:
-            return self.__dict__["results"].get(name)
+            return self.__dict__.get("results", {}).get(name)
         raise AttributeError(name)
 
     @property
