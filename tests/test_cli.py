@@ -43,6 +43,7 @@ def test_json_output_is_one_object_with_stable_names(tiny_dir, tmp_path):
     assert abs(obj["f_attn"] - sum(ly["f_attn"] for ly in obj["layers"]) / len(obj["layers"])) < 1e-12
 
 
+@pytest.mark.slow  # writes every figure of several commands: CI runs it, the quick tier skips it
 def test_seq_len_sweep_reports_each_length(tiny_dir, tmp_path):
     r = run("sink", tiny_dir("llama"), "--seq-len", "16,64", "--n-seqs", 2, "--json", "--out", tmp_path)
     assert r.exit_code == 0
@@ -154,6 +155,7 @@ def test_compare_needs_two_models(tiny_dir):
     _assert_clean_failure(run("compare", tiny_dir("llama")), "baseline and at least one gated")
 
 
+@pytest.mark.slow  # writes every figure of several commands: CI runs it, the quick tier skips it
 def test_massive_gates_rank_compare_json(tiny_dir, tmp_path):
     base, gated = tiny_dir("qwen3"), tiny_dir("paper_headwise")
     common = ["--seq-len", 32, "--n-seqs", 2, "--json"]
@@ -205,6 +207,7 @@ def test_short_text_is_labelled_with_what_was_measured(tiny_dir, tmp_path):
     assert "not 8 x 256" in s["shortfall"] and "note:" in r.stderr
 
 
+@pytest.mark.slow  # writes every figure of several commands: CI runs it, the quick tier skips it
 def test_compare_on_different_inputs_says_so(tiny_dir, tmp_path):
     r = run("compare", "mech-baseline", tiny_dir("llama"), "--seq-len", 32, "--n-seqs", 2, "--out", tmp_path / "o")
     assert r.exit_code == 0, r.output
