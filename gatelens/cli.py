@@ -78,10 +78,7 @@ class Measuring:
         return lens[0]
 
     def output(self, command: str, *specs: str) -> Path:
-        """The output folder (named after the models by default), checked writable before any work."""
-        out = self.out or Path("results") / command / "_vs_".join(_safe(s) for s in specs)
-        check_writable(out)
-        return out
+        return output_folder(self.out, command, specs)
 
     def load(self, spec: str):
         from . import measure
@@ -111,6 +108,13 @@ def measuring(fn: Callable) -> Callable:
     wrapper.__signature__ = sig.replace(parameters=own + extra)
     wrapper.__annotations__ = {p.name: p.annotation for p in own + extra}
     return wrapper
+
+
+def output_folder(out: Path | None, command: str, specs) -> Path:
+    """The output folder (default results/<command>/<models>), checked writable before any work."""
+    out = out or Path("results") / command / "_vs_".join(_safe(s) for s in specs)
+    check_writable(out)
+    return out
 
 
 def _safe(spec: str) -> str:
@@ -348,12 +352,8 @@ def massive_cli(model: Model,
 @measuring
 def gates_cli(model: Model, *, opts: Measuring):
     """Gate-score sparsity of a gated model: per layer and head, histograms, query dependence."""
-    from .metrics.base import no_gates
-
     out = opts.output("gates", model)
     loaded = opts.load(model)
-    if not loaded.info.gated:
-        raise no_gates(loaded.info.spec)
     r = run_metric("gates", loaded, opts.inputs(loaded), opts)
     publish("gates", loaded, r, opts, out, extra={"note": r.note})
 
@@ -643,8 +643,7 @@ def attn_map_cli(models: Annotated[list[str], typer.Argument(help="one model, or
     if text is not None and prompt is not None:
         raise GatelensError("give --text FILE or --prompt TEXT, not both")
     check_device(device)
-    out = out or Path("results") / "attn-map" / "_vs_".join(_safe(m) for m in models)
-    check_writable(out)
+    out = output_folder(out, "attn-map", models)
     body = data.read_text(text) if text is not None else prompt
     maps = [text_map(measure.as_loaded(m, device=device, dtype=dtype), body, layer, head, seq_len, bos, max_size)
             for m in models]

@@ -17,7 +17,6 @@ from . import attention, data, distributed, tasks
 from .data import Batch
 from .errors import GatelensError
 from .metrics import METRICS, Gates, Massive, Perplexity, Probe, Queries, Rank, Sink, standard_probes
-from .metrics.base import no_gates
 from .metrics.gates import GatesResult
 from .metrics.massive import MassiveResult
 from .metrics.perplexity import PerplexityResult
@@ -203,8 +202,6 @@ def gates(model: Loaded | str, inputs: Inputs | None = None, *, batch_size: int 
           **input_kw) -> GatesResult:
     """Gate-score statistics of every gated attention layer and head (gated models only)."""
     loaded = as_loaded(model)
-    if not loaded.info.gated:
-        raise no_gates(loaded.info.spec)
     return measure(loaded, [Gates()], inputs, batch_size=batch_size, on_batch=on_batch, **input_kw)[0]
 
 

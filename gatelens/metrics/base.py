@@ -93,11 +93,6 @@ def check_finite(name: str, x: Tensor) -> None:
                             "too narrow: retry with --dtype float32")
 
 
-def no_gates(spec: str) -> GatelensError:
-    return GatelensError(f"{spec} has no attention gates; `gates` applies to gated models such as mech-gated, a "
-                         "paper checkpoint (1B_gate_elementwise) or Qwen3-Next / Qwen3.5")
-
-
 def gate_logits(loaded, output: Tensor) -> Tensor:
     """The gate module's forward output -> gate logits [batch, pos, head, g] for the family's layout."""
     from ..models.gated import split_interleaved

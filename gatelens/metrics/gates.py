@@ -26,7 +26,8 @@ from typing import ClassVar
 import torch
 
 from . import bitbins
-from .base import MAX, MIN, HeadLayer, HeadResult, Probe, check_finite, gate_logits, hook_gates, no_gates
+from ..errors import GatelensError
+from .base import MAX, MIN, HeadLayer, HeadResult, Probe, check_finite, gate_logits, hook_gates
 
 Tensor = torch.Tensor
 N_BINS = 50          # histogram bins on [0, 1] (paper-style plots)
@@ -205,8 +206,9 @@ class Gates(Probe):
         return loaded.info.gated
 
     def attach(self, loaded):
-        if not loaded.info.gated:
-            raise no_gates(loaded.info.spec)
+        if not loaded.info.gated:  # the one check, before any forward: measure.gates and `gatelens gates` rely on it
+            raise GatelensError(f"{loaded.info.spec} has no attention gates; `gates` applies to gated models such as "
+                                "mech-gated, a paper checkpoint (1B_gate_elementwise) or Qwen3-Next / Qwen3.5")
         super().attach(loaded)
         self.pending: dict[int, Tensor] = {}
         self.g1 = loaded.info.gate_position == "G1"

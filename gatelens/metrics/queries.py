@@ -24,7 +24,6 @@ class Queries(Probe):
 
     def attach(self, loaded):
         super().attach(loaded)
-        self.gated = loaded.info.gated
         if not loaded.info.gated:
             return []
         return hook_gates(loaded, lambda layer: self._hook(loaded))
@@ -45,7 +44,7 @@ class Queries(Probe):
     def finish(self, loaded, settings):
         ids = sorted(self.acc)
         first = [torch.stack(self.acc[i]["first"]).mean(0) for i in ids]
-        gate = [torch.stack(self.acc[i]["gate"]).mean(0) for i in ids] if self.gated else None
+        gate = [torch.stack(self.acc[i]["gate"]).mean(0) for i in ids] if loaded.info.gated else None
         return QueryTrace(model=loaded.info.to_dict(), settings=settings, first_token=first, gate=gate)
 
 
