@@ -183,6 +183,8 @@ def test_massive_gates_rank_compare_json(tiny_dir, tmp_path):
     (("sink", "mech-baseline", "--device", "tpu"), "--device 'tpu'"),
     (("sink", "mech-baseline", "--dtype", "int8"), "--dtype 'int8'"),
     (("sink", "mech-baseline", "--seq-len", "1"), "at least 2 tokens"),
+    (("attn-map", "mech-baseline", "--text", "README.md", "--prompt", "t1 t2"), "not both"),
+    (("attn-map", "mech-baseline", "--device", "tpu"), "--device 'tpu'"),
 ])
 def test_bad_option_values_are_one_line(args, phrase, tmp_path):
     _assert_clean_failure(run(*args, "--out", tmp_path / "o"), phrase, out=tmp_path / "o")
