@@ -139,12 +139,16 @@ def check_writable(out: Path) -> None:
 
 
 def _quiet_libraries() -> None:
+    """transformers' warnings and progress bars off, by environment (read when transformers is first imported,
+    so a command that never loads a model never imports it)."""
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TQDM_DISABLE", "1")  # the GGUF dequantizer draws its own tqdm bar
-    import transformers
+    if "transformers" in sys.modules:  # a notebook or test that imported it first
+        import transformers
 
-    transformers.utils.logging.set_verbosity_error()
-    transformers.utils.logging.disable_progress_bar()
+        transformers.utils.logging.set_verbosity_error()
+        transformers.utils.logging.disable_progress_bar()
 
 
 def user_errors(fn: Callable) -> Callable:
@@ -462,7 +466,7 @@ def _train_option(field: str, text: str, *names: str):
 
 
 def _gate_help() -> str:
-    from .models.gated import GATE_KINDS
+    from .models.gate_kinds import GATE_KINDS
 
     return "the attention gate: " + ", ".join(k.name + (f" ({k.position})" if k.position else "")
                                               for k in GATE_KINDS.values())

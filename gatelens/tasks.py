@@ -20,14 +20,16 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 
-import torch
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # torch is imported where it is used: `gatelens --help` and TrainConfig do not need it
+    import torch
 
 from .data import check_length
 from .errors import GatelensError
 
 TASKS = ("bigram-backcopy",)
 
-Tensor = torch.Tensor
 
 
 @dataclass(frozen=True)
@@ -74,12 +76,14 @@ def task_params(task: str, **params) -> BigramBackcopy:
 
 
 @lru_cache(maxsize=16)
-def world(p: BigramBackcopy) -> tuple[Tensor, Tensor]:
+def world(p: BigramBackcopy) -> tuple[torch.Tensor, torch.Tensor]:
     """(cumulative bigram table [vocab, vocab], trigger ids [n_triggers]); trigger rows go unused.
 
     Two triggers never follow each other: x[1] is no trigger, and a trigger at t-1 makes x[t] a
     copy of x[t-2], which by induction is no trigger either. So every copy source is a plain symbol.
     """
+    import torch
+
     g = torch.Generator().manual_seed(p.world_seed)
     if p.trigger_choice == "random":
         triggers = torch.randperm(p.vocab, generator=g)[: p.n_triggers].sort().values
@@ -107,8 +111,10 @@ def seed_of(namespace: str, *parts: int) -> int:
     return h
 
 
-def generate(p: BigramBackcopy, n_seqs: int, seq_len: int, seed: int) -> Tensor:
+def generate(p: BigramBackcopy, n_seqs: int, seq_len: int, seed: int) -> torch.Tensor:
     """[n_seqs, seq_len] token ids: BOS, then the bigram chain with back-copies after triggers."""
+    import torch
+
     if seq_len < 2:
         raise GatelensError(f"seq_len {seq_len} is too short; a task sequence needs BOS plus at least one token")
     cdf, triggers = world(p)
@@ -128,12 +134,12 @@ def generate(p: BigramBackcopy, n_seqs: int, seq_len: int, seed: int) -> Tensor:
     return x
 
 
-def train_batch(p: BigramBackcopy, batch_size: int, seq_len: int, seed: int, step: int) -> Tensor:
+def train_batch(p: BigramBackcopy, batch_size: int, seq_len: int, seed: int, step: int) -> torch.Tensor:
     """The training batch of one step: a pure function of (seed, step), so resuming needs only the step."""
     return generate(p, batch_size, seq_len, seed_of("train", seed, step))
 
 
-def eval_sequences(eval_data: dict, seq_len: int, n_seqs: int, max_context: int | None = None) -> list[Tensor]:
+def eval_sequences(eval_data: dict, seq_len: int, n_seqs: int, max_context: int | None = None) -> list[torch.torch.Tensor]:
     """Held-out sequences for a model's recorded `gatelens_eval` = {"kind": "task", "task", "seed", "params"}."""
     check_length(seq_len, max_context)
     if n_seqs < 1:
@@ -142,12 +148,14 @@ def eval_sequences(eval_data: dict, seq_len: int, n_seqs: int, max_context: int 
     return list(generate(p, n_seqs, seq_len, seed_of("eval", int(eval_data["seed"]))).unbind(0))
 
 
-def active_queries(seq: Tensor, params: dict | BigramBackcopy) -> Tensor:
+def active_queries(seq: torch.Tensor, params: dict | BigramBackcopy) -> torch.Tensor:
     """Bool [len]: query positions holding a trigger, whose next token is a back-copy ("trigger-next").
 
     These are the queries on which the head must attend one token back (active); every other
     query from position 1 on is dormant. Position 0 (BOS) is never counted by F-Attn.
     """
+    import torch
+
     p = params if isinstance(params, BigramBackcopy) else task_params("bigram-backcopy", **params)
     _, triggers = world(p)
     active = torch.isin(seq, triggers)
@@ -155,8 +163,10 @@ def active_queries(seq: Tensor, params: dict | BigramBackcopy) -> Tensor:
     return active
 
 
-def check_copy_rule(x: Tensor, p: BigramBackcopy) -> bool:
+def check_copy_rule(x: torch.Tensor, p: BigramBackcopy) -> bool:
     """True if every token after a trigger equals the token before the trigger (a task invariant)."""
+    import torch
+
     _, triggers = world(p)
     trig = torch.isin(x[:, 1:-1], triggers)
     return bool((x[:, 2:][trig] == x[:, :-2][trig]).all())

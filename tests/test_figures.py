@@ -43,3 +43,31 @@ def test_figures_regenerate_identically(tiny_dir, tmp_path):
 def test_missing_config_is_one_clean_line(tmp_path):
     r = CliRunner().invoke(app, ["figures", "--config", str(tmp_path / "nope.toml")])
     assert r.exit_code == 2 and "not found" in r.stderr and "Traceback" not in r.output
+
+
+def test_style_theme_is_seaborns_paper_whitegrid():
+    """plots.style writes seaborn's theme out as rcParams (so a figure does not import seaborn); it must not drift."""
+    import seaborn as sns
+
+    from gatelens.plots import style
+
+    want = {**sns.axes_style("whitegrid"), **sns.plotting_context("paper", font_scale=0.9)}
+    want.pop("image.cmap")  # seaborn's "rocket": every gatelens heatmap names its own colour map
+    assert set(style.THEME) == set(want)
+    for k, v in want.items():
+        assert style.THEME[k] == (pytest.approx(v) if isinstance(v, float) else v), k
+    assert [tuple(c) for c in style.PALETTE] == [tuple(c) for c in sns.color_palette("colorblind")]
+
+
+def test_style_heatmap_cells_and_labels():
+    import numpy as np
+
+    from gatelens.plots import style
+
+    grid = np.array([[0.1, 0.9], [np.nan, 0.5], [0.0, 1.0]])   # [layer, head]
+    fig, ax = style.heatmap(grid, "viridis", "share", [0, 1, 2])
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["0", "1", "2"]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["0", "1"]
+    texts = sorted(t.get_text() for t in ax.texts)
+    assert texts == sorted(["0.10", "0.90", "0.50", "0.00", "1.00"])   # the NaN cell stays blank
+    assert ax.get_ylim() == (3.0, 0.0)   # layer 0 at the top

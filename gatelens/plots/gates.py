@@ -6,7 +6,6 @@ import math
 
 import matplotlib.pyplot as plt
 import numpy as np
-import seaborn as sns
 
 from ..metrics.gates import GatesResult
 from . import style
@@ -43,11 +42,7 @@ def histograms(r: GatesResult):
 def heatmap(r: GatesResult):
     style.apply()
     grid = np.array([ly.heads["mean"] for ly in r.layers])
-    h, w = grid.shape
-    fig, ax = plt.subplots(figsize=(min(style.FULL_WIDTH, 1.2 + 0.45 * w), min(9.0, 1.0 + 0.3 * h)))
-    sns.heatmap(grid, vmin=0, vmax=1, cmap="mako", annot=h * w <= 160, fmt=".2f", annot_kws={"size": 6},
-                cbar_kws={"label": "mean gate score"}, ax=ax, xticklabels=list(range(w)),
-                yticklabels=[ly.layer for ly in r.layers])
+    fig, ax = style.heatmap(grid, "cividis", "mean gate score", [ly.layer for ly in r.layers])
     ax.set_xlabel("head")
     ax.set_ylabel("layer")
     ax.set_title(_title(r, "Mean gate score"))

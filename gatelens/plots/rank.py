@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import matplotlib.pyplot as plt
 import pandas as pd
-import seaborn as sns
 
 from ..metrics.rank import RankResult
 from . import style
@@ -14,6 +13,8 @@ LABELS = {"ov_effective_rank": "W_V·W_O (weights)", "out_effective_rank": "head
 
 
 def per_layer(results: list[RankResult], key: str = "ov_effective_rank"):
+    import seaborn as sns  # box and strip plots; imported here, not by every figure (see style)
+
     style.apply()
     frames = []
     for r in results:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import matplotlib.pyplot as plt
 import numpy as np
-import seaborn as sns
 
 from ..metrics.sink import SinkResult
 from . import style
@@ -15,11 +14,7 @@ def heatmap(result: SinkResult):
     style.apply()
     layers = [ly.layer for ly in result.layers]
     grid = np.array([ly.heads["f_attn"] for ly in result.layers])
-    h, w = grid.shape
-    fig, ax = plt.subplots(figsize=(min(style.FULL_WIDTH, 1.2 + 0.45 * w), min(9.0, 1.0 + 0.3 * h)))
-    sns.heatmap(grid, vmin=0, vmax=1, cmap="viridis", annot=h * w <= 160, fmt=".2f", annot_kws={"size": 6},
-                cbar_kws={"label": "first-token attention share"}, ax=ax,
-                xticklabels=list(range(w)), yticklabels=layers)
+    fig, ax = style.heatmap(grid, "viridis", "first-token attention share", layers)
     ax.set_xlabel("head")
     ax.set_ylabel("layer")
     ax.set_title(f"F-Attn of {style.short_label(result.model)} = {result.f_attn:.3f}\n{style.input_line(result.settings)}")

@@ -1,19 +1,71 @@
-"""One style for every gatelens figure: seaborn paper context, colour-blind-safe palette, column width."""
+"""One style for every gatelens figure: seaborn's paper context and whitegrid style, its colour-blind-safe
+palette, column width; plus the layer x head heatmap every metric draws.
+
+The theme is seaborn's `set_theme(context="paper", style="whitegrid", palette="colorblind", font_scale=0.9)`
+written out as rcParams (tests/test_figures.py checks it still equals seaborn's), so that drawing a figure does
+not import seaborn (about 1.3 s); the plots that need seaborn's statistics (rank's box plots) import it there.
+"""
 
 from __future__ import annotations
 
 import matplotlib.pyplot as plt  # headless machines get Agg by default, notebooks their inline backend
-import seaborn as sns
+import numpy as np
+from cycler import cycler
+from matplotlib.colors import to_rgb
 
-PALETTE = sns.color_palette("colorblind")
+# seaborn.color_palette("colorblind")
+PALETTE = [to_rgb(c) for c in ("#0173b2", "#de8f05", "#029e73", "#d55e00", "#cc78bc", "#ca9161", "#fbafe4",
+                               "#949494", "#ece133", "#56b4e9")]
 COLUMN_WIDTH = 3.4   # inches: one column of a two-column paper
 FULL_WIDTH = 7.0
+# seaborn.axes_style("whitegrid") | seaborn.plotting_context("paper", font_scale=0.9), image.cmap excepted
+# (seaborn's "rocket" exists only once seaborn is imported; every gatelens heatmap names its colour map)
+THEME = {
+    "figure.facecolor": "white", "axes.labelcolor": ".15", "xtick.direction": "out", "ytick.direction": "out",
+    "xtick.color": ".15", "ytick.color": ".15", "axes.axisbelow": True, "grid.linestyle": "-", "text.color": ".15",
+    "font.family": ["sans-serif"],
+    "font.sans-serif": ["Arial", "DejaVu Sans", "Liberation Sans", "Bitstream Vera Sans", "sans-serif"],
+    "lines.solid_capstyle": "round", "patch.edgecolor": "w", "patch.force_edgecolor": True, "xtick.top": False,
+    "ytick.right": False, "axes.grid": True, "axes.facecolor": "white", "axes.edgecolor": ".8", "grid.color": ".8",
+    "axes.spines.left": True, "axes.spines.bottom": True, "axes.spines.right": True, "axes.spines.top": True,
+    "xtick.bottom": False, "ytick.left": False,
+    "axes.linewidth": 1.0, "grid.linewidth": 0.8, "lines.linewidth": 1.2, "lines.markersize": 4.8,
+    "patch.linewidth": 0.8, "xtick.major.width": 1.0, "ytick.major.width": 1.0, "xtick.minor.width": 0.8,
+    "ytick.minor.width": 0.8, "xtick.major.size": 4.8, "ytick.major.size": 4.8, "xtick.minor.size": 3.2,
+    "ytick.minor.size": 3.2, "font.size": 8.64, "axes.labelsize": 8.64, "axes.titlesize": 8.64,
+    "xtick.labelsize": 7.92, "ytick.labelsize": 7.92, "legend.fontsize": 7.92, "legend.title_fontsize": 8.64,
+}
 
 
 def apply() -> None:
-    sns.set_theme(context="paper", style="whitegrid", palette=PALETTE, font_scale=0.9)
+    plt.rcParams.update(THEME)
+    plt.rcParams.update({"axes.prop_cycle": cycler(color=PALETTE), "patch.facecolor": PALETTE[0]})
     plt.rcParams.update({"figure.dpi": 150, "savefig.dpi": 150, "pdf.fonttype": 42, "ps.fonttype": 42,
                          "axes.titlesize": 9, "axes.labelsize": 8, "legend.fontsize": 7})
+
+
+def heatmap(grid: np.ndarray, cmap: str, label: str, yticklabels: list, vmin: float = 0.0, vmax: float = 1.0):
+    """A layer x head grid [layer, head] as coloured cells, values printed where the grid is small (<= 160 cells)
+    in a colour readable on the cell; returns (fig, ax). Like seaborn.heatmap, row 0 at the top."""
+    h, w = grid.shape
+    fig, ax = plt.subplots(figsize=(min(FULL_WIDTH, 1.2 + 0.45 * w), min(9.0, 1.0 + 0.3 * h)))
+    mesh = ax.pcolormesh(np.ma.masked_invalid(grid), cmap=cmap, vmin=vmin, vmax=vmax)
+    ax.set_xlim(0, w)
+    ax.set_ylim(h, 0)
+    ax.grid(False)
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+    ax.set_xticks(np.arange(w) + 0.5, [str(i) for i in range(w)])
+    ax.set_yticks(np.arange(h) + 0.5, [str(y) for y in yticklabels], rotation=0)
+    fig.colorbar(mesh, ax=ax, label=label)
+    if h * w <= 160:
+        for (i, j), v in np.ndenumerate(grid):
+            if np.isfinite(v):
+                r, g, b, _ = mesh.cmap(mesh.norm(v))
+                dark = 0.299 * r + 0.587 * g + 0.114 * b < 0.5
+                ax.text(j + 0.5, i + 0.5, f"{v:.2f}", ha="center", va="center", size=6,
+                        color="white" if dark else ".15")
+    return fig, ax
 
 
 def color(i: int):

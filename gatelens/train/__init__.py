@@ -9,6 +9,13 @@
 """
 
 from .config import RECIPES, TrainConfig, read_recipe
-from .trainer import initial_state, train
 
 __all__ = ["RECIPES", "TrainConfig", "initial_state", "read_recipe", "train"]
+
+
+def __getattr__(name: str):  # the trainer (torch, transformers) is imported on first use, not by TrainConfig
+    if name in ("initial_state", "train"):
+        from . import trainer
+
+        return getattr(trainer, name)
+    raise AttributeError(f"module 'gatelens.train' has no attribute {name!r}")

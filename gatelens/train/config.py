@@ -15,11 +15,8 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .. import tasks
-from ..data import DOC_SEPARATOR
 from ..errors import GatelensError
-from ..models.gated import GATES
-from .documents import read_documents
+from ..models.gate_kinds import GATES
 
 RECIPES = Path(__file__).resolve().parent.parent / "zoo" / "recipes"   # mech.toml, text.toml
 
@@ -89,24 +86,34 @@ class TrainConfig:
         if self.save_dtype not in ("float32", "bfloat16"):
             raise GatelensError(f"--save-dtype {self.save_dtype!r}; use float32 or bfloat16")
         if self.is_task:
+            from .. import tasks
+
             tasks.task_params(self.data, **self.task_params)  # raises on bad parameters
         else:
             self._check_corpus()
 
     @property
     def is_task(self) -> bool:
-        return self.data in tasks.TASKS
+        from ..tasks import TASKS
+
+        return self.data in TASKS
 
     def _check_corpus(self) -> None:
         path = Path(self.data)
         if not path.exists():
             if path.suffix == "" and "/" not in self.data:
-                raise GatelensError(f"unknown task {self.data!r}; known tasks: {', '.join(tasks.TASKS)} "
+                from ..tasks import TASKS
+
+                raise GatelensError(f"unknown task {self.data!r}; known tasks: {', '.join(TASKS)} "
                                     "(or give the path of a text corpus)")
             raise GatelensError(f"corpus file {self.data} not found")
         if not path.is_file():
+            from ..data import DOC_SEPARATOR
+
             raise GatelensError(f"--data {self.data} is a folder; give a text file (documents split by "
                                 f"{DOC_SEPARATOR})")
+        from .documents import read_documents
+
         docs = read_documents(path)
         if not docs:
             raise GatelensError(f"corpus {self.data} is empty; give a text file with at least one document")
