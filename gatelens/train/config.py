@@ -61,7 +61,7 @@ class TrainConfig:
     eval_seqs: int = 16
     ckpt_every: int = 100
     seed: int = 0
-    device: str = "auto"                  # auto | cpu | cuda[:i]
+    device: str = "cpu"                   # cpu | cuda[:i] | auto (CUDA if there is one)
     save_dtype: str = "float32"           # float32 | bfloat16
     resume: bool = False
     overwrite: bool = False
