@@ -14,9 +14,11 @@ from .massive import Massive
 from .perplexity import Perplexity
 from .queries import Queries
 from .rank import Rank
+from .received import Received
 from .sink import Sink
 
-METRICS: dict[str, type[Probe]] = {p.name: p for p in (Sink, Massive, Gates, Rank, Perplexity, Queries)}
+METRICS: dict[str, type[Probe]] = {p.name: p for p in (Sink, Massive, Gates, Rank, Perplexity, Queries,
+                                                          Received)}
 
 
 def standard_probes(loaded, options: dict[str, dict] | None = None) -> list[Probe]:

@@ -1,0 +1,305 @@
+"""Attention received per key position: which tokens are sinks, beyond the first one.
+
+The attention key j receives in a head: the mean, over the counted queries that see it (positions
+i >= 1 allowed to attend j by the causal / sliding-window / padding mask), of the softmax weight a_ij.
+At j = 0 under plain causal attention this is F-Attn. Sinks are not only position 0: the first
+delimiters ("." and "\\n", Sun et al. 2024) and mid-sequence tokens (Yu et al. 2024) can collect it too.
+
+Column sums of the pattern need every weight, so they cost one more attention-sized matmul; they are
+exact and never hold the n x n pattern: `key_sums` recomputes the logits tile by tile (queries x keys,
+at most TILE elements per KV group) and turns them into weights with the per-query log-sum-exp the
+kernel already returned, a_ij = exp(scale q_i.k_j + mask_ij - lse_i). Tiles wholly above the causal
+diagonal or outside the mask are skipped.
+
+Keys seen by fewer than `min_queries` counted queries (the last positions of a sequence) are not ranked:
+their mean is over too few queries (a local head's diagonal weight would make the last key its top key).
+`Received` streams, per layer and head, the per-position sums (the profile over positions), the top-k
+(sequence, position) keys, how often the top key is not position 0, and per token id the attention its
+occurrences at positions >= 1 receive and how often one is a head's top key; `ReceivedResult` reports them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+import torch
+
+from ..errors import GatelensError
+from .base import HeadLayer, HeadResult, Probe, check_finite
+from .sink import query_mask
+
+Tensor = torch.Tensor
+TILE = 1 << 20          # logits per tile and KV group (4 MiB in fp32); a few temporaries of this size live at once
+DEFAULT_TOP_K = 5
+DEFAULT_MIN_QUERIES = 16
+
+
+def _allowed_tile(mask: Tensor | None, heads: slice, qs: int, qe: int, ks: int, ke: int, off: int,
+                  device) -> tuple[Tensor, Tensor | None]:
+    """(bool [b|1, G|1, tq, tk]: which (query, key) pairs may attend; additive logits to add or None)."""
+    if mask is None:
+        qi = torch.arange(qs, qe, device=device)[:, None] + off
+        return (torch.arange(ks, ke, device=device)[None, :] <= qi)[None, None], None
+    m = mask[:, heads if mask.shape[1] > 1 else slice(None), qs:qe, ks:ke]
+    if m.dtype == torch.bool:
+        return m, None
+    m = m.float()
+    return m > torch.finfo(torch.float32).min / 2, m
+
+
+def key_sums(query: Tensor, key: Tensor, lse: Tensor, scale: float, mask: Tensor | None, valid: Tensor,
+             row_values: Tensor | None = None, tile: int = TILE) -> tuple[Tensor, Tensor, Tensor | None]:
+    """Exact column sums of the attention pattern over the counted queries, tile by tile.
+
+    query [b, h, nq, d]; key [b, kv, nk, d] (query head h reads KV head h // (h / kv)); lse [b, h, nq];
+    mask: None (plain causal, queries end-aligned with the keys) or bool / additive [b|1, 1|h, nq, nk];
+    valid [b, nq]: the counted queries; row_values [b, h, nk]: optional per-key numbers x_j.
+    Returns (sum_i a_ij [b, h, nk] float64, number of counted queries allowed to see j [b, h, nk] float64,
+    and with row_values sum_j a_ij x_j [b, h, nq] float64, over all keys, for every query, else None).
+    """
+    b, h, nq, _ = query.shape
+    kv, nk = key.shape[1], key.shape[2]
+    rep = h // kv
+    off = nk - nq
+    dev = query.device
+    col = torch.zeros(b, h, nk, dtype=torch.float64, device=dev)
+    cnt = torch.zeros(b, h, nk, dtype=torch.float64, device=dev)
+    row = None if row_values is None else torch.zeros(b, h, nq, dtype=torch.float64, device=dev)
+    tk = min(nk, 1024)
+    tq = max(16, tile // max(1, b * rep * tk))
+    vq = valid.to(dev)
+    for g in range(kv):
+        hs = slice(g * rep, (g + 1) * rep)
+        qg, kg = query[:, hs].float(), key[:, g:g + 1].float()
+        xg = None if row_values is None else row_values[:, hs].float()
+        for qs in range(0, nq, tq):
+            qe = min(qs + tq, nq)
+            vt = vq[:, None, qs:qe, None]                                   # [b, 1, tq, 1]
+            if not bool(vt.any()):
+                continue
+            lq = lse[:, hs, qs:qe, None].float()                             # [b, G, tq, 1]
+            k_end = min(nk, qe + off) if mask is None else nk
+            for ks in range(0, k_end, tk):
+                ke = min(ks + tk, k_end)
+                allowed, add = _allowed_tile(mask, hs, qs, qe, ks, ke, off, dev)
+                if mask is not None and not bool(allowed.any()):
+                    continue
+                s = (qg[:, :, qs:qe] @ kg[:, :, ks:ke].transpose(-1, -2)).mul_(scale)   # [b, G, tq, tk]
+                if add is not None:
+                    s += add
+                keep = allowed & vt
+                p = torch.where(keep, torch.exp(s - lq), 0.0)
+                col[:, hs, ks:ke] += p.sum(2)
+                cnt[:, hs, ks:ke] += keep.sum(2)
+                if xg is not None:
+                    row[:, hs, qs:qe] += (p @ xg[:, :, ks:ke, None]).squeeze(-1)
+    return col, cnt, row
+
+
+def received_reference(pattern: Tensor, allowed: Tensor, lengths: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """Slow reference from a full pattern [b, h, q, k] and the mask `allowed` [b|1, 1|h, q, k] (bool):
+    per (sequence, head, key) the summed weight over counted queries and their count, [b, h, k] each."""
+    b, h, n, _ = pattern.shape
+    lengths = torch.full((b,), n) if lengths is None else lengths
+    keep = allowed.expand(b, h, n, n) & query_mask(lengths, n)[:, None, :, None]
+    return torch.where(keep, pattern.double(), 0.0).sum(2), keep.double().sum(2)
+
+
+def ranked_keys(cnt: Tensor, lengths: Tensor, min_queries: int) -> Tensor:
+    """Which keys are ranked, bool [b, h, nk]: real positions seen by >= min(min_queries, the most any key
+    of that sequence and head is seen by) counted queries."""
+    nk = cnt.shape[-1]
+    real = torch.arange(nk, device=cnt.device)[None, None, :] < lengths.to(cnt.device)[:, None, None]
+    need = torch.clamp(cnt.amax(-1, keepdim=True), max=float(min_queries)).clamp(min=1.0)
+    return real & (cnt >= need)
+
+
+def _pad_sum(a: Tensor, b: Tensor) -> Tensor:
+    """Sums of per-position tensors [..., n] of different lengths (sequences of different lengths)."""
+    if a.shape[-1] < b.shape[-1]:
+        a, b = b, a
+    out = a.clone()
+    out[..., : b.shape[-1]] += b
+    return out
+
+
+def _top_per_head(k: int):
+    """Reducer keeping, per head, the k largest (received, head, seq, pos, token id), ties in a fixed order."""
+    def reduce(a, b):
+        rows = sorted(a + b, key=lambda t: (t[1], -t[0], t[2], t[3]))
+        out, seen = [], {}
+        for r in rows:
+            seen[r[1]] = seen.get(r[1], 0) + 1
+            if seen[r[1]] <= k:
+                out.append(r)
+        return out
+    return reduce
+
+
+def check_received_options(top_k: int, min_queries: int) -> None:
+    if top_k < 1:
+        raise GatelensError(f"--top-k {top_k}: give at least 1")
+    if min_queries < 1:
+        raise GatelensError(f"--min-queries {min_queries}: give at least 1 (keys seen by fewer queries are not ranked)")
+
+
+class Received(Probe):
+    """Attention received per key position, per layer and head; top keys; per-token totals."""
+
+    name = "received"
+    listens_to_attention = True
+    standard = False
+
+    def __init__(self, top_k: int = DEFAULT_TOP_K, min_queries: int = DEFAULT_MIN_QUERIES):
+        super().__init__()
+        check_received_options(top_k, min_queries)
+        self.top_k, self.min_queries = top_k, min_queries
+        self.REDUCE = {"top": _top_per_head(top_k), **dict.fromkeys(("pos_sum", "pos_count", "tok_sum", "tok_n", "tok_top"),
+                                                                     _pad_sum)}
+
+    def on_attention(self, ev, batch):
+        lengths = batch.lengths.to(ev.query.device)
+        n = ev.query.shape[2]
+        valid = query_mask(lengths, n)
+        col, cnt, _ = key_sums(ev.query, ev.key, ev.lse, ev.scale, ev.mask, valid)
+        check_finite(f"attention of layer {ev.layer}", col)
+        self.update(ev.layer, col, cnt, lengths, batch)
+
+    def update(self, layer: int, col: Tensor, cnt: Tensor, lengths: Tensor, batch) -> None:
+        """Fold one batch's column sums col, counts cnt [b, h, nk] into the state."""
+        b, h, nk = col.shape
+        rec = col / cnt.clamp(min=1)
+        ranked = ranked_keys(cnt, lengths, self.min_queries)
+        scored = rec.masked_fill(~ranked, -1.0)
+        vals, idx = scored.topk(min(self.top_k, nk), dim=-1)                       # [b, h, k]
+        ids = batch.input_ids.to(col.device)
+        at = ids.gather(1, idx.flatten(1)).view_as(idx).tolist()
+        v, j = vals.tolist(), idx.tolist()
+        top = [(v[i][hh][r], hh, batch.seq_id(i), j[i][hh][r], at[i][hh][r])
+               for i in range(b) for hh in range(h) for r in range(len(v[i][hh])) if v[i][hh][r] >= 0]
+        best = idx[..., 0]                                                           # [b, h]
+        counted = ranked.any(-1)                                                     # [b, h]
+        self.add(layer, pos_sum=col.sum(0).cpu(), pos_count=cnt.sum(0).cpu(), top=self.REDUCE["top"]([], top),
+                 top_not_first=((best != 0) & counted).sum(0).double().cpu(), n_seqs=counted.sum(0).double().cpu())
+        # per token id, positions >= 1 only (position 0 has its own number): received summed over heads, counts
+        later = ranked.clone()
+        later[..., 0] = False
+        tok = ids[:, None, :nk].expand(b, h, nk)                                     # [b, h, nk]
+        won = torch.zeros_like(later).scatter_(-1, best[..., None], True) & later & counted[..., None]
+        self.add("tokens", tok_sum=torch.bincount(tok[later], weights=rec[later]).cpu(),
+                 tok_n=torch.bincount(tok[later]).double().cpu(), tok_top=torch.bincount(tok[won]).double().cpu())
+
+    def finish(self, loaded, settings):
+        tok = loaded.tokenizer
+        text = lambda t: tok.decode([t])  # noqa: E731
+        layers, profiles = [], {}
+        for layer in sorted(k for k in self.acc if isinstance(k, int)):
+            a = self.acc[layer]
+            rec = a["pos_sum"] / a["pos_count"].clamp(min=1)                        # [h, n]
+            profiles[layer] = (a["pos_sum"], a["pos_count"])
+            h = rec.shape[0]
+            tops = [[{"seq": s, "pos": p, "token": text(t), "received": v}
+                     for v, hh, s, p, t in a["top"] if hh == head] for head in range(h)]
+            first = torch.where(a["pos_count"][:, 0] > 0, rec[:, 0], torch.full((h,), float("nan"), dtype=rec.dtype))
+            layers.append(HeadLayer(layer, {"received_first": first.tolist(),
+                                            "top_not_first": (a["top_not_first"] / a["n_seqs"].clamp(min=1)).tolist(),
+                                            "top_received": [ts[0]["received"] if ts else float("nan") for ts in tops]},
+                                    head_extra={"top": tops}))
+        tokens = self._token_rows(text)
+        return ReceivedResult(model=loaded.info.to_dict(),
+                              settings={**settings, "top_k": self.top_k, "min_queries": self.min_queries},
+                              layers=layers, tokens=tokens, profiles=profiles)
+
+    def _token_rows(self, text) -> list[dict]:
+        """Per token string (ids decoding alike merged): mean received over occurrences x layers x heads."""
+        t = self.acc.get("tokens")
+        if t is None:
+            return []
+        n = max(len(t[k]) for k in ("tok_sum", "tok_n", "tok_top"))
+        tot, cnt, top = (torch.nn.functional.pad(t[k], (0, n - len(t[k]))) for k in ("tok_sum", "tok_n", "tok_top"))
+        rows: dict[str, list] = {}
+        for tid in (cnt > 0).nonzero().flatten().tolist():
+            r = rows.setdefault(text(tid), [0.0, 0, 0])
+            r[0] += float(tot[tid])
+            r[1] += int(cnt[tid])
+            r[2] += int(top[tid])
+        out = [{"token": k, "received": v[0] / v[1], "n": v[1], "top_heads": v[2]} for k, v in rows.items()]
+        return sorted(out, key=lambda r: (-r["received"], r["token"]))
+
+
+@dataclass
+class ReceivedResult(HeadResult):
+    """Attention received per key: per layer and head the share at position 0 and the top keys; per token string
+    (positions >= 1) the mean received over its occurrences, layers and heads and how often it is a head's top key."""
+
+    tokens: list[dict] = field(default_factory=list)
+    profiles: dict = field(default_factory=dict)      # layer -> (sum over sequences [head, pos], counts [head, pos])
+
+    COLUMNS: ClassVar = ("received_first", "top_not_first")
+    RATIOS: ClassVar = ()
+
+    @property
+    def top_not_first(self) -> float:
+        """Share of (sequence, layer, head) whose top key is not position 0."""
+        return self.overall("top_not_first")
+
+    def profile(self, layer: int | None = None) -> Tensor:
+        """Received per key position [head, pos] of one layer, or [pos] averaged over layers and heads."""
+        if layer is not None:
+            s, c = self.profiles[layer]
+            return s / c.clamp(min=1)
+        return torch.stack([self.profile(ly).mean(0) for ly in self.profiles]).mean(0)
+
+    def sink_tokens(self, k: int = 5, min_n: int = 1) -> list[dict]:
+        """The k token strings (positions >= 1) receiving the most attention, seen at least min_n times."""
+        return [r for r in self.tokens if r["n"] >= min_n][:k]
+
+    def headline(self) -> dict:
+        return {"received_first": self.overall("received_first"), "top_not_first": self.top_not_first,
+                "sink_tokens": self.sink_tokens(10, min_n=max(1, self.settings.get("n_seqs", 1)))}
+
+    def key_frame(self):
+        """One row per (layer, head, rank) of the top keys."""
+        import pandas as pd
+
+        return pd.DataFrame([{"layer": ly.layer, "head": h, "rank": r, **t} for ly in self.layers
+                             for h, ts in enumerate(ly.head_extra["top"]) for r, t in enumerate(ts)],
+                            columns=["layer", "head", "rank", "seq", "pos", "token", "received"])
+
+    def token_frame(self):
+        import pandas as pd
+
+        return pd.DataFrame(self.tokens, columns=["token", "received", "n", "top_heads"])
+
+    def position_frame(self):
+        """Received per key position, mean over layers and heads, with the counted queries."""
+        import pandas as pd
+
+        prof = self.profile()
+        count = next(iter(self.profiles.values()))[1][0]
+        return pd.DataFrame({"pos": range(len(prof)), "received": prof.tolist(), "n_queries": count.tolist()})
+
+    def tables(self) -> dict:
+        return {"received_heads": self.to_frame(), "received_layers": self.layer_frame(),
+                "received_keys": self.key_frame(), "received_tokens": self.token_frame(),
+                "received_positions": self.position_frame()}
+
+    def to_dict(self) -> dict:
+        d = super().to_dict()
+        d["tokens"] = self.tokens
+        return d
+
+    def display(self) -> dict:
+        s = self.settings
+        sinks = ", ".join(f"{r['token']!r} {r['received']:.3f}" for r in self.sink_tokens(5, max(1, s.get("n_seqs", 1))))
+        return {"title": f"Attention received of {self.model['spec']} ({s['input']}, {s['n_seqs']} x {s['seq_len']})",
+                "frame": self.layer_frame(),
+                "columns": {"layer": "layer", "received_first": "received @0", "top_not_first": "top key not 0",
+                            "top_received": "top key received"},
+                "total": {"layer": "model", "received_first": self.overall("received_first"),
+                          "top_not_first": self.top_not_first},
+                "notes": [f"tokens receiving most attention besides position 0: {sinks}"]}
+
+
+Received.result_type = ReceivedResult
