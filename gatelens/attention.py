@@ -34,6 +34,7 @@ class AttentionEvent:
     mask: Tensor | None   # None (plain causal) or bool/additive [batch|1, 1|head, query, key]
     output: Tensor        # [batch, head, query, d_head]: SDPA output before any output gate
     n_rep: int = 1        # query heads per KV head (grouped-query attention)
+    value: Tensor | None = None  # [batch, kv_head, key, d_head]: values as SDPA read them (after any edit)
 
     def head_key(self, heads: slice = slice(None)) -> Tensor:
         """Keys of the given query heads, [batch, head(s), key, d_head] (KV heads repeated per group)."""
@@ -46,6 +47,9 @@ class AttentionEvent:
 
 
 _listeners: list[Callable[[AttentionEvent], None]] = []
+# Causal edits (gatelens.ablate): fn(layer, query, key, value, mask, causal) -> (value, mask, causal), applied
+# before SDPA; mask / causal as below (a mask that replaces plain causal attention must itself be causal).
+_edits: list[Callable] = []
 
 
 @contextmanager
@@ -57,11 +61,20 @@ def listening(fn: Callable[[AttentionEvent], None]) -> Iterator[None]:
         _listeners.remove(fn)
 
 
+@contextmanager
+def editing(fn: Callable) -> Iterator[None]:
+    _edits.append(fn)
+    try:
+        yield
+    finally:
+        _edits.remove(fn)
+
+
 def gatelens_attention(module, query, key, value, attention_mask, dropout=0.0, scaling=None, is_causal=None,
                        **kwargs):
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
-    if not _listeners or query.shape[2] < 2:
+    if not (_listeners or _edits) or query.shape[2] < 2:
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout,
                                       scaling=scaling, is_causal=is_causal, **kwargs)
     if kwargs.get("softcap") is not None or kwargs.get("s_aux") is not None or kwargs.get("position_bias") is not None:
@@ -71,8 +84,11 @@ def gatelens_attention(module, query, key, value, attention_mask, dropout=0.0, s
     mask = None if attention_mask is None else attention_mask[:, :, :, : key.shape[-2]]
     causal = mask is None and (is_causal if is_causal is not None else getattr(module, "is_causal", True))
     scale = scaling if scaling is not None else query.shape[-1] ** -0.5
-    out, lse = sdpa_with_lse(query, key, value, mask, is_causal=bool(causal), scale=scale)
-    event = AttentionEvent(int(module.layer_idx), query, key, lse, scale, mask, out, n_rep)
+    causal = bool(causal)
+    for edit in _edits:
+        value, mask, causal = edit(int(module.layer_idx), query, key, value, mask, causal)
+    out, lse = sdpa_with_lse(query, key, value, mask, is_causal=causal, scale=scale)
+    event = AttentionEvent(int(module.layer_idx), query, key, lse, scale, mask, out, n_rep, value)
     for fn in _listeners:
         fn(event)
     return out.transpose(1, 2).contiguous(), None
