@@ -9,6 +9,7 @@ to a model (gate statistics only for gated models).
 from __future__ import annotations
 
 from .base import Probe
+from .contribution import Contribution
 from .gates import Gates
 from .massive import Massive
 from .perplexity import Perplexity
@@ -18,7 +19,7 @@ from .received import Received
 from .sink import Sink
 
 METRICS: dict[str, type[Probe]] = {p.name: p for p in (Sink, Massive, Gates, Rank, Perplexity, Queries,
-                                                          Received)}
+                                                          Received, Contribution)}
 
 
 def standard_probes(loaded, options: dict[str, dict] | None = None) -> list[Probe]:
