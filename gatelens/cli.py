@@ -47,6 +47,25 @@ class _Group(typer.core.TyperGroup):
     def get_params(self, ctx):
         return _untyped_flags(super().get_params(ctx))
 
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        """A usage mistake (bad value, unknown option, missing argument) is one line on stderr, exit 2, like
+        every other user mistake, instead of click's boxed usage message."""
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        try:
+            rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except typer.Abort:
+            print("aborted", file=sys.stderr)
+            sys.exit(1)
+        except typer.TyperException as e:  # typer's own click: UsageError, BadParameter, NoSuchOption ...
+            if not hasattr(e, "format_message"):
+                raise
+            where = e.ctx.command_path if getattr(e, "ctx", None) is not None else "gatelens"
+            message = " ".join(e.format_message().split())
+            print(f"error: {message} (see `{where} --help`)", file=sys.stderr)
+            sys.exit(getattr(e, "exit_code", 2))
+        sys.exit(rv if isinstance(rv, int) else 0)
+
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, cls=_Group,
                   help="Measure what a sigmoid gate after SDPA changes inside a language model.")
@@ -174,6 +193,13 @@ def check_writable(out: Path) -> None:
         probe = probe.parent
     if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
         raise GatelensError(f"cannot write to {out} ({probe} is not writable); choose another --out")
+    import tempfile
+
+    try:  # permissions are not the whole story (read-only file systems, /proc, quotas): try it
+        with tempfile.TemporaryFile(dir=probe):
+            pass
+    except OSError as e:
+        raise GatelensError(f"cannot write to {out} ({probe}: {e.strerror or e}); choose another --out") from None
 
 
 def _quiet_libraries() -> None:
@@ -259,22 +285,26 @@ def publish(command: str, loaded, result, opts: Measuring, out: Path, extra: dic
     payload = {**result.to_dict(), **(extra or {}),
                "provenance": report.provenance(result.settings, [loaded.info.to_dict()])}
 
+    view = result.display()
+    caption = (f"{view['title']}; model fingerprint {loaded.info.fingerprint}"
+               if isinstance(view, dict) and view.get("title") else None)
+
     def fill(w):
         for stem, df in result.tables().items():
-            w.table(stem, df)
+            w.table(stem, df, caption)
         for stem, fig in plots.figures(result).items():
             w.figure(stem, fig)
         w.json(f"{command}.json", payload)
 
     files = _write(out, fill, payload, opts.json_out)
     if files is not None:
-        show(result.display())
+        show(view)
         out_console.print(f"wrote {len(files)} files to {out}/")
 
 
 def seq_lens(value: str) -> list[int]:
     try:
-        lens = [int(x) for x in value.split(",") if x.strip()]
+        lens = [int(x) for x in value.split(",")]
     except ValueError:
         raise GatelensError(f"--seq-len {value!r}: give an integer or a comma list such as 256,1024") from None
     if not lens:
@@ -448,8 +478,13 @@ def compare_cli(models: Annotated[list[str], typer.Argument(help="BASELINE GATED
     df = c.to_frame()
     payload = {**c.to_dict(), "provenance": report.provenance(c.settings, [r.info for r in c.reports])}
 
+    what = (f"{c.settings['input']}, {c.settings.get('n_seqs', opts.n_seqs)} x {c.settings.get('seq_len', n)} tokens"
+            if not c.settings.get("inputs_differ") else
+            "INPUTS DIFFER: " + "; ".join(f"{i['model']} on {i['input']} ({i['n_seqs']} x {i['seq_len']})"
+                                          for i in c.settings["inputs"]))
+
     def fill(w):
-        w.table("compare", df)
+        w.table("compare", df, f"gatelens compare: {what}")
         w.figure("compare_sink_layers", sink_plots.per_layer([r.sink for r in c.reports]))
         w.figure("compare_massive_layers", massive_plots.per_layer([r.massive for r in c.reports]))
         w.figure("compare_rank_ov", rank_plots.per_layer([r.rank for r in c.reports], "ov_effective_rank"))
@@ -463,9 +498,6 @@ def compare_cli(models: Annotated[list[str], typer.Argument(help="BASELINE GATED
               "m_act_layer_mean": "M-Act (mean over layers)", "mean_gate": "mean gate score",
               "ov_effective_rank": "eff. rank W_V·W_O", "out_effective_rank": "eff. rank head outputs",
               "out_effective_rank_linearized": "  ... gate linearised", "perplexity": "perplexity"}
-    what = (f"{c.settings['input']}, {opts.n_seqs} x {n} tokens" if not c.settings.get("inputs_differ") else
-            "INPUTS DIFFER: " + "; ".join(f"{i['model']} on {i['input']} ({i['n_seqs']} x {i['seq_len']})"
-                                          for i in c.settings["inputs"]))
     names = [Path(m).name or m for m in df["model"]]
     prefix = os.path.commonprefix(names)
     prefix = prefix[: prefix.rfind("-") + 1] if len(names) > 2 else ""  # ablate-none, ablate-value -> none, value
@@ -528,7 +560,10 @@ def train_config_from_options(config: Path | None = None, **options):
     settings.update(given)
     if "out" not in settings:
         raise GatelensError("no output folder: pass --out DIR (or set out in the --config file)")
-    return TrainConfig(**settings)
+    cfg = TrainConfig(**settings)
+    check_device(cfg.device)
+    check_writable(Path(cfg.out))
+    return cfg
 
 
 @command("train")

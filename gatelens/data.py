@@ -49,12 +49,17 @@ def dataset_text(name: str) -> str:
 
 def read_text(path: str | Path) -> str:
     p = Path(path)
+    if p.is_dir():
+        raise GatelensError(f"{path} is a folder, not a text file; pass one UTF-8 text file")
     if not p.is_file():
         raise GatelensError(f"text file {path} not found")
     try:
-        return p.read_text(encoding="utf-8")
+        text = p.read_text(encoding="utf-8")
     except UnicodeDecodeError:
         raise GatelensError(f"{path} is not UTF-8 text; convert it with iconv or pass another file") from None
+    if not text.strip():
+        raise GatelensError(f"{path} is empty" + (" (only whitespace)" if text else "") + "; pass a file with text")
+    return text
 
 
 def check_length(seq_len: int, max_context: int | None) -> None:

@@ -54,9 +54,10 @@ class Writer:
         self.names.append(name)
         return self.staging / name
 
-    def table(self, stem: str, df: pd.DataFrame) -> None:
+    def table(self, stem: str, df: pd.DataFrame, caption: str | None = None) -> None:
+        """CSV and Markdown; the Markdown opens with `caption` (what was measured) when given."""
         df.to_csv(self.path(f"{stem}.csv"), index=False, float_format="%.6g", lineterminator="\n")
-        self.path(f"{stem}.md").write_text(markdown(df))
+        self.path(f"{stem}.md").write_text((f"{caption}\n\n" if caption else "") + markdown(df))
 
     def json(self, name: str, obj: dict) -> None:
         self.path(name).write_text(json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")

@@ -92,3 +92,31 @@ def _sharpen(model) -> None:
         for name, p in model.named_parameters():
             if name.endswith(("q_proj.weight", "c_attn.weight", "query_key_value.weight")):
                 p.mul_(8.0)
+
+
+def make_gguf(path: Path, arch: str = "llama", tokenizer: bool = True) -> Path:
+    """A minimal GGUF file (metadata plus one embedding tensor), enough for gatelens' checks that run before
+    any dequantizing: its architecture and whether a tokenizer is inside."""
+    import gguf
+    import numpy as np
+
+    w = gguf.GGUFWriter(str(path), arch)
+    w.add_block_count(1)
+    w.add_context_length(64)
+    w.add_embedding_length(8)
+    w.add_feed_forward_length(16)
+    w.add_head_count(2)
+    w.add_layer_norm_rms_eps(1e-6)
+    w.add_rope_freq_base(10000.0)
+    if tokenizer:
+        w.add_tokenizer_model("gpt2")
+        w.add_token_list(["a", "b", "c", "d"])
+        w.add_token_types([1, 1, 1, 1])
+        w.add_token_merges([])
+        w.add_bos_token_id(0)
+    w.add_tensor("token_embd.weight", np.zeros((4, 8), dtype=np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return path

@@ -418,6 +418,9 @@ def load(spec: str, *, device: str = "cpu", dtype: str = "float32", device_map: 
         model_type = cfg_dict["model_type"]
     else:
         mt = cfg_dict.get("model_type")
+        if not mt:
+            raise GatelensError(f"{spec}/config.json has no model_type; save the model with "
+                                "model.save_pretrained(folder), which writes it")
         if not supported_model_type(mt):
             raise GatelensError(f"unsupported architecture {mt!r} in {spec}; gatelens supports: "
                                 + ", ".join(supported_model_types()))
