@@ -1,0 +1,127 @@
+"""Ablations through gatelens' attention function against references built without it.
+
+sink: transformers' eager attention with key 0 masked for queries >= 1 (a reference attention function, registered
+the documented way); sink-value: the eager model with v_proj's output zeroed at position 0; gate-one: the paper-format
+model with its gate rows set to a constant logit of 100 (sigmoid 1); gate-mean: the scores the gate hands on."""
+
+import json
+
+import pytest
+import torch
+from transformers import AttentionInterface, AutoModelForCausalLM
+from transformers.masking_utils import AttentionMaskInterface, eager_mask
+
+import gatelens
+from factories import TEXT
+from gatelens.ablate import Ablation, ablate, parse_layers, without_sink
+
+
+def test_without_sink_hides_key_zero_from_later_queries_only():
+    m = without_sink(None, True, 3, 3, "cpu")[0, 0]
+    assert m.tolist() == [[True, False, False], [False, True, False], [False, True, True]]
+    add = without_sink(torch.zeros(1, 1, 3, 3), False, 3, 3, "cpu")[0, 0]
+    assert torch.isinf(add[1:, 0]).all() and add[0, 0] == 0
+
+
+def _nosink_attention(module, query, key, value, attention_mask, **kw):
+    from transformers.models.llama.modeling_llama import eager_attention_forward
+
+    mask = attention_mask.clone()
+    mask[..., 1:, 0] = float("-inf")
+    return eager_attention_forward(module, query, key, value, mask, **kw)
+
+
+AttentionInterface.register("ref_nosink", _nosink_attention)
+AttentionMaskInterface.register("ref_nosink", eager_mask)
+
+
+def _loss(logits, ids):
+    return float(torch.nn.functional.cross_entropy(logits[:, :-1].transpose(1, 2), ids[:, 1:]))
+
+
+def _inputs(loaded, n=32, k=2):
+    return gatelens.prepare_inputs(loaded, text=TEXT, seq_len=n, n_seqs=k)
+
+
+@pytest.mark.parametrize("kind", ["llama", "qwen3_sliding"])
+def test_sink_removal_in_all_layers_equals_masked_eager(kind, tiny_dir):
+    folder = tiny_dir(kind)
+    loaded = gatelens.load(str(folder))
+    inputs = _inputs(loaded)
+    ids = torch.stack(inputs.seqs)
+    r = ablate(loaded, "sink", [], inputs=inputs, batch_size=2)
+    ref = AutoModelForCausalLM.from_pretrained(folder, attn_implementation="ref_nosink").eval()
+    plain = AutoModelForCausalLM.from_pretrained(folder, attn_implementation="eager").eval()
+    with torch.no_grad():
+        want, clean = _loss(ref(ids).logits, ids), _loss(plain(ids).logits, ids)
+    assert [x.layers for x in r.runs] == ["", "all"]
+    assert r.runs[0].loss == pytest.approx(clean, abs=1e-5)
+    assert r.runs[1].loss == pytest.approx(want, abs=1e-5)
+    assert r.runs[1].loss_change == pytest.approx(want - clean, abs=1e-5)
+    assert r.runs[1].f_attn == 0.0                        # no query >= 1 sees key 0 any more
+
+
+def test_value_removal_in_one_layer_equals_zeroed_v_proj(tiny_dir):
+    folder = tiny_dir("llama")
+    loaded = gatelens.load(str(folder))
+    inputs = _inputs(loaded)
+    ids = torch.stack(inputs.seqs)
+    r = ablate(loaded, "sink-value", [1], all_layers=False, inputs=inputs, batch_size=1)
+    ref = AutoModelForCausalLM.from_pretrained(folder, attn_implementation="eager").eval()
+
+    def zero_first(module, args, out):
+        out = out.clone()
+        out[:, 0] = 0
+        return out
+
+    ref.model.layers[1].self_attn.v_proj.register_forward_hook(zero_first)
+    with torch.no_grad():
+        want = _loss(ref(ids).logits, ids)
+    assert [x.layers for x in r.runs] == ["", "1"]
+    assert r.runs[1].loss == pytest.approx(want, abs=1e-5)
+    assert r.runs[1].f_attn_layers == pytest.approx(r.runs[0].f_attn_layers, abs=1e-5)  # attention unchanged
+
+
+def test_gate_one_equals_constant_gate_rows(tiny_dir, tmp_path):
+    from gatelens.models.gated import gate_rows
+
+    folder = tiny_dir("paper_elementwise")
+    loaded = gatelens.load(str(folder))
+    inputs = _inputs(loaded)
+    ids = torch.stack(inputs.seqs)
+    r = ablate(loaded, "gate-one", [], inputs=inputs, batch_size=2)
+    cfg = json.loads((folder / "config.json").read_text())
+    ref = gatelens.load(str(folder)).model
+    _, _, rows = gate_rows("elementwise", cfg["num_attention_heads"], cfg["num_key_value_heads"], cfg["head_dim"])
+    with torch.no_grad():
+        for layer in ref.model.layers:
+            layer.self_attn.q_proj.weight[rows] = 0
+            layer.self_attn.q_proj.bias[rows] = 100.0
+        want = _loss(ref(ids).logits, ids)
+    assert r.runs[-1].loss == pytest.approx(want, abs=1e-5)
+
+
+def test_gate_mean_hands_on_each_sequences_mean_score(tiny_dir):
+    from gatelens.data import Batch
+
+    loaded = gatelens.load(str(tiny_dir("paper_headwise")))
+    probe = Ablation("gate-mean", [0])
+    probe.batch = Batch(torch.zeros(2, 5, dtype=torch.long), torch.tensor([5, 3]), None)
+    hook = probe._gate_hook(loaded)
+    logits = torch.randn(2, 5, 4, 1)
+    s = torch.sigmoid(hook(None, None, logits))
+    torch.testing.assert_close(s[0], torch.sigmoid(logits[0]).mean(0, keepdim=True).expand(5, 4, 1))
+    torch.testing.assert_close(s[1], torch.sigmoid(logits[1, :3]).mean(0, keepdim=True).expand(5, 4, 1))
+
+
+def test_user_errors_are_one_line(tiny_dir):
+    loaded = gatelens.load(str(tiny_dir("llama")))
+    with pytest.raises(gatelens.GatelensError, match="no gate"):
+        ablate(loaded, "gate-one", n_seqs=1, seq_len=8)
+    with pytest.raises(gatelens.GatelensError, match="attention layers are 0,1"):
+        ablate(loaded, "sink", [5], n_seqs=1, seq_len=8)
+    with pytest.raises(gatelens.GatelensError, match="--what"):
+        ablate(loaded, "sinks", n_seqs=1, seq_len=8)
+    with pytest.raises(gatelens.GatelensError, match="comma list"):
+        parse_layers("one,two")
+    assert parse_layers("0,2") == ([0, 2], False) and parse_layers(None) == (None, True)
