@@ -401,6 +401,67 @@ def sink_cli(model: Model, eps: Eps = 0.3, *, opts: Measuring):
         out_console.print(f"wrote {len(files)} files to {out}/")
 
 
+@command("sinks")
+@user_errors
+@measuring
+def sinks_cli(model: Model,
+              top_k: Annotated[int, typer.Option(min=1, help="top keys per layer and head")] = 5,
+              min_queries: Annotated[int, typer.Option(min=1, help="rank only keys seen by at least this many "
+                                                                   "queries")] = 16,
+              *, opts: Measuring):
+    """Which tokens are sinks (attention received per key, top keys, sink tokens) and what they contribute
+    (value norms, norm-weighted F-Attn)."""
+    from .metrics.received import check_received_options
+    from .sinks import sinks
+
+    check_received_options(top_k, min_queries)
+    out = opts.output("sinks", model)
+    loaded = opts.load(model)
+    inputs = opts.inputs(loaded)
+    if inputs.shortfall:
+        err_console.print(f"note: {escape(inputs.shortfall)}", highlight=False, soft_wrap=True)
+    with progress(f"sinks {loaded.info.spec} @ {inputs.seq_len}") as bar:
+        task = bar.add_task("", total=len(inputs.seqs))
+        r = sinks(loaded, inputs, top_k=top_k, min_queries=min_queries, batch_size=opts.batch_size,
+                  on_batch=lambda k: bar.advance(task, k))
+    publish("sinks", loaded, r, opts, out)
+
+
+ABLATIONS = ("sink", "sink-value", "gate-mean", "gate-one")  # gatelens.ablate.WHAT, without importing torch
+
+
+@command("ablate")
+@user_errors
+@measuring
+def ablate_cli(model: Model,
+               what: Annotated[str, typer.Option("--what", metavar="[" + "|".join(ABLATIONS) + "]",
+                                                 help="remove the sink (key 0 masked), its value, or replace the "
+                                                      "gate by its mean over tokens / by 1")] = "sink",
+               layers: Annotated[Optional[str], typer.Option(
+                   "--layers", metavar="each|all|N[,N...]",
+                   help="each layer alone then all at once (each, default), all at once only, or these layers "
+                        "one at a time")] = None,
+               *, opts: Measuring):
+    """Causal tests, one forward each: loss change, F-Attn and M-Act with the sink or the gate ablated."""
+    from .ablate import ablate, parse_layers
+
+    if what not in ABLATIONS:
+        raise GatelensError(f"--what {what!r}: use one of {', '.join(ABLATIONS)}")
+    chosen, whole = parse_layers(layers)
+    out = opts.output("ablate", model)
+    loaded = opts.load(model)
+    inputs = opts.inputs(loaded)
+    if inputs.shortfall:
+        err_console.print(f"note: {escape(inputs.shortfall)}", highlight=False, soft_wrap=True)
+    with progress(f"ablate {what} {loaded.info.spec}") as bar:
+        def on_run(name):
+            task = bar.add_task(name, total=len(inputs.seqs))
+            return lambda k: bar.advance(task, k)
+
+        r = ablate(loaded, what, chosen, all_layers=whole, inputs=inputs, batch_size=opts.batch_size, on_run=on_run)
+    publish("ablate", loaded, r, opts, out)
+
+
 @command("massive")
 @user_errors
 @measuring
@@ -786,14 +847,20 @@ def zoo_cli(json_out: Json = False):
     if json_out:
         emit_json({"models": rows})
         return
+    wide = out_console.width >= 120  # else the descriptions follow the table, so no name is ever cut
     table = Table(title="gatelens zoo (load any of these by name)")
-    for col in ("name", "gate", "params", "F-Attn"):
-        table.add_column(col, no_wrap=True, justify="left" if col in ("name", "gate") else "right")
-    table.add_column("what it is", ratio=1, overflow="fold")
+    for col in ("name", "gate", "params", "F-Attn") + (("kind", "what it is") if wide else ()):
+        table.add_column(col, no_wrap=col != "what it is", ratio=1 if col == "what it is" else None,
+                         justify="right" if col in ("params", "F-Attn") else "left")
     for r in rows:
-        table.add_row(r["name"], r["gate"], f"{r['params']:,}", "" if r.get("f_attn") is None else f"{r['f_attn']:.3f}",
-                      f"{r['kind']}: {r['description']}")
+        n = r["params"]
+        params = f"{n:,}" if wide else f"{n / 1e6:.1f}M" if n >= 1e6 else f"{n / 1e3:.0f}K"
+        cells = [r["name"], r["gate"], params, "" if r.get("f_attn") is None else f"{r['f_attn']:.3f}"]
+        table.add_row(*cells, *([r["kind"], r["description"]] if wide else []))
     out_console.print(table)
+    if not wide:
+        for r in rows:
+            out_console.print(f"[bold]{r['name']}[/bold] ({r['kind']}): {escape(r['description'])}", highlight=False)
 
 
 @command("cache")

@@ -328,3 +328,16 @@ def test_cache_command_lists_and_clears(tmp_path, monkeypatch):
     r = run("cache", "--clear", "--json")
     assert r.exit_code == 0, r.output
     assert not (tmp_path / "cache" / "gguf" / "x").exists()
+
+
+def test_zoo_fits_80_columns_without_cutting_a_name(monkeypatch):
+    from gatelens import cli
+    from gatelens.models import zoo
+
+    monkeypatch.setattr(cli.out_console, "width", 80)
+    r = run("zoo")
+    assert r.exit_code == 0, r.output
+    assert max(len(line) for line in r.stdout.splitlines()) <= 80
+    table_rows = [line for line in r.stdout.splitlines() if line.startswith("│")]
+    for entry in zoo.entries():
+        assert any(line.split("│")[1].strip() == entry["name"] for line in table_rows), entry["name"]
