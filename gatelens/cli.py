@@ -406,8 +406,9 @@ def sink_cli(model: Model, eps: Eps = 0.3, *, opts: Measuring):
 @measuring
 def sinks_cli(model: Model,
               top_k: Annotated[int, typer.Option(min=1, help="top keys per layer and head")] = 5,
-              min_queries: Annotated[int, typer.Option(min=1, help="rank only keys seen by at least this many "
-                                                                   "queries")] = 16,
+              min_queries: Annotated[Optional[int], typer.Option(
+                  min=1, help="rank only keys seen by at least this many queries (default: a quarter of the "
+                              "sequence's)")] = None,
               *, opts: Measuring):
     """Which tokens are sinks (attention received per key, top keys, sink tokens) and what they contribute
     (value norms, norm-weighted F-Attn)."""

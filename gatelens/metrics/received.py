@@ -11,7 +11,8 @@ at most TILE elements per KV group) and turns them into weights with the per-que
 kernel already returned, a_ij = exp(scale q_i.k_j + mask_ij - lse_i). Tiles wholly above the causal
 diagonal or outside the mask are skipped.
 
-Keys seen by fewer than `min_queries` counted queries (the last positions of a sequence) are not ranked:
+Top keys per head are distinct positions, each with the sequence where it received most. Keys seen by fewer
+than `min_queries` counted queries (default: a quarter of the sequence's; the last positions) are not ranked:
 their mean is over too few queries (a local head's diagonal weight would make the last key its top key).
 `Received` streams, per layer and head, the per-position sums (the profile over positions), the top-k
 (sequence, position) keys, how often the top key is not position 0, and per token id the attention its
@@ -32,7 +33,7 @@ from .sink import query_mask
 Tensor = torch.Tensor
 TILE = 1 << 20          # logits per tile and KV group (4 MiB in fp32); a few temporaries of this size live at once
 DEFAULT_TOP_K = 5
-DEFAULT_MIN_QUERIES = 16
+DEFAULT_MIN_QUERIES = None   # a quarter of each sequence's counted queries
 
 
 def _allowed_tile(mask: Tensor | None, heads: slice, qs: int, qe: int, ks: int, ke: int, off: int,
@@ -106,12 +107,14 @@ def received_reference(pattern: Tensor, allowed: Tensor, lengths: Tensor | None 
     return torch.where(keep, pattern.double(), 0.0).sum(2), keep.double().sum(2)
 
 
-def ranked_keys(cnt: Tensor, lengths: Tensor, min_queries: int) -> Tensor:
+def ranked_keys(cnt: Tensor, lengths: Tensor, min_queries: int | None) -> Tensor:
     """Which keys are ranked, bool [b, h, nk]: real positions seen by >= min(min_queries, the most any key
-    of that sequence and head is seen by) counted queries."""
+    of that sequence and head is seen by) counted queries; min_queries None: a quarter of the sequence's queries."""
     nk = cnt.shape[-1]
-    real = torch.arange(nk, device=cnt.device)[None, None, :] < lengths.to(cnt.device)[:, None, None]
-    need = torch.clamp(cnt.amax(-1, keepdim=True), max=float(min_queries)).clamp(min=1.0)
+    lengths = lengths.to(cnt.device)
+    real = torch.arange(nk, device=cnt.device)[None, None, :] < lengths[:, None, None]
+    want = ((lengths - 1) // 4).clamp(min=1).double()[:, None, None] if min_queries is None else float(min_queries)
+    need = torch.minimum(cnt.amax(-1, keepdim=True), torch.as_tensor(want, dtype=cnt.dtype)).clamp(min=1.0)
     return real & (cnt >= need)
 
 
@@ -125,22 +128,24 @@ def _pad_sum(a: Tensor, b: Tensor) -> Tensor:
 
 
 def _top_per_head(k: int):
-    """Reducer keeping, per head, the k largest (received, head, seq, pos, token id), ties in a fixed order."""
+    """Reducer keeping, per head, the k positions with the largest received (value, head, seq, pos, token id),
+    each position once (its best sequence), ties in a fixed order."""
     def reduce(a, b):
         rows = sorted(a + b, key=lambda t: (t[1], -t[0], t[2], t[3]))
-        out, seen = [], {}
+        out, kept = [], set()
         for r in rows:
-            seen[r[1]] = seen.get(r[1], 0) + 1
-            if seen[r[1]] <= k:
-                out.append(r)
+            if (r[1], r[3]) in kept or sum(1 for h, _ in kept if h == r[1]) >= k:
+                continue
+            kept.add((r[1], r[3]))
+            out.append(r)
         return out
     return reduce
 
 
-def check_received_options(top_k: int, min_queries: int) -> None:
+def check_received_options(top_k: int, min_queries: int | None) -> None:
     if top_k < 1:
         raise GatelensError(f"--top-k {top_k}: give at least 1")
-    if min_queries < 1:
+    if min_queries is not None and min_queries < 1:
         raise GatelensError(f"--min-queries {min_queries}: give at least 1 (keys seen by fewer queries are not ranked)")
 
 
@@ -151,7 +156,7 @@ class Received(Probe):
     listens_to_attention = True
     standard = False
 
-    def __init__(self, top_k: int = DEFAULT_TOP_K, min_queries: int = DEFAULT_MIN_QUERIES):
+    def __init__(self, top_k: int = DEFAULT_TOP_K, min_queries: int | None = DEFAULT_MIN_QUERIES):
         super().__init__()
         check_received_options(top_k, min_queries)
         self.top_k, self.min_queries = top_k, min_queries

@@ -1,0 +1,51 @@
+"""Figures for `gatelens ablate`: loss change per ablated layer, and F-Attn per layer with and without it."""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import numpy as np
+
+from . import style
+
+
+def loss_change(results: list):
+    """Loss change (nats per token) of each single-layer ablation and of all layers at once, one bar group per model."""
+    style.apply()
+    fig, ax = plt.subplots(figsize=(style.COLUMN_WIDTH * 1.4, 2.6))
+    labels = list(dict.fromkeys(r.layers for res in results for r in res.runs[1:]))
+    width = 0.8 / max(1, len(results))
+    for i, res in enumerate(results):
+        by = {r.layers: r.loss_change for r in res.runs[1:]}
+        xs = np.arange(len(labels)) + (i - (len(results) - 1) / 2) * width
+        ax.bar(xs, [by.get(label, np.nan) for label in labels], width=width, color=style.color(i),
+               label=f"{style.short_label(res.model)} (loss {res.clean.loss:.3f})")
+    ax.axhline(0, color="grey", lw=0.8)
+    ax.set_xticks(range(len(labels)), labels)
+    ax.set_xlabel("ablated layer")
+    ax.set_ylabel("loss change (nats / token)")
+    what = results[0].settings["what"]
+    ax.set_title(f"Ablation: {what}\n{style.input_line(results[0].settings)}")
+    ax.legend(frameon=False, fontsize=6)
+    fig.tight_layout()
+    return fig
+
+
+def f_attn_layers(result):
+    """F-Attn per layer of the unablated model and under the all-layer ablation (or the last one run)."""
+    style.apply()
+    fig, ax = plt.subplots(figsize=(style.COLUMN_WIDTH * 1.3, 2.4))
+    layers = result.model["attention_layers"]
+    for i, r in enumerate([result.clean, result.runs[-1]] if len(result.runs) > 1 else [result.clean]):
+        name = "unablated" if r.what == "none" else f"{r.what} in layer(s) {r.layers}"
+        ax.plot(layers, r.f_attn_layers, marker="o", ms=3, color=style.color(i), label=f"{name}: {r.f_attn:.3f}")
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("layer")
+    ax.set_ylabel("F-Attn")
+    ax.set_title(f"F-Attn under ablation, {style.short_label(result.model)}")
+    ax.legend(frameon=False, fontsize=6)
+    fig.tight_layout()
+    return fig
+
+
+def figures(result) -> dict:
+    return {"ablate_loss": loss_change([result]), "ablate_f_attn": f_attn_layers(result)}
