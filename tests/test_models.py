@@ -75,7 +75,8 @@ def paper_forward(sd, cfg, ids):
 
     H, K, d, eps = cfg["num_attention_heads"], cfg["num_key_value_heads"], cfg["head_dim"], cfg["rms_norm_eps"]
     G = H // K
-    headwise = cfg["headwise_attn_output_gate"]
+    headwise = cfg.get("headwise_attn_output_gate", False)
+    gated = headwise or cfg.get("elementwise_attn_output_gate", False) or cfg.get("gate", "none") != "none"
     b, n = ids.shape
     x = sd["model.embed_tokens.weight"][ids]
     patterns = []
@@ -88,8 +89,11 @@ def paper_forward(sd, cfg, ids):
         p = f"model.layers.{i}."
         h = _rms(x, p + "input_layernorm.weight", eps)
         q = lin(p + "self_attn.q_proj", h).view(b, n, K, -1)
-        q, gate = torch.split(q, [d * G, (1 if headwise else d) * G], dim=-1)   # per KV group: [queries | gates]
-        gate = gate.reshape(b, n, H, 1 if headwise else d)
+        if gated:
+            q, gate = torch.split(q, [d * G, (1 if headwise else d) * G], dim=-1)   # per KV group: [queries | gates]
+            gate = gate.reshape(b, n, H, 1 if headwise else d)
+        else:
+            gate = torch.full((b, n, H, 1), float("inf"), dtype=q.dtype)          # sigmoid(inf) = 1: no gate
         q = q.reshape(b, n, H, d).transpose(1, 2)
         k = lin(p + "self_attn.k_proj", h).view(b, n, K, d).transpose(1, 2)
         v = lin(p + "self_attn.v_proj", h).view(b, n, K, d).transpose(1, 2)
@@ -190,3 +194,61 @@ def test_native_build_ties_embeddings_when_the_config_says_so():
     for tie in (True, False):
         m = native.build(paper_config("elementwise", tie_word_embeddings=tie))
         assert (m.lm_head.weight.data_ptr() == m.model.embed_tokens.weight.data_ptr()) is tie
+
+
+@pytest.mark.parametrize("group", [1, 2, 4])
+@pytest.mark.parametrize("qk_norm", [True, False])
+@pytest.mark.parametrize("qkv_bias", [True, False])
+@pytest.mark.parametrize("gate", ["none", "headwise", "elementwise"])
+def test_paper_format_every_flag_matches_eager(gate, qkv_bias, qk_norm, group, tmp_path):
+    """The paper's format goes through gatelens' own build with or without a gate: `qkv_bias` is a bias on
+    q, k, v and o, `use_qk_norm: false` means no q/k norms; logits and F-Attn as its eager forward, to 1e-5."""
+    from safetensors.torch import load_file
+
+    from factories import make_paper
+
+    folder = make_paper(gate, tmp_path / "m", qkv_bias=qkv_bias, use_qk_norm=qk_norm,
+                        num_attention_heads=4, num_key_value_heads=4 // group)
+    cfg = json.loads((folder / "config.json").read_text())
+    sd = load_file(str(folder / "model.safetensors"))
+    assert ("model.layers.0.self_attn.o_proj.bias" in sd) is qkv_bias
+    assert ("model.layers.0.self_attn.q_norm.weight" in sd) is qk_norm
+    loaded = gatelens.load(str(folder))
+    assert loaded.family.native and loaded.info.gate == gate
+    inputs = _inputs(loaded, n=24, k=2)
+    ids = torch.stack(inputs.seqs)
+    want, patterns = paper_forward(sd, cfg, ids)
+    with torch.no_grad():
+        got = loaded.model(ids).logits
+    torch.testing.assert_close(got.double(), want, atol=1e-5, rtol=0)
+    result = gatelens.sink(loaded, inputs, batch_size=2)
+    for ly, pattern in zip(result.layers, patterns, strict=True):
+        torch.testing.assert_close(torch.tensor(ly.heads["f_attn"], dtype=torch.float64),
+                                   f_attn_reference(pattern).double(), atol=1e-5, rtol=0)
+
+
+def _tamper(folder, fn):
+    from safetensors.torch import load_file, save_file
+
+    path = folder / "model.safetensors"
+    sd = load_file(str(path))
+    fn(sd)
+    save_file(sd, str(path), metadata={"format": "pt"})
+
+
+@pytest.mark.parametrize("family", ["llama", "paper_elementwise"])
+@pytest.mark.parametrize("change", ["missing", "extra", "shape"])
+def test_checkpoint_not_matching_its_config_is_one_line(family, change, tiny_dir, tmp_path):
+    import shutil
+
+    folder = tmp_path / "bad"
+    shutil.copytree(tiny_dir(family), folder)
+    key = "model.layers.1.self_attn.k_proj.weight"
+    edits = {"missing": lambda sd: sd.pop(key),
+             "extra": lambda sd: sd.__setitem__("model.layers.1.self_attn.extra.weight", torch.zeros(3)),
+             "shape": lambda sd: sd.__setitem__(key, sd[key][:-1])}
+    _tamper(folder, edits[change])
+    words = {"missing": "missing", "extra": "unexpected", "shape": "shape"}[change]
+    with pytest.raises(gatelens.GatelensError, match=words) as e:
+        gatelens.load(str(folder))
+    assert "\n" not in str(e.value) and ("extra" in str(e.value) or key in str(e.value))

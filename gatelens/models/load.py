@@ -357,8 +357,8 @@ def _attention_layers(cfg, family: Family, n_layers: int) -> list[int]:
 
 def native_family(gate: str) -> Family:
     """The family row of a Qwen3 that gatelens builds itself (models/native.py), for its gate."""
-    if gate == "none":
-        return FAMILIES["qwen3"]
+    if gate == "none":  # still gatelens' build (paper format without a gate, or its own norm-free twins)
+        return replace(FAMILIES["qwen3"], native=True)
     return replace(FAMILIES["qwen3_gated"], gate=gate, gate_module=GATE_KINDS[gate].module)
 
 
@@ -384,6 +384,44 @@ def model_info(spec: str, family: Family, model_type: str, config, tokenizer, co
         final_norm=bool((config_json or {}).get("final_norm", True)), eval_data=(config_json or {}).get("gatelens_eval"),
         fingerprint=fingerprint, dtype=dtype, device=device, path=path,
     )
+
+
+def strict_from_pretrained(auto_class, folder: Path, spec: str, **kw) -> nn.Module:
+    """`from_pretrained`, then: every checkpoint tensor used, every parameter loaded, every shape as the config says.
+
+    transformers only prints a load report and initialises what is missing at random; a measurement on such a
+    model is silently wrong, so any missing, unexpected or mismatched key is one line naming the first ones."""
+    from transformers.utils import logging as hf_logging
+
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # the load report: we raise on what it would list
+    try:
+        model, info = auto_class.from_pretrained(str(folder), output_loading_info=True, ignore_mismatched_sizes=True,
+                                                 **kw)
+    finally:
+        hf_logging.set_verbosity(level)
+    problems = []
+    if info.get("mismatched_keys"):
+        key, got, want = sorted(info["mismatched_keys"], key=lambda m: m[0])[0]
+        problems.append(f"{key} has shape {tuple(got)} where the config implies {tuple(want)}"
+                        + _more(info["mismatched_keys"]))
+    if info.get("missing_keys"):
+        problems.append(f"weights missing for {_first(info['missing_keys'])}")
+    if info.get("unexpected_keys"):
+        problems.append(f"unexpected tensors {_first(info['unexpected_keys'])} that the config does not describe")
+    if problems:
+        raise GatelensError(f"{spec} does not match its config.json: " + "; ".join(problems)
+                            + "; fix config.json (head counts, gate flags) or re-save the checkpoint")
+    return model
+
+
+def _first(keys, n: int = 2) -> str:
+    keys = sorted(keys)
+    return ", ".join(keys[:n]) + _more(keys, n)
+
+
+def _more(keys, n: int = 1) -> str:
+    return f" (and {len(keys) - n} more)" if len(keys) > n else ""
 
 
 def load(spec: str, *, device: str = "cpu", dtype: str = "float32", device_map: dict | str | None = None,
@@ -427,8 +465,8 @@ def load(spec: str, *, device: str = "cpu", dtype: str = "float32", device_map: 
         try:
             kw = {} if device_map is None else {"device_map": device_map,
                                                 "offload_folder": str(cache_dir() / "offload")}
-            model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch_dtype,
-                                                         attn_implementation=attention.ATTN_NAME, **kw)
+            model = strict_from_pretrained(AutoModelForCausalLM, folder, spec, dtype=torch_dtype,
+                                           attn_implementation=attention.ATTN_NAME, **kw)
         except GatelensError:
             raise
         except Exception as e:  # transformers raises OSError/ValueError/SafetensorError/... for bad folders

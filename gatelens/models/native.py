@@ -26,6 +26,8 @@ from .gated import GATES, add_gates
 NATIVE_MODEL_TYPE = "gatelens"
 _EXTRA_KEYS = ("gate", "final_norm", "headwise_attn_output_gate", "elementwise_attn_output_gate", "qkv_bias",
                "use_qk_norm", "model_type", "architectures", "gatelens_eval", "auto_map", "pre_norm")
+# Keys only the paper's modeling_qwen3.py reads: any of them in a "qwen3" config means its format.
+PAPER_KEYS = ("headwise_attn_output_gate", "elementwise_attn_output_gate", "qkv_bias", "use_qk_norm")
 
 
 def native_gate(cfg: dict) -> str | None:
@@ -35,11 +37,17 @@ def native_gate(cfg: dict) -> str | None:
         if gate not in GATES:
             raise GatelensError(f"config.json has gate {gate!r}; expected one of {', '.join(GATES)}")
         return gate
-    if cfg.get("model_type") == "qwen3":
+    if cfg.get("model_type") == "qwen3" and any(k in cfg for k in PAPER_KEYS):
+        # The paper's release format, gate or not: stock Qwen3 would drop its o_proj bias (`qkv_bias`) or add
+        # q/k norms it does not have (`use_qk_norm: false`) and measure a different model.
+        if cfg.get("headwise_attn_output_gate") and cfg.get("elementwise_attn_output_gate"):
+            raise GatelensError("config.json sets both headwise_attn_output_gate and elementwise_attn_output_gate; "
+                                "the paper's models have one gate: set the other to false")
         if cfg.get("headwise_attn_output_gate"):
             return "headwise"
         if cfg.get("elementwise_attn_output_gate"):
             return "elementwise"
+        return "none"
     return None
 
 
