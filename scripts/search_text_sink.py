@@ -77,6 +77,9 @@ def curve_rows(folder: Path) -> list[dict]:
 
 def write_record(work: Path) -> None:
     ledger = read_ledger(work)
+    if not ledger["runs"] and RECORD.exists() and "CPU time spent so far: 0.00 h" not in RECORD.read_text():
+        sys.exit(f"{work} holds no runs of this search (a fresh machine?): rewriting {RECORD.name} from it would "
+                 "erase the committed curves and CPU time; copy the earlier --work folder here first")
     lines = ["# Text-pair sink search (scripts/search_text_sink.py)", "",
              "Goal (issue #16, point 4): a recipe under which a small LM trained by gatelens on the shipped prose grows "
              f"a first-token sink, F-Attn >= {TARGET} (uniform causal attention over 256 tokens gives about 0.020). "
