@@ -559,7 +559,9 @@ def compare_cli(models: Annotated[list[str], typer.Argument(help="BASELINE GATED
     labels = {"f_attn": "F-Attn", "sink_rate": "sink rate", "m_act": "M-Act (max over layers)",
               "m_act_layer_mean": "M-Act (mean over layers)", "mean_gate": "mean gate score",
               "ov_effective_rank": "eff. rank W_V·W_O", "out_effective_rank": "eff. rank head outputs",
-              "out_effective_rank_linearized": "  ... gate linearised", "perplexity": "perplexity"}
+              "out_effective_rank_linearized": "  ... gate linearised", "perplexity": "perplexity",
+              "top_not_first": "heads whose top key is not 0", "f_attn_norm": "norm-weighted F-Attn",
+              "first_share": "key-0 share of head output", "first_share_gated": "  ... after the gate"}
     names = [Path(m).name or m for m in df["model"]]
     prefix = os.path.commonprefix(names)
     prefix = prefix[: prefix.rfind("-") + 1] if len(names) > 2 else ""  # ablate-none, ablate-value -> none, value

@@ -78,7 +78,7 @@ class Contribution(Probe):
 
     name = "contribution"
     listens_to_attention = True
-    standard = False
+    exact_with = frozenset({"learned_sink"})
 
     def attach(self, loaded):
         super().attach(loaded)
@@ -143,7 +143,7 @@ class Contribution(Probe):
 class ContributionResult(HeadResult):
     """Value drain and norm-weighted F-Attn per layer and head of one model on one input set."""
 
-    COLUMNS: ClassVar = ("f_attn_norm", "first_share", "first_share_gated", "value_ratio", "image_ratio")
+    COLUMNS: ClassVar = ("f_attn_norm", "first_share", "first_share_gated")
     RATIOS: ClassVar = ("f_attn_norm",)
 
     def columns(self) -> dict:

@@ -154,7 +154,7 @@ class Received(Probe):
 
     name = "received"
     listens_to_attention = True
-    standard = False
+    exact_with = frozenset({"learned_sink"})
 
     def __init__(self, top_k: int = DEFAULT_TOP_K, min_queries: int | None = DEFAULT_MIN_QUERIES):
         super().__init__()
@@ -211,13 +211,14 @@ class Received(Probe):
                                             "top_not_first": (a["top_not_first"] / a["n_seqs"].clamp(min=1)).tolist(),
                                             "top_received": [ts[0]["received"] if ts else float("nan") for ts in tops]},
                                     head_extra={"top": tops}))
-        tokens = self._token_rows(text)
+        tokens = self._token_rows(text, sum(ly.n_heads for ly in layers))
         return ReceivedResult(model=loaded.info.to_dict(),
                               settings={**settings, "top_k": self.top_k, "min_queries": self.min_queries},
                               layers=layers, tokens=tokens, profiles=profiles)
 
-    def _token_rows(self, text) -> list[dict]:
-        """Per token string (ids decoding alike merged): mean received over occurrences x layers x heads."""
+    def _token_rows(self, text, per: int) -> list[dict]:
+        """Per token string (ids decoding alike merged): mean received over occurrences x layers x heads; `per`:
+        the (layer, head) pairs, so that n / per is the number of its ranked occurrences."""
         t = self.acc.get("tokens")
         if t is None:
             return []
@@ -229,7 +230,8 @@ class Received(Probe):
             r[0] += float(tot[tid])
             r[1] += int(cnt[tid])
             r[2] += int(top[tid])
-        out = [{"token": k, "received": v[0] / v[1], "n": v[1], "top_heads": v[2]} for k, v in rows.items()]
+        out = [{"token": k, "received": v[0] / v[1], "occurrences": round(v[1] / max(per, 1)), "n": v[1],
+                "top_heads": v[2]} for k, v in rows.items()]
         return sorted(out, key=lambda r: (-r["received"], r["token"]))
 
 
@@ -241,7 +243,7 @@ class ReceivedResult(HeadResult):
     tokens: list[dict] = field(default_factory=list)
     profiles: dict = field(default_factory=dict)      # layer -> (sum over sequences [head, pos], counts [head, pos])
 
-    COLUMNS: ClassVar = ("received_first", "top_not_first")
+    COLUMNS: ClassVar = ("top_not_first",)
     RATIOS: ClassVar = ()
 
     @property
@@ -256,13 +258,17 @@ class ReceivedResult(HeadResult):
             return s / c.clamp(min=1)
         return torch.stack([self.profile(ly).mean(0) for ly in self.profiles]).mean(0)
 
-    def sink_tokens(self, k: int = 5, min_n: int = 1) -> list[dict]:
-        """The k token strings (positions >= 1) receiving the most attention, seen at least min_n times."""
-        return [r for r in self.tokens if r["n"] >= min_n][:k]
+    def sink_tokens(self, k: int = 5, min_occurrences: int = 5) -> list[dict]:
+        """The k token strings (positions >= 1, seen at least min_occurrences times) receiving most attention."""
+        return [r for r in self.tokens if r["occurrences"] >= min_occurrences][:k]
+
+    def top_key_tokens(self, k: int = 5) -> list[dict]:
+        """The k token strings (positions >= 1) that are most often a head's top key."""
+        return sorted([r for r in self.tokens if r["top_heads"]], key=lambda r: (-r["top_heads"], r["token"]))[:k]
 
     def headline(self) -> dict:
         return {"received_first": self.overall("received_first"), "top_not_first": self.top_not_first,
-                "sink_tokens": self.sink_tokens(10, min_n=max(1, self.settings.get("n_seqs", 1)))}
+                "sink_tokens": self.sink_tokens(10), "top_key_tokens": self.top_key_tokens(10)}
 
     def key_frame(self):
         """One row per (layer, head, rank) of the top keys."""
@@ -275,7 +281,7 @@ class ReceivedResult(HeadResult):
     def token_frame(self):
         import pandas as pd
 
-        return pd.DataFrame(self.tokens, columns=["token", "received", "n", "top_heads"])
+        return pd.DataFrame(self.tokens, columns=["token", "received", "occurrences", "n", "top_heads"])
 
     def position_frame(self):
         """Received per key position, mean over layers and heads, with the counted queries."""
@@ -297,14 +303,16 @@ class ReceivedResult(HeadResult):
 
     def display(self) -> dict:
         s = self.settings
-        sinks = ", ".join(f"{r['token']!r} {r['received']:.3f}" for r in self.sink_tokens(5, max(1, s.get("n_seqs", 1))))
+        sinks = ", ".join(f"{r['token']!r} {r['received']:.3f}" for r in self.sink_tokens(5))
+        tops = ", ".join(f"{r['token']!r} {r['top_heads']}" for r in self.top_key_tokens(5))
         return {"title": f"Attention received of {self.model['spec']} ({s['input']}, {s['n_seqs']} x {s['seq_len']})",
                 "frame": self.layer_frame(),
                 "columns": {"layer": "layer", "received_first": "received @0", "top_not_first": "top key not 0",
                             "top_received": "top key received"},
                 "total": {"layer": "model", "received_first": self.overall("received_first"),
                           "top_not_first": self.top_not_first},
-                "notes": [f"tokens receiving most attention besides position 0: {sinks}"]}
+                "notes": [f"tokens (>= 5 occurrences) receiving most attention besides position 0: {sinks}",
+                          f"tokens most often a head's top key besides position 0 (sequence x layer x head): {tops}"]}
 
 
 Received.result_type = ReceivedResult
