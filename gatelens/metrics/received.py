@@ -36,17 +36,25 @@ DEFAULT_TOP_K = 5
 DEFAULT_MIN_QUERIES = None   # a quarter of each sequence's counted queries
 
 
-def _allowed_tile(mask: Tensor | None, heads: slice, qs: int, qe: int, ks: int, ke: int, off: int,
-                  device) -> tuple[Tensor, Tensor | None]:
-    """(bool [b|1, G|1, tq, tk]: which (query, key) pairs may attend; additive logits to add or None)."""
-    if mask is None:
-        qi = torch.arange(qs, qe, device=device)[:, None] + off
-        return (torch.arange(ks, ke, device=device)[None, :] <= qi)[None, None], None
-    m = mask[:, heads if mask.shape[1] > 1 else slice(None), qs:qe, ks:ke]
-    if m.dtype == torch.bool:
-        return m, None
-    m = m.float()
-    return m > torch.finfo(torch.float32).min / 2, m
+def _allowed(mask: Tensor) -> Tensor:
+    """bool (True = attend) from a bool or additive mask."""
+    return mask if mask.dtype == torch.bool else mask > torch.finfo(mask.dtype).min / 2
+
+
+def query_counts(mask: Tensor | None, valid: Tensor, n_heads: int, nk: int, chunk: int = 1024) -> Tensor:
+    """Number of counted queries (valid [b, nq]) allowed to see each key, [b, h, nk] float64."""
+    b, nq = valid.shape
+    v = valid.double()
+    if mask is None:  # causal, end-aligned: key j is seen by queries i >= j - (nk - nq)
+        after = v.flip(-1).cumsum(-1).flip(-1)                                      # valid queries at >= i
+        first = torch.arange(nk, device=v.device) - (nk - nq)
+        cnt = torch.where(first < nq, after[:, first.clamp(0, nq - 1)], 0.0)
+        return cnt[:, None].expand(b, n_heads, nk)
+    cnt = torch.zeros(b, mask.shape[1], nk, dtype=torch.float64, device=v.device)
+    for s in range(0, nq, chunk):
+        e = min(s + chunk, nq)
+        cnt += (_allowed(mask[..., s:e, :]) & valid[:, None, s:e, None]).sum(-2)
+    return cnt.expand(b, n_heads, nk)
 
 
 def key_sums(query: Tensor, key: Tensor, lse: Tensor, scale: float, mask: Tensor | None, valid: Tensor,
@@ -57,45 +65,56 @@ def key_sums(query: Tensor, key: Tensor, lse: Tensor, scale: float, mask: Tensor
     mask: None (plain causal, queries end-aligned with the keys) or bool / additive [b|1, 1|h, nq, nk];
     valid [b, nq]: the counted queries; row_values [b, h, nk]: optional per-key numbers x_j.
     Returns (sum_i a_ij [b, h, nk] float64, number of counted queries allowed to see j [b, h, nk] float64,
-    and with row_values sum_j a_ij x_j [b, h, nq] float64, over all keys, for every query, else None).
+    and with row_values sum_j a_ij x_j [b, h, nq] float64, over all keys, for every counted query, else None).
+
+    Per tile: one matmul of the pre-scaled queries, minus the LSE, exp in place (an uncounted query's LSE is
+    set to +inf, so its weights are 0), the mask only on tiles that need it, one sum over queries.
     """
     b, h, nq, _ = query.shape
     kv, nk = key.shape[1], key.shape[2]
     rep = h // kv
     off = nk - nq
     dev = query.device
-    col = torch.zeros(b, h, nk, dtype=torch.float64, device=dev)
-    cnt = torch.zeros(b, h, nk, dtype=torch.float64, device=dev)
-    row = None if row_values is None else torch.zeros(b, h, nq, dtype=torch.float64, device=dev)
-    tk = min(nk, 1024)
-    tq = max(16, tile // max(1, b * rep * tk))
     vq = valid.to(dev)
+    col = torch.zeros(b, h, nk, dtype=torch.float64, device=dev)
+    row = None if row_values is None else torch.zeros(b, h, nq, dtype=torch.float64, device=dev)
+    tk = min(nk, 2048)
+    tq = max(64, tile // max(1, b * rep * tk))
+    lse_eff = torch.where(vq[:, None], lse.float(), float("inf"))                   # [b, h, nq]
+    additive = mask is not None and mask.dtype != torch.bool
     for g in range(kv):
         hs = slice(g * rep, (g + 1) * rep)
-        qg, kg = query[:, hs].float(), key[:, g:g + 1].float()
+        qg = query[:, hs].float() * scale                                            # [b, G, nq, d]
+        kg = key[:, g:g + 1].float().transpose(-1, -2)                               # [b, 1, d, nk]
         xg = None if row_values is None else row_values[:, hs].float()
+        mh = slice(None) if mask is None or mask.shape[1] == 1 else hs
         for qs in range(0, nq, tq):
             qe = min(qs + tq, nq)
-            vt = vq[:, None, qs:qe, None]                                   # [b, 1, tq, 1]
-            if not bool(vt.any()):
+            if not bool(vq[:, qs:qe].any()):
                 continue
-            lq = lse[:, hs, qs:qe, None].float()                             # [b, G, tq, 1]
+            lq = lse_eff[:, hs, qs:qe, None]                                         # [b, G, tq, 1]
             k_end = min(nk, qe + off) if mask is None else nk
             for ks in range(0, k_end, tk):
                 ke = min(ks + tk, k_end)
-                allowed, add = _allowed_tile(mask, hs, qs, qe, ks, ke, off, dev)
-                if mask is not None and not bool(allowed.any()):
-                    continue
-                s = (qg[:, :, qs:qe] @ kg[:, :, ks:ke].transpose(-1, -2)).mul_(scale)   # [b, G, tq, tk]
-                if add is not None:
-                    s += add
-                keep = allowed & vt
-                p = torch.where(keep, torch.exp(s - lq), 0.0)
+                if mask is not None:
+                    mt = mask[:, mh, qs:qe, ks:ke]
+                    bt = ~_allowed(mt)
+                    if bool(bt.all()):
+                        continue
+                p = torch.matmul(qg[:, :, qs:qe], kg[..., ks:ke])                    # [b, G, tq, tk]
+                if additive:
+                    p += mt.float()
+                p.sub_(lq)
+                if mask is not None:
+                    p.masked_fill_(bt, float("-inf"))
+                elif ke - 1 > qs + off:                                              # the tile crosses the diagonal
+                    p.masked_fill_(torch.arange(ks, ke, device=dev)[None, :]
+                                   > torch.arange(qs, qe, device=dev)[:, None] + off, float("-inf"))
+                p.exp_()
                 col[:, hs, ks:ke] += p.sum(2)
-                cnt[:, hs, ks:ke] += keep.sum(2)
                 if xg is not None:
-                    row[:, hs, qs:qe] += (p @ xg[:, :, ks:ke, None]).squeeze(-1)
-    return col, cnt, row
+                    row[:, hs, qs:qe] += torch.matmul(p, xg[:, :, ks:ke, None]).squeeze(-1)
+    return col, query_counts(mask, vq, h, nk), row
 
 
 def received_reference(pattern: Tensor, allowed: Tensor, lengths: Tensor | None = None) -> tuple[Tensor, Tensor]:
