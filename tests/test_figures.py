@@ -24,7 +24,8 @@ def test_figures_regenerate_identically(tiny_dir, tmp_path):
     figs = tmp_path / "figs"
     stems = {p.stem for p in figs.glob("*.png")}
     for name in ("table", "sink_per_layer", "massive_per_layer", "attention_L1", "rank_ov", "rank_outputs",
-                 "sink_vs_length", "gates_paper_elementwise_hist", "gates_paper_elementwise_heatmap"):
+                 "sink_vs_length", "gates_paper_elementwise_hist", "gates_paper_elementwise_heatmap",
+                 "received_per_key", "norm_weighted", "sink_ablation"):
         assert f"tiny_{name}" in stems, name
         assert (figs / f"tiny_{name}.pdf").exists() and (figs / f"tiny_{name}.meta.json").exists()
     first = {p.name: p.read_bytes() for p in figs.glob("*.csv")}
