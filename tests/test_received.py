@@ -160,3 +160,19 @@ def test_bad_options_are_one_line_errors():
         Received(top_k=0)
     with pytest.raises(gatelens.GatelensError, match="min-queries"):
         Received(min_queries=0)
+
+
+def test_tiles_with_soft_capped_logits():
+    """Gemma 2's capped logits: a_ij = exp(c tanh(scale q.k / c) - lse_i), the LSE over the capped logits."""
+    g = torch.Generator().manual_seed(1)
+    b, h, kv, n, d = 1, 2, 1, 30, 8
+    q, k = torch.randn(b, h, n, d, generator=g) * 3, torch.randn(b, kv, n, d, generator=g)
+    s = torch.tanh((q @ k.repeat_interleave(2, 1).transpose(-1, -2)) * 0.5 / 5.0) * 5.0
+    allowed = torch.ones(n, n, dtype=torch.bool).tril()[None, None]
+    s = s.masked_fill(~allowed, float("-inf"))
+    lse, p = torch.logsumexp(s, -1), s.softmax(-1)
+    valid = query_mask(torch.tensor([n]), n)
+    col, cnt, _ = key_sums(q, k, lse, 0.5, None, valid, softcap=5.0, tile=100)
+    want_col, want_cnt = received_reference(p, allowed)
+    torch.testing.assert_close(col, want_col, atol=1e-5, rtol=0)
+    assert torch.equal(cnt, want_cnt)

@@ -26,7 +26,7 @@ import torch
 
 from .base import HeadLayer, HeadResult, Probe, check_finite, gate_logits, hook_gates
 from .received import key_sums
-from .sink import first_token_weights, query_mask
+from .sink import query_mask
 
 Tensor = torch.Tensor
 
@@ -35,6 +35,18 @@ def image_norms(x: Tensor, gram: Tensor) -> Tensor:
     """||x W_O^h|| from x [b, h, n, d] and gram = W_O^h W_O^h^T [h, d, d] -> [b, h, n] (float64)."""
     x = x.double()
     return torch.einsum("bhnd,hde,bhne->bhn", x, gram.double().to(x.device), x).clamp(min=0).sqrt()
+
+
+def first_weights(query: Tensor, key0: Tensor, lse: Tensor, scale: float, mask: Tensor | None,
+                  softcap: float | None = None) -> Tensor:
+    """Weight of every query on key 0 [b, h, n] (float64), soft-capped logits included."""
+    logits = torch.einsum("bhqd,bhd->bhq", query.float(), key0.float()) * scale
+    if softcap is not None:
+        logits = torch.tanh(logits / softcap) * softcap
+    if mask is not None:
+        m = mask[..., 0]
+        logits = logits.masked_fill(~m, float("-inf")) if m.dtype == torch.bool else logits + m.float()
+    return torch.exp(logits - lse).double()
 
 
 def sequence_medians(norms: Tensor, lengths: Tensor) -> Tensor:
@@ -78,7 +90,7 @@ class Contribution(Probe):
 
     name = "contribution"
     listens_to_attention = True
-    exact_with = frozenset({"learned_sink"})
+    exact_with = frozenset({"learned_sink", "softcap"})
 
     def attach(self, loaded):
         super().attach(loaded)
@@ -105,8 +117,9 @@ class Contribution(Probe):
         v = ev.value[:, torch.arange(h, device=ev.query.device) // ev.n_rep]            # [b, h, n, d]
         vn = v.double().norm(dim=-1)
         img = image_norms(v, gram)                                                      # [b, h, n]
-        a0 = first_token_weights(ev.query, ev.first_key(), ev.lse, ev.scale, ev.mask).double()   # [b, h, n]
-        _, _, denom = key_sums(ev.query, ev.key, ev.lse, ev.scale, ev.mask, valid, row_values=img)
+        softcap = getattr(ev, "softcap", None)
+        a0 = first_weights(ev.query, ev.first_key(), ev.lse, ev.scale, ev.mask, softcap)          # [b, h, n]
+        _, _, denom = key_sums(ev.query, ev.key, ev.lse, ev.scale, ev.mask, valid, row_values=img, softcap=softcap)
         check_finite(f"attention of layer {ev.layer}", denom)
         vq = valid[:, None].double()
         term0 = a0 * img[:, :, :1]                                                      # ||a_i0 v_0 W_O||

@@ -58,12 +58,15 @@ def query_counts(mask: Tensor | None, valid: Tensor, n_heads: int, nk: int, chun
 
 
 def key_sums(query: Tensor, key: Tensor, lse: Tensor, scale: float, mask: Tensor | None, valid: Tensor,
-             row_values: Tensor | None = None, tile: int = TILE) -> tuple[Tensor, Tensor, Tensor | None]:
+             row_values: Tensor | None = None, tile: int = TILE,
+             softcap: float | None = None) -> tuple[Tensor, Tensor, Tensor | None]:
     """Exact column sums of the attention pattern over the counted queries, tile by tile.
 
     query [b, h, nq, d]; key [b, kv, nk, d] (query head h reads KV head h // (h / kv)); lse [b, h, nq];
     mask: None (plain causal, queries end-aligned with the keys) or bool / additive [b|1, 1|h, nq, nk];
-    valid [b, nq]: the counted queries; row_values [b, h, nk]: optional per-key numbers x_j.
+    valid [b, nq]: the counted queries; row_values [b, h, nk]: optional per-key numbers x_j; softcap: logits
+    capped as softcap * tanh(scale q.k / softcap) before the mask (Gemma 2). Learned sink logits need nothing
+    here: they are inside the LSE, and the weights on real keys are what is summed.
     Returns (sum_i a_ij [b, h, nk] float64, number of counted queries allowed to see j [b, h, nk] float64,
     and with row_values sum_j a_ij x_j [b, h, nq] float64, over all keys, for every counted query, else None).
 
@@ -102,6 +105,8 @@ def key_sums(query: Tensor, key: Tensor, lse: Tensor, scale: float, mask: Tensor
                     if bool(bt.all()):
                         continue
                 p = torch.matmul(qg[:, :, qs:qe], kg[..., ks:ke])                    # [b, G, tq, tk]
+                if softcap is not None:
+                    p.div_(softcap).tanh_().mul_(softcap)
                 if additive:
                     p += mt.float()
                 p.sub_(lq)
@@ -173,7 +178,7 @@ class Received(Probe):
 
     name = "received"
     listens_to_attention = True
-    exact_with = frozenset({"learned_sink"})
+    exact_with = frozenset({"learned_sink", "softcap"})
 
     def __init__(self, top_k: int = DEFAULT_TOP_K, min_queries: int | None = DEFAULT_MIN_QUERIES):
         super().__init__()
@@ -186,7 +191,7 @@ class Received(Probe):
         lengths = batch.lengths.to(ev.query.device)
         n = ev.query.shape[2]
         valid = query_mask(lengths, n)
-        col, cnt, _ = key_sums(ev.query, ev.key, ev.lse, ev.scale, ev.mask, valid)
+        col, cnt, _ = key_sums(ev.query, ev.key, ev.lse, ev.scale, ev.mask, valid, softcap=getattr(ev, "softcap", None))
         check_finite(f"attention of layer {ev.layer}", col)
         self.update(ev.layer, col, cnt, lengths, batch)
 
