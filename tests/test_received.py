@@ -33,8 +33,9 @@ def _eager(q, k, scale, allowed):
     return s.masked_fill(~allowed, float("-inf")).softmax(-1)
 
 
-@pytest.mark.parametrize("tile", [1 << 20, 200])
-def test_tiles_equal_the_materialised_pattern(tile):
+@pytest.mark.parametrize("tile,fused", [(1 << 20, True), (1 << 20, False), (200, False)])
+def test_tiles_equal_the_materialised_pattern(tile, fused):
+    """Plain causal attention takes the fused path (the transposed attention's LSE) unless fused=False."""
     g = torch.Generator().manual_seed(0)
     b, h, kv, n, d = 2, 4, 2, 45, 8
     q, k, v = torch.randn(b, h, n, d, generator=g) * 2, torch.randn(b, kv, n, d, generator=g), torch.randn(b, kv, n, d)
@@ -48,7 +49,7 @@ def test_tiles_equal_the_materialised_pattern(tile):
     for mask, allowed in ((None, causal), (window, window), (torch.zeros(b, 1, n, n).masked_fill(~window, float("-inf")), window)):
         _, lse = sdpa_with_lse(q, k, v, mask, is_causal=mask is None, scale=0.4)
         p = _eager(q, k, 0.4, allowed)
-        col, cnt, row = key_sums(q, k, lse, 0.4, mask, valid, row_values=x, tile=tile)
+        col, cnt, row = key_sums(q, k, lse, 0.4, mask, valid, row_values=x, tile=tile, fused=fused)
         want_col, want_cnt = received_reference(p, allowed, lengths)
         torch.testing.assert_close(col, want_col, atol=1e-5, rtol=0)
         assert torch.equal(cnt, want_cnt)

@@ -27,6 +27,7 @@ from typing import ClassVar
 import torch
 
 from ..errors import GatelensError
+from ..kernels import sdpa_with_lse
 from .base import HeadLayer, HeadResult, Probe, check_finite
 from .sink import query_mask
 
@@ -57,9 +58,60 @@ def query_counts(mask: Tensor | None, valid: Tensor, n_heads: int, nk: int, chun
     return cnt.expand(b, n_heads, nk)
 
 
+NEG = -1e30   # the logit of an uncounted query in the transposed attention (weight exactly 0)
+
+
+FUSED_BUDGET = 1 << 24   # elements per buffer of the fused path (64 MiB in fp32): heads are taken that many at once
+
+
+def _head_chunks(b: int, h: int, n: int, d: int):
+    step = max(1, min(h, FUSED_BUDGET // max(1, b * n * (d + 1))))
+    return [slice(s, min(s + step, h)) for s in range(0, h, step)]
+
+
+def column_sums_transposed(query: Tensor, key: Tensor, lse: Tensor, scale: float, valid: Tensor) -> Tensor:
+    """Column sums of a plain causal pattern (no mask, no soft cap) with fused attention calls.
+
+    sum_i a_ij = sum_{i >= j} exp(scale k_j.q_i - lse_i) is the softmax denominator of an attention in which
+    the keys ask and the queries answer, with -lse_i as a bias per answering query; the bias rides one extra
+    dimension ([scale k_j, 1] . [q_i, -lse_i]) and reversing both sequences turns i >= j into causal. The
+    kernel's LSE of that attention is log sum_i a_ij: no tile loop, the cost of one attention call.
+    query [b, h, n, d]; key [b, kv, n, d]; lse [b, h, n]; valid [b, n] -> [b, h, n] float64.
+    """
+    b, h, n, d = query.shape
+    rep = h // key.shape[1]
+    col = torch.empty(b, h, n, dtype=torch.float64, device=query.device)
+    for hs in _head_chunks(b, h, n, d):
+        heads = torch.arange(hs.start, hs.stop, device=query.device)
+        qp = torch.empty(b, len(heads), n, d + 1, dtype=torch.float32, device=query.device)
+        qp[..., :d] = key[:, heads // rep].flip(2) * scale
+        qp[..., d] = 1.0
+        kp = torch.empty_like(qp)
+        kp[..., :d] = query[:, hs].flip(2)
+        kp[..., d] = torch.where(valid[:, None], -lse[:, hs].float(), NEG).flip(2)
+        _, lt = sdpa_with_lse(qp, kp, torch.zeros_like(qp), None, is_causal=True, scale=1.0)
+        col[:, hs] = lt.flip(2).double().exp()
+    return col
+
+
+def row_sums_fused(query: Tensor, key: Tensor, scale: float, row_values: Tensor, valid: Tensor) -> Tensor:
+    """sum_j a_ij x_j for plain causal attention: the kernel's own output with x_j as the value.
+    row_values [b, h, n] -> [b, h, n] float64 (0 for uncounted queries)."""
+    b, h, n, d = query.shape
+    rep = h // key.shape[1]
+    out = torch.empty(b, h, n, dtype=torch.float64, device=query.device)
+    for hs in _head_chunks(b, h, n, d):
+        heads = torch.arange(hs.start, hs.stop, device=query.device)
+        vp = torch.zeros(b, len(heads), n, d, dtype=query.dtype, device=query.device)
+        vp[..., 0] = row_values[:, hs]
+        o, _ = sdpa_with_lse(query[:, hs], key[:, heads // rep], vp, None, is_causal=True, scale=scale)
+        out[:, hs] = o[..., 0].double()
+    return torch.where(valid[:, None], out, 0.0)
+
+
 def key_sums(query: Tensor, key: Tensor, lse: Tensor, scale: float, mask: Tensor | None, valid: Tensor,
              row_values: Tensor | None = None, tile: int = TILE,
-             softcap: float | None = None) -> tuple[Tensor, Tensor, Tensor | None]:
+             softcap: float | None = None, fused: bool = True) -> tuple[Tensor, Tensor, Tensor | None]:
     """Exact column sums of the attention pattern over the counted queries, tile by tile.
 
     query [b, h, nq, d]; key [b, kv, nk, d] (query head h reads KV head h // (h / kv)); lse [b, h, nq];
@@ -70,9 +122,16 @@ def key_sums(query: Tensor, key: Tensor, lse: Tensor, scale: float, mask: Tensor
     Returns (sum_i a_ij [b, h, nk] float64, number of counted queries allowed to see j [b, h, nk] float64,
     and with row_values sum_j a_ij x_j [b, h, nq] float64, over all keys, for every counted query, else None).
 
-    Per tile: one matmul of the pre-scaled queries, minus the LSE, exp in place (an uncounted query's LSE is
-    set to +inf, so its weights are 0), the mask only on tiles that need it, one sum over queries.
+    Plain causal attention (no mask, no soft cap, queries and keys alike long) takes the fused path: one attention
+    call per head for the column sums (`column_sums_transposed`) and one for the row sums. Otherwise, per tile:
+    one matmul of the pre-scaled queries, minus the LSE, exp in place (an uncounted query's LSE is set to +inf, so
+    its weights are 0), the mask only on tiles that need it, one sum over queries.
     """
+    if fused and mask is None and softcap is None and query.shape[2] == key.shape[2]:
+        vq = valid.to(query.device)
+        col = column_sums_transposed(query, key, lse, scale, vq)
+        row = None if row_values is None else row_sums_fused(query, key, scale, row_values, vq)
+        return col, query_counts(None, vq, query.shape[1], key.shape[2]), row
     b, h, nq, _ = query.shape
     kv, nk = key.shape[1], key.shape[2]
     rep = h // kv
