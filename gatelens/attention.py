@@ -17,9 +17,12 @@ from dataclasses import dataclass
 import torch
 
 from .errors import GatelensError
-from .kernels import sdpa_with_lse
+from .kernels import sdpa_with_lse, softcapped_attention
 
 ATTN_NAME = "gatelens_sdpa"
+# The same function under a name without "sdpa": transformers refuses any "*sdpa*" name for models that declare no
+# SDPA support (Gemma 2's soft-capping, gpt-oss's sinks), which gatelens computes exactly on its own path.
+ATTN_NAME_EXACT = "gatelens_exact"
 
 Tensor = torch.Tensor
 
@@ -35,6 +38,8 @@ class AttentionEvent:
     output: Tensor        # [batch, head, query, d_head]: SDPA output before any output gate
     n_rep: int = 1        # query heads per KV head (grouped-query attention)
     value: Tensor | None = None  # [batch, kv_head, key, d_head]: values as SDPA read them (after any edit)
+    softcap: float | None = None  # logits are softcap * tanh(scale q.k / softcap) (Gemma 2): see kernels.key_weight
+    sink_logit: Tensor | None = None  # [batch|1, head, query] learned sink logits in the denominator (in lse)
 
     def head_key(self, heads: slice = slice(None)) -> Tensor:
         """Keys of the given query heads, [batch, head(s), key, d_head] (KV heads repeated per group)."""
@@ -74,23 +79,37 @@ def gatelens_attention(module, query, key, value, attention_mask, dropout=0.0, s
                        **kwargs):
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
-    if not (_listeners or _edits) or query.shape[2] < 2:
+    sink = kwargs.get("s_aux", kwargs.get("sinks"))   # learned sink logits (gpt-oss: s_aux [head]; inkling2: sinks)
+    softcap = kwargs.get("softcap")
+    layer = getattr(module, "gatelens_layer", getattr(module, "layer_idx", None))  # set by models.discover
+    exact_here = sink is None and softcap is None   # SDPA ignores sinks and refuses soft-capping: never hand it those
+    if exact_here and (not (_listeners or _edits) or query.shape[2] < 2 or layer is None):
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout,
                                       scaling=scaling, is_causal=is_causal, **kwargs)
-    if kwargs.get("softcap") is not None or kwargs.get("s_aux") is not None or kwargs.get("position_bias") is not None:
-        raise GatelensError("this model's attention uses soft-capping, sink logits or position biases, "
-                            "which gatelens' streaming measurement does not support yet")
+    if kwargs.get("position_bias") is not None:
+        raise GatelensError("this model's attention adds position biases to its logits, which gatelens' exact "
+                            "attention path does not support yet; measure another model")
     n_rep = query.shape[1] // key.shape[1]
     mask = None if attention_mask is None else attention_mask[:, :, :, : key.shape[-2]]
     causal = mask is None and (is_causal if is_causal is not None else getattr(module, "is_causal", True))
     scale = scaling if scaling is not None else query.shape[-1] ** -0.5
     causal = bool(causal)
-    for edit in _edits:
-        value, mask, causal = edit(int(module.layer_idx), query, key, value, mask, causal)
-    out, lse = sdpa_with_lse(query, key, value, mask, is_causal=causal, scale=scale)
-    event = AttentionEvent(int(module.layer_idx), query, key, lse, scale, mask, out, n_rep, value)
-    for fn in _listeners:
-        fn(event)
+    for edit in _edits if layer is not None else ():
+        value, mask, causal = edit(int(layer), query, key, value, mask, causal)
+    if softcap is None:
+        out, lse = sdpa_with_lse(query, key, value, mask, is_causal=causal, scale=scale)
+    else:
+        out, lse = softcapped_attention(query, key, value, mask, is_causal=causal, scale=scale, softcap=softcap)
+    sink_logit = None
+    if sink is not None:  # softmax over [logits, sink]: the same output scaled by exp(lse - lse'), lse' with the sink
+        sink_logit = (sink.reshape(1, -1, 1) if sink.dim() == 1 else sink.reshape(sink.shape[:3])).float()
+        total = torch.logaddexp(lse, sink_logit.to(lse.device))
+        out = (out.float() * torch.exp(lse - total)[..., None]).to(out.dtype)
+        lse = total
+    if layer is not None and query.shape[2] >= 2:
+        event = AttentionEvent(int(layer), query, key, lse, scale, mask, out, n_rep, value, softcap, sink_logit)
+        for fn in _listeners:
+            fn(event)
     return out.transpose(1, 2).contiguous(), None
 
 
@@ -105,6 +124,7 @@ def register() -> None:
     from transformers import AttentionInterface
     from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
-    AttentionInterface.register(ATTN_NAME, gatelens_attention)
-    AttentionMaskInterface.register(ATTN_NAME, sdpa_mask)
+    for name in (ATTN_NAME, ATTN_NAME_EXACT):
+        AttentionInterface.register(name, gatelens_attention)
+        AttentionMaskInterface.register(name, sdpa_mask)
     _registered = True

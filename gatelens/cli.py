@@ -98,6 +98,7 @@ Dtype = Annotated[str, typer.Option("--dtype", metavar="[" + "|".join(DTYPES) + 
 Bos = Annotated[bool, typer.Option("--bos/--no-bos", help="prepend the model's BOS token to each sequence")]
 Out = Annotated[Optional[Path], typer.Option("--out", help="output folder (default results/<command>/<model>)")]
 Json = Annotated[bool, typer.Option("--json", help="print one JSON object to stdout and nothing else there")]
+Revision = Annotated[Optional[str], typer.Option("--revision", help="hub ids: branch, tag or commit to load")]
 
 
 @dataclass
@@ -114,6 +115,7 @@ class Measuring:
     bos: Bos = True
     out: Out = None
     json_out: Json = False
+    revision: Revision = None
 
     def __post_init__(self):
         check_device(self.device)
@@ -134,7 +136,7 @@ class Measuring:
     def load(self, spec: str):
         from . import measure
 
-        return measure.as_loaded(spec, device=_device(self.device), dtype=self.dtype)
+        return measure.as_loaded(spec, device=_device(self.device), dtype=self.dtype, revision=self.revision)
 
     def inputs(self, loaded, seq_len: int | None = None):
         from . import measure

@@ -56,14 +56,37 @@ def chunked_lse(q: Tensor, k: Tensor, scale: float, mask: Tensor | None, is_caus
     return out
 
 
-def chunk_scores(q: Tensor, k: Tensor, scale: float, mask: Tensor | None, is_causal: bool, s: int, e: int) -> Tensor:
+def softcap_logits(x: Tensor, softcap: float | None) -> Tensor:
+    """Gemma 2's soft-capping of attention logits: softcap * tanh(x / softcap) (identity for None)."""
+    return x if softcap is None else torch.tanh(x / softcap) * softcap
+
+
+def softcapped_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, *, is_causal: bool, scale: float,
+                         softcap: float, chunk: int = 256) -> tuple[Tensor, Tensor]:
+    """Exact attention with soft-capped logits, query chunk by query chunk (O(chunk * keys) memory, no n x n):
+    output [batch, head, query, d_v] and LSE [batch, head, query] (fp32). k, v: [batch, kv_head, key, d]."""
+    n_rep = q.shape[1] // k.shape[1]
+    kf, vf = expand_kv(k, n_rep).float(), expand_kv(v, n_rep).float()
+    nq = q.shape[-2]
+    out = torch.empty(q.shape[:-1] + (v.shape[-1],), dtype=torch.float32, device=q.device)
+    lse = torch.empty(q.shape[:-1], dtype=torch.float32, device=q.device)
+    for s in range(0, nq, chunk):
+        e = min(s + chunk, nq)
+        scores = chunk_scores(q, kf, scale, mask, is_causal, s, e, softcap=softcap)
+        lse[:, :, s:e] = torch.logsumexp(scores, dim=-1)
+        out[:, :, s:e] = torch.exp(scores - lse[:, :, s:e, None]).nan_to_num_(0.0) @ vf
+    return out.to(q.dtype), lse
+
+
+def chunk_scores(q: Tensor, k: Tensor, scale: float, mask: Tensor | None, is_causal: bool, s: int, e: int,
+                 softcap: float | None = None) -> Tensor:
     """Masked attention logits of queries s:e against every key, [batch, head, e - s, key] in fp32.
 
     q: [batch, head, query, d]; k: [batch, head, key, d] (expanded for GQA); mask: bool (True = attend)
     or additive, broadcastable to [batch, head, query, key]; is_causal: queries end-aligned with the keys.
     """
     nq, nk = q.shape[-2], k.shape[-2]
-    scores = (q[:, :, s:e].float() @ k.float().transpose(-1, -2)) * scale
+    scores = softcap_logits((q[:, :, s:e].float() @ k.float().transpose(-1, -2)) * scale, softcap)
     if mask is not None:
         m = mask[..., s:e, :]
         scores = scores.masked_fill(~m, float("-inf")) if m.dtype == torch.bool else scores + m.float()
@@ -123,13 +146,14 @@ def sdpa_with_lse(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None, *
     return out, chunked_lse(q, k, scale, mask, is_causal)
 
 
-def key_weight(q: Tensor, k_j: Tensor, lse: Tensor, scale: float, mask_j: Tensor | None = None) -> Tensor:
+def key_weight(q: Tensor, k_j: Tensor, lse: Tensor, scale: float, mask_j: Tensor | None = None,
+               softcap: float | None = None) -> Tensor:
     """Softmax weight of every query on one key j, [batch, head, query], from the LSE.
 
     q: [batch, head, query, d]; k_j: [batch, head, d]; mask_j: the mask's column j, broadcastable
     to [batch, head, query] (bool True = attend, or additive float).
     """
-    logits = torch.einsum("bhqd,bhd->bhq", q.float(), k_j.float()) * scale
+    logits = softcap_logits(torch.einsum("bhqd,bhd->bhq", q.float(), k_j.float()) * scale, softcap)
     if mask_j is not None:
         logits = logits.masked_fill(~mask_j, float("-inf")) if mask_j.dtype == torch.bool else logits + mask_j.float()
     return torch.exp(logits - lse)

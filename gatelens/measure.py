@@ -17,6 +17,7 @@ from . import attention, data, distributed, tasks
 from .data import Batch
 from .errors import GatelensError
 from .metrics import METRICS, Gates, Massive, Perplexity, Probe, Queries, Rank, Sink, standard_probes
+from .metrics.base import check_exact
 from .metrics.gates import GatesResult
 from .metrics.massive import MassiveResult
 from .metrics.perplexity import PerplexityResult
@@ -55,8 +56,8 @@ class Inputs:
                 f"({self.n_tokens} in all), not {asked} x {self.seq_len}; that is what was measured")
 
 
-def as_loaded(model: Loaded | str, device: str = "cpu", dtype: str = "float32") -> Loaded:
-    return model if isinstance(model, Loaded) else load(model, device=device, dtype=dtype)
+def as_loaded(model: Loaded | str, device: str = "cpu", dtype: str = "float32", revision: str | None = None) -> Loaded:
+    return model if isinstance(model, Loaded) else load(model, device=device, dtype=dtype, revision=revision)
 
 
 def prepare_inputs(loaded: Loaded, *, text: str | None = None, text_file: str | None = None,
@@ -134,6 +135,7 @@ def run(loaded: Loaded, batches: Iterable[Batch], probes: Sequence[Probe],
 
     def listener(ev):
         for p in listeners:
+            check_exact(p, ev)
             p.on_attention(ev, current["batch"])
 
     with ExitStack() as stack, torch.no_grad():

@@ -49,6 +49,9 @@ class Probe:
     listens_to_attention: ClassVar[bool] = False
     standard: ClassVar[bool] = True   # in the set `compare`, `figures` and the trainer run on every model
     REDUCE: ClassVar[dict[str, Callable]] = {}
+    # Attention variants this probe measures exactly ("softcap": Gemma 2's capped logits, "learned_sink": sink logits
+    # in the softmax denominator, already inside the event's lse); any other variant is refused (check_exact).
+    exact_with: ClassVar[frozenset[str]] = frozenset()
     batch = None  # the batch being measured; `run` sets it before each forward
 
     def __init__(self):
@@ -87,23 +90,47 @@ class Probe:
             self.add(key, **fields)
 
 
+def check_exact(probe: Probe, ev) -> None:
+    """Refuse, in one line, an attention variant the probe's own recomputation of the pattern does not model."""
+    for variant, present in (("softcap", ev.softcap is not None), ("learned_sink", ev.sink_logit is not None)):
+        if present and variant not in probe.exact_with:
+            what = "soft-capped attention logits" if variant == "softcap" else "learned sink logits"
+            raise GatelensError(f"`{probe.name or type(probe).__name__}` does not measure attention with {what} "
+                                f"(layer {ev.layer}) exactly yet; use `gatelens sink` / `gates` / `rank` on this model")
+
+
 def check_finite(name: str, x: Tensor) -> None:
     if not torch.isfinite(x).all():
         raise GatelensError(f"non-finite values (NaN/inf) in {name}; the weights may be corrupted or the dtype "
                             "too narrow: retry with --dtype float32")
 
 
-def gate_logits(loaded, output: Tensor) -> Tensor:
-    """The gate module's forward output -> gate logits [batch, pos, head, g] for the family's layout."""
+def gate_logits(loaded, output: Tensor, module=None) -> Tensor:
+    """The gate module's forward output -> gate logits [batch, pos, head, g] for the family's layout.
+
+    `module`: the gate module itself (the hook's first argument), for families adding a per-head bias (Beam)."""
     from ..models.gated import split_interleaved
 
-    if loaded.family.gate_layout == "interleaved":  # Qwen3-Next / Qwen3.5: q_proj output [.., H * 2 * d_head]
+    family = loaded.family
+    if family.gate_layout == "interleaved":  # Qwen3-Next / Qwen3.5: q_proj output [.., H * 2 * d_head]
         return split_interleaved(output, loaded.info.n_heads, loaded.info.d_head)[1]
+    if family.gate_layout == "per_head":     # a gate projection of its own: [.., H * g]
+        logits = output.view(*output.shape[:-1], loaded.info.n_heads, -1)
+        if family.gate_bias:
+            bias = getattr(module, "gatelens_gate_bias", None)
+            if bias is None:
+                raise GatelensError(f"{loaded.info.spec}: its gate adds a per-head bias, which this measurement "
+                                    "cannot see (internal: pass the gate module to gate_logits)")
+            logits = logits + bias.to(logits)[:, None]
+        return logits
     return output  # gatelens' gated modules hand the logits to hook_gate already split per head
 
 
 def hook_gates(loaded, make_hook: Callable[[int], Callable]) -> list:
     """A forward hook on every attention layer's gate module (its output carries the gate logits)."""
+    if loaded.family.gate_module is None:
+        raise GatelensError(f"{loaded.info.spec} has a sigmoid output gate that gatelens recognises but cannot read "
+                            f"yet ({loaded.family.gate_note}); `gatelens sink` and `massive` measure it")
     return [loaded.attention(layer).get_submodule(loaded.family.gate_module).register_forward_hook(make_hook(layer))
             for layer in loaded.info.attention_layers]
 

@@ -106,7 +106,7 @@ class Contribution(Probe):
 
     def _hook(self, loaded, layer):
         def hook(module, args, output):
-            self.pending[layer] = torch.sigmoid(gate_logits(loaded, output).double())   # [b, pos, h, g]
+            self.pending[layer] = torch.sigmoid(gate_logits(loaded, output, module).double())   # [b, pos, h, g]
         return hook
 
     def on_attention(self, ev, batch):

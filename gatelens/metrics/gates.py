@@ -199,6 +199,7 @@ class Gates(Probe):
 
     name = "gates"
     listens_to_attention = True
+    exact_with = frozenset({"softcap", "learned_sink"})
     REDUCE = {"min": MIN, "max": MAX}
 
     @classmethod
@@ -216,7 +217,7 @@ class Gates(Probe):
 
     def _hook(self, loaded, layer):
         def hook(module, args, output):
-            scores = torch.sigmoid(gate_logits(loaded, output).float())
+            scores = torch.sigmoid(gate_logits(loaded, output, module).float())
             sums = batch_sums(scores, self.batch.valid().to(scores.device))
             check_finite(f"the gate scores of layer {layer}", sums["sum"])  # a NaN score makes its head's sum NaN
             self.add(layer, **sums)

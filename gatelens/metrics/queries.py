@@ -20,6 +20,7 @@ class Queries(Probe):
 
     name = "queries"
     listens_to_attention = True
+    exact_with = frozenset({"softcap", "learned_sink"})
     standard = False
 
     def attach(self, loaded):
@@ -30,13 +31,13 @@ class Queries(Probe):
 
     def _hook(self, loaded):
         def hook(module, args, output):
-            s = torch.sigmoid(gate_logits(loaded, output).float()).mean((-2, -1))  # [batch, pos]
+            s = torch.sigmoid(gate_logits(loaded, output, module).float()).mean((-2, -1))  # [batch, pos]
             for i in range(s.shape[0]):
                 self.add(self.batch.seq_id(i), gate=[s[i, : int(self.batch.lengths[i])].cpu()])
         return hook
 
     def on_attention(self, ev, batch):
-        w = first_token_weights(ev.query, ev.first_key(), ev.lse, ev.scale, ev.mask)  # [b, h, q]
+        w = first_token_weights(ev.query, ev.first_key(), ev.lse, ev.scale, ev.mask, ev.softcap)  # [b, h, q]
         check_finite(f"attention of layer {ev.layer}", w)
         for i in range(w.shape[0]):
             self.add(batch.seq_id(i), first=[w[i, :, : int(batch.lengths[i])].double().mean(0).cpu()])

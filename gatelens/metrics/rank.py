@@ -81,6 +81,7 @@ class Rank(Probe):
 
     name = "rank"
     listens_to_attention = True
+    exact_with = frozenset({"softcap", "learned_sink"})
 
     def __init__(self, tol: float = DEFAULT_TOL, tokens: bool = True):
         super().__init__()
@@ -96,7 +97,7 @@ class Rank(Probe):
 
     def _hook(self, loaded, layer):
         def hook(module, args, output):
-            s = torch.sigmoid(gate_logits(loaded, output).double())
+            s = torch.sigmoid(gate_logits(loaded, output, module).double())
             valid = self.batch.valid().to(s.device)
             self.pending[layer] = s
             self.add(layer, gate_sum=(s * valid[..., None, None]).sum((0, 1)), gate_n=float(valid.sum()))

@@ -23,10 +23,11 @@ Tensor = torch.Tensor
 DEFAULT_EPS = 0.3
 
 
-def first_token_weights(query: Tensor, key0: Tensor, lse: Tensor, scale: float, mask: Tensor | None = None) -> Tensor:
+def first_token_weights(query: Tensor, key0: Tensor, lse: Tensor, scale: float, mask: Tensor | None = None,
+                        softcap: float | None = None) -> Tensor:
     """Weight of every query on key 0, [batch, head, query], from q [b,h,q,d], key 0 [b,h,d] and LSE [b,h,q]."""
     mask0 = None if mask is None else mask[..., 0]
-    return key_weight(query, key0, lse, scale, mask0)  # NaN stays NaN: the probe reports non-finite input
+    return key_weight(query, key0, lse, scale, mask0, softcap)  # NaN stays NaN: the probe reports non-finite input
 
 
 def query_mask(lengths: Tensor, n: int) -> Tensor:
@@ -72,13 +73,14 @@ class Sink(Probe):
 
     name = "sink"
     listens_to_attention = True
+    exact_with = frozenset({"softcap", "learned_sink"})
 
     def __init__(self, eps: float = DEFAULT_EPS):
         super().__init__()
         self.eps = check_eps(eps)
 
     def on_attention(self, ev, batch):
-        w = first_token_weights(ev.query, ev.first_key(), ev.lse, ev.scale, ev.mask)  # [b, h, q]
+        w = first_token_weights(ev.query, ev.first_key(), ev.lse, ev.scale, ev.mask, ev.softcap)  # [b, h, q]
         check_finite(f"attention of layer {ev.layer}", w)
         valid = query_mask(batch.lengths.to(w.device), w.shape[-1])
         s, c = sums(w.double(), valid)  # [b, h], [b]
@@ -87,13 +89,19 @@ class Sink(Probe):
         sink = ((per_seq > self.eps) & counted[:, None]).sum(0)
         self.add(ev.layer, weight_sum=s.sum(0).cpu(), count=float(c.sum()), sink_seqs=sink.cpu(),
                  n_seqs=int(counted.sum()))
+        if ev.sink_logit is not None:  # share of each query's attention the learned sink absorbs: exp(s - lse)
+            ls = torch.exp(ev.sink_logit.to(ev.lse.device) - ev.lse)                     # [b, h, q]
+            self.add(ev.layer, learned_sum=sums(ls.double(), valid)[0].sum(0).cpu())
 
     def finish(self, loaded, settings):
         layers = []
         for layer in sorted(self.acc):
             a = self.acc[layer]
-            layers.append(HeadLayer(layer, {"f_attn": (a["weight_sum"] / max(a["count"], 1)).tolist(),
-                                            "sink_rate": (a["sink_seqs"].double() / max(a["n_seqs"], 1)).tolist()}))
+            heads = {"f_attn": (a["weight_sum"] / max(a["count"], 1)).tolist(),
+                     "sink_rate": (a["sink_seqs"].double() / max(a["n_seqs"], 1)).tolist()}
+            if "learned_sum" in a:  # the model's learned sink logits (gpt-oss ...): their share, beside F-Attn
+                heads["learned_sink"] = (a["learned_sum"] / max(a["count"], 1)).tolist()
+            layers.append(HeadLayer(layer, heads))
         return SinkResult(model=loaded.info.to_dict(), settings={**settings, "eps": self.eps}, layers=layers)
 
 
@@ -114,8 +122,14 @@ class SinkResult(HeadResult):
         """Share of (sequence, layer, head) whose mean weight on key 0 exceeds eps (Gu et al. 2024)."""
         return self.overall("sink_rate")
 
+    @property
+    def learned_sink(self) -> float | None:
+        """Mean share of attention absorbed by learned sink logits (None: the model has none)."""
+        return self.overall("learned_sink") if self.layers else None
+
     def headline(self) -> dict:
-        return {"f_attn": self.f_attn, "sink_rate": self.sink_rate}
+        extra = {} if self.learned_sink is None else {"learned_sink": self.learned_sink}
+        return {"f_attn": self.f_attn, "sink_rate": self.sink_rate, **extra}
 
     def tables(self) -> dict:
         return {"sink_heads": self.to_frame(), "sink_layers": self.layer_frame()}
@@ -123,10 +137,12 @@ class SinkResult(HeadResult):
     def display(self) -> dict:
         """What the terminal shows: a title, per-layer columns (name -> label) and the model row."""
         s = self.settings
+        columns = {"layer": "layer", "f_attn": "F-Attn", "sink_rate": f"sink rate (>{s['eps']})"}
+        total = {"layer": "model", "f_attn": self.f_attn, "sink_rate": self.sink_rate}
+        if self.learned_sink is not None:
+            columns["learned_sink"], total["learned_sink"] = "learned sink", self.learned_sink
         return {"title": f"F-Attn of {self.model['spec']} ({s['input']}, {s['n_seqs']} x {s['seq_len']} tokens)",
-                "frame": self.layer_frame(), "columns": {"layer": "layer", "f_attn": "F-Attn",
-                                                         "sink_rate": f"sink rate (>{s['eps']})"},
-                "total": {"layer": "model", "f_attn": self.f_attn, "sink_rate": self.sink_rate}, "notes": []}
+                "frame": self.layer_frame(), "columns": columns, "total": total, "notes": []}
 
 
 def length_frame(results: list[SinkResult]):

@@ -23,6 +23,15 @@ class Family:
     gate_module: str | None = None  # module (under attn) whose forward output carries the gate logits
     hybrid: bool = False          # only layers with layer_types[i] in ATTENTION_LAYER_TYPES attend
     native: bool = False          # built by gatelens (models/gated.py), not by transformers alone
+    # Rows made by models/discover.py (any other architecture) also carry what it found on the instance:
+    v_proj: str = "v_proj"        # attribute of the attention module holding W_V (or the fused rows it is in)
+    gate_bias: str | None = None  # attribute of the attention module adding a per-head bias to the gate logits
+    gate_note: str = ""           # a gate recognised whose scores gatelens cannot read yet: why
+    attn_paths: tuple = ()        # ((layer, path under the layer), ...) of the attention layers
+    skipped: tuple = ()           # "layer: module class" of the layers that do not attend (hybrids)
+    learned_sink: bool = False    # sink logits in the softmax denominator (gpt-oss `sinks`, inkling2 `sink_proj`)
+    rank_note: str = ""           # why W_V / W_O cannot be read for the rank metric ("" when they can)
+    discovered: bool = False
 
 
 ATTENTION_LAYER_TYPES = ("full_attention", "sliding_attention", "attention")

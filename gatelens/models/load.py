@@ -28,8 +28,9 @@ from torch import nn
 from .. import attention
 from ..errors import GatelensError
 from . import native
+from .discover import discover
 from .gated import GATE_KINDS
-from .families import ATTENTION_LAYER_TYPES, BY_MODEL_TYPE, FAMILIES, Family, supported_model_types
+from .families import ATTENTION_LAYER_TYPES, BY_MODEL_TYPE, FAMILIES, Family
 
 ZOO_DIR = Path(__file__).resolve().parent.parent / "zoo"
 SMOLLM2 = "smollm2-135m"
@@ -62,6 +63,8 @@ class ModelInfo:
     device: str = "cpu"
     path: str | None = None
     eval_data: dict | None = None       # a zoo model's own default evaluation data
+    skipped_layers: list[str] | None = None  # hybrids: "layer: module" of the layers that do not attend
+    learned_sink: bool = False          # sink logits in the softmax denominator (reported as `learned_sink`)
 
     @property
     def gated(self) -> bool:
@@ -82,7 +85,8 @@ class Loaded:
         return self.model.get_submodule(self.family.layers)
 
     def attention(self, layer: int) -> nn.Module:
-        return getattr(self.layers()[layer], self.family.attn)
+        path = dict(self.family.attn_paths).get(layer, self.family.attn)
+        return self.layers()[layer].get_submodule(path)
 
     def bridge(self):
         """The same model wrapped as a TransformerLens 4 `TransformerBridge` (hook names, run_with_cache).
@@ -174,17 +178,42 @@ def _gguf_metadata(gguf: Path) -> dict:
         raise GatelensError(f"{gguf} is not a readable GGUF file ({type(e).__name__}: {str(e)[:120]}); "
                             "check the download is complete") from None
     model_type = meta["config"].get("model_type")
-    if not supported_model_type(model_type):
-        raise GatelensError(f"{gguf.name} holds architecture {model_type!r}, which gatelens does not measure; "
-                            "gatelens supports: " + ", ".join(supported_model_types()))
+    why = unmeasurable(meta["config"]) if supported_model_type(model_type) else "not a causal language model type " \
+        "of the installed transformers"
+    if why:
+        raise GatelensError(f"{gguf.name} holds architecture {model_type!r}, which gatelens does not measure ({why}); "
+                            "pass a model with softmax attention")
     if not meta.get("tokenizer", {}).get("tokens"):
         raise GatelensError(f"{gguf.name} has no tokenizer inside (no tokenizer.ggml.tokens); convert it again "
                             "with its tokenizer, or pass the original checkpoint folder")
     return meta
 
 
+def unmeasurable(config: dict) -> str | None:
+    """Why a config's model cannot be measured (None: it can), from an empty instance on the meta device."""
+    if config.get("model_type") in BY_MODEL_TYPE:
+        return None
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    try:
+        cfg = AutoConfig.for_model(**config)
+        with torch.device("meta"):
+            model = AutoModelForCausalLM.from_config(cfg)
+        discover(model, config["model_type"])
+    except GatelensError as e:
+        return str(e).split(": ", 1)[-1]
+    except Exception:  # noqa: BLE001 - an incomplete config: let the real load say what is wrong
+        return None
+    return None
+
+
 def supported_model_type(model_type: str | None) -> bool:
-    return model_type in BY_MODEL_TYPE
+    """In the family table, or a causal LM type of the installed transformers (found by models.discover)."""
+    if model_type in BY_MODEL_TYPE:
+        return True
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    return model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
 
 def _gguf_folder(gguf: Path) -> Path:
@@ -349,6 +378,8 @@ def _dispatch(model: nn.Module, device_map: dict | str) -> nn.Module:
 
 
 def _attention_layers(cfg, family: Family, n_layers: int) -> list[int]:
+    if family.attn_paths:
+        return [i for i, _ in family.attn_paths]
     types = getattr(cfg, "layer_types", None)
     if family.hybrid and types:
         return [i for i, t in enumerate(types) if t in ATTENTION_LAYER_TYPES]
@@ -364,26 +395,41 @@ def native_family(gate: str) -> Family:
 
 def model_info(spec: str, family: Family, model_type: str, config, tokenizer, config_json: dict | None = None,
                *, fingerprint: str = "", dtype: str = "float32", device: str = "cpu",
-               path: str | None = None) -> ModelInfo:
+               path: str | None = None, attn: nn.Module | None = None) -> ModelInfo:
     """What gatelens knows about a model, from its transformers config, family row, tokenizer and config.json.
 
     The one place a ModelInfo is made: `load` and the trainer (for the model it is training) both call it.
     """
     text_cfg = config.get_text_config() if hasattr(config, "get_text_config") else config
     n_heads, d_model, n_layers = text_cfg.num_attention_heads, text_cfg.hidden_size, text_cfg.num_hidden_layers
+    n_kv = getattr(text_cfg, "num_key_value_heads", None) or n_heads
+    d_head = getattr(text_cfg, "head_dim", None) or d_model // n_heads
+    if attn is not None:  # a discovered family: the attention module's own numbers win over the config's names
+        n_heads = _first_int(attn, ("num_heads", "num_attention_heads", "n_head", "n_heads")) or n_heads
+        d_head = _first_int(attn, ("head_dim", "qk_head_dim", "head_size")) or d_head
+        groups = _first_int(attn, ("num_key_value_groups",))
+        n_kv = n_heads // groups if groups else _first_int(attn, ("num_key_value_heads", "num_kv_heads")) or n_kv
     gate = family.gate
     bos = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else getattr(text_cfg, "bos_token_id", None)
     return ModelInfo(
         spec=spec, family=family.name, model_type=model_type, n_layers=n_layers, n_heads=n_heads,
-        n_kv_heads=getattr(text_cfg, "num_key_value_heads", None) or n_heads,
-        d_head=getattr(text_cfg, "head_dim", None) or d_model // n_heads, d_model=d_model,
+        n_kv_heads=n_kv, d_head=d_head, d_model=d_model,
         vocab_size=text_cfg.vocab_size, max_context=getattr(text_cfg, "max_position_embeddings", None),
         attention_layers=_attention_layers(text_cfg, family, n_layers), gate=gate,
         gate_position=GATE_KINDS[gate].position if gate in GATE_KINDS else "G1",
         gate_layout=None if gate == "none" else family.gate_layout, bos_token_id=bos,
         final_norm=bool((config_json or {}).get("final_norm", True)), eval_data=(config_json or {}).get("gatelens_eval"),
         fingerprint=fingerprint, dtype=dtype, device=device, path=path,
+        skipped_layers=list(family.skipped) or None, learned_sink=family.learned_sink,
     )
+
+
+def _first_int(module: nn.Module, names: tuple[str, ...]) -> int | None:
+    for n in names:
+        v = getattr(module, n, None)
+        if isinstance(v, int) and not isinstance(v, bool) and v > 0:
+            return v
+    return None
 
 
 def strict_from_pretrained(auto_class, folder: Path, spec: str, **kw) -> nn.Module:
@@ -396,8 +442,15 @@ def strict_from_pretrained(auto_class, folder: Path, spec: str, **kw) -> nn.Modu
     level = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # the load report: we raise on what it would list
     try:
-        model, info = auto_class.from_pretrained(str(folder), output_loading_info=True, ignore_mismatched_sizes=True,
-                                                 **kw)
+        try:
+            model, info = auto_class.from_pretrained(str(folder), output_loading_info=True,
+                                                     ignore_mismatched_sizes=True, **kw)
+        except ValueError as e:  # a model declaring no SDPA support: the same function under a name without "sdpa"
+            if "scaled_dot_product_attention" not in str(e) or kw.get("attn_implementation") != attention.ATTN_NAME:
+                raise
+            kw["attn_implementation"] = attention.ATTN_NAME_EXACT
+            model, info = auto_class.from_pretrained(str(folder), output_loading_info=True,
+                                                     ignore_mismatched_sizes=True, **kw)
     finally:
         hf_logging.set_verbosity(level)
     problems = []
@@ -460,8 +513,11 @@ def load(spec: str, *, device: str = "cpu", dtype: str = "float32", device_map: 
             raise GatelensError(f"{spec}/config.json has no model_type; save the model with "
                                 "model.save_pretrained(folder), which writes it")
         if not supported_model_type(mt):
-            raise GatelensError(f"unsupported architecture {mt!r} in {spec}; gatelens supports: "
-                                + ", ".join(supported_model_types()))
+            raise GatelensError(f"unsupported architecture {mt!r} in {spec}: the installed transformers has no "
+                                "causal language model of that type; upgrade transformers, or check config.json")
+        why = unmeasurable(cfg_dict)  # an empty instance on the meta device: refused before any weight is read
+        if why:
+            raise GatelensError(f"unsupported architecture {mt!r} in {spec}: {why}")
         try:
             kw = {} if device_map is None else {"device_map": device_map,
                                                 "offload_folder": str(cache_dir() / "offload")}
@@ -473,7 +529,7 @@ def load(spec: str, *, device: str = "cpu", dtype: str = "float32", device_map: 
             msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise GatelensError(f"cannot load {spec}: {msg}; check the folder is a complete, uncorrupted "
                                 "checkpoint") from None
-        family = BY_MODEL_TYPE[mt]
+        family = BY_MODEL_TYPE[mt] if mt in BY_MODEL_TYPE else discover(model, mt)
         model_type = mt
     if device_map is None:
         model.to(device)
@@ -495,5 +551,13 @@ def load(spec: str, *, device: str = "cpu", dtype: str = "float32", device_map: 
 
     info = model_info(name, family, model_type, model.config, tok, cfg_dict,
                       fingerprint=fingerprint(native.weight_files(folder)),
-                      dtype=str(torch_dtype).replace("torch.", ""), device=device, path=str(folder))
+                      dtype=str(torch_dtype).replace("torch.", ""), device=device, path=str(folder),
+                      attn=_first_attention(model, family))
     return Loaded(model, tok, info, family)
+
+
+def _first_attention(model: nn.Module, family: Family) -> nn.Module | None:
+    if not family.discovered:
+        return None
+    layer, path = family.attn_paths[0]
+    return model.get_submodule(family.layers)[layer].get_submodule(path)

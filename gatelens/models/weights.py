@@ -29,9 +29,11 @@ def ov_weights(loaded: Loaded, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _ov_weights(loaded: Loaded, attn) -> tuple[torch.Tensor, torch.Tensor]:
-    info = loaded.info
+    info, family = loaded.info, loaded.family
     H, K, d, D = info.n_heads, info.n_kv_heads, info.d_head, info.d_model
-    qkv = loaded.family.qkv
+    qkv = family.qkv
+    if family.discovered and qkv != "gpt2":
+        return _discovered_ov(loaded, attn)
     if qkv == "separate":
         w = attn.v_proj.weight
         if isinstance(w, torch.Tensor) and isinstance(attn.v_proj, GatedVProj):
@@ -46,5 +48,36 @@ def _ov_weights(loaded: Loaded, attn) -> tuple[torch.Tensor, torch.Tensor]:
         w_o = attn.dense.weight.view(D, H, d).permute(1, 2, 0)
     else:
         raise ValueError(f"no weight layout for qkv={qkv!r}")
+    group = H // w_v.shape[0]
+    return w_v.detach().cpu().repeat_interleave(group, 0), w_o.detach().cpu()
+
+
+def _discovered_ov(loaded: Loaded, attn) -> tuple[torch.Tensor, torch.Tensor]:
+    """W_V [head, d_in, d_v] and W_O [head, d_v, d_model] of a family found by models.discover.
+
+    d_in is d_model, except for multi-head latent attention (DeepSeek-V2/V3 ...), where W_V^h maps the normed
+    KV latent (kv_lora_rank wide) to head h's values: the OV circuit of the latent."""
+    family, info = loaded.family, loaded.info
+    if family.qkv == "none":
+        from ..errors import GatelensError
+
+        raise GatelensError(f"{info.spec}: gatelens cannot read W_V and W_O of this architecture for the rank "
+                            f"metric ({family.rank_note}); the other metrics measure it")
+    H, K, d = info.n_heads, info.n_kv_heads, info.d_head
+    o = attn.get_submodule(family.o_proj).weight                              # [d_model, H * d_v] (Linear)
+    w = attn.get_submodule(family.v_proj).weight
+    if family.qkv == "mla":   # kv_b_proj rows per head: [k_nope (qk_nope_head_dim) | v (v_head_dim)]
+        d_v, nope = attn.v_head_dim, attn.qk_nope_head_dim
+        w_v = w.view(H, nope + d_v, -1)[:, nope:].transpose(1, 2)              # [H, r, d_v]
+    elif family.qkv == "fused":  # rows [Q (H*d) | K (K*d) | V (K*d_v)]
+        d_v = o.shape[1] // H
+        w_v = w[w.shape[0] - K * d_v:].view(K, d_v, -1).transpose(1, 2)
+    elif family.qkv == "neox":   # rows per head [q_h | k_h | v_h]
+        d_v = d
+        w_v = w.view(H, 3, d, -1)[:, 2].transpose(1, 2)
+    else:                        # separate: the value rows of K heads
+        d_v = o.shape[1] // H
+        w_v = w.view(w.shape[0] // d_v, d_v, -1).transpose(1, 2)
+    w_o = o.view(o.shape[0], H, d_v).permute(1, 2, 0)
     group = H // w_v.shape[0]
     return w_v.detach().cpu().repeat_interleave(group, 0), w_o.detach().cpu()

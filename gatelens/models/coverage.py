@@ -1,0 +1,355 @@
+"""Coverage: which causal-LM types of the installed transformers gatelens measures exactly, checked on tiny instances.
+
+For every model type mapped to `AutoModelForCausalLM`: build a tiny random fp32 instance, save it with a byte-level
+tokenizer, load it through `gatelens.load` (strict loading, discovery), and check against transformers' own eager
+attention (`output_attentions=True`): logits equal, per-head F-Attn equal to 1e-5, the learned-sink share equal to the
+eager pattern's missing mass (1 - row sum), massive activations run, gate found where the architecture has one,
+W_V / W_O readable for the rank metric and reproducing the values the attention function receives.
+A type that cannot be measured gets the one-line reason. `gatelens models` writes the table (docs/MODELS.md).
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+TOL = 1e-5
+SMALL = dict(num_hidden_layers=2, hidden_size=64, intermediate_size=128, num_attention_heads=4, num_key_value_heads=2,
+             head_dim=16, max_position_embeddings=256)
+# Set where the type's config has them: tiny MoE blocks and latent-attention sizes that fit the tiny heads.
+TINY_IF_PRESENT = dict(num_experts=4, num_local_experts=4, n_routed_experts=4, moe_num_experts=4, num_experts_per_tok=2,
+                       moe_topk=2, top_k=2, moe_intermediate_size=32, shared_expert_intermediate_size=32,
+                       expert_intermediate_size=32, n_group=1, topk_group=1, kv_lora_rank=16, q_lora_rank=32,
+                       qk_rope_head_dim=8, qk_nope_head_dim=8, v_head_dim=16, linear_num_key_heads=2,
+                       linear_num_value_heads=2, linear_key_head_dim=16, linear_value_head_dim=16)
+MLA = dict(head_dim=8, num_key_value_heads=4)  # latent attention: head_dim names the rotary part; keys per head
+OVERRIDES: dict[str, dict] = {
+    "falcon": dict(head_dim=None),
+}
+
+
+@dataclass
+class Row:
+    model_type: str
+    status: str = "fail"               # ok | fail | skip (not measurable: reason says why)
+    reason: str = ""
+    family: str = ""                   # family-table row, or "discovered"
+    attention_layers: str = ""
+    skipped_layers: int = 0
+    gate: str = "none"
+    learned_sink: bool = False
+    rank: str = ""                     # "ok", or why not
+    f_attn_err: float | None = None
+    sink_err: float | None = None
+    logits_err: float | None = None
+    massive: bool = False
+    seconds: float = 0.0
+    extra: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def causal_lm_types() -> list[str]:
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    return sorted(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES)
+
+
+def tiny_config(model_type: str, n_layers: int = 2):
+    from transformers import AutoConfig
+
+    from .tokenizer import byte_tokenizer
+
+    tok = byte_tokenizer()
+    kw = {**SMALL, "num_hidden_layers": n_layers, "vocab_size": len(tok), "bos_token_id": tok.bos_token_id,
+          "eos_token_id": tok.eos_token_id, "pad_token_id": tok.pad_token_id, **OVERRIDES.get(model_type, {})}
+    default = AutoConfig.for_model(model_type)
+    kw.update({k: v for k, v in TINY_IF_PRESENT.items() if getattr(default, k, None) is not None})
+    if getattr(default, "kv_lora_rank", None) is not None:
+        kw.update(MLA)
+    kw = {k: v for k, v in kw.items() if v is not None}
+    return AutoConfig.for_model(model_type, **kw), tok
+
+
+def _short(e: BaseException) -> str:
+    msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    return f"{type(e).__name__}: {msg}"[:160]
+
+
+def build_tiny(model_type: str, folder: Path, seed: int = 0) -> Path:
+    """A tiny random checkpoint of `model_type` in `folder` (4 layers if 2 hold no softmax attention)."""
+    from transformers import AutoModelForCausalLM
+
+    from .discover import discover
+
+    for n_layers in (2, 4, 8):
+        cfg, tok = tiny_config(model_type, n_layers)
+        torch.manual_seed(seed)
+        model = AutoModelForCausalLM.from_config(cfg, dtype=torch.float32)
+        try:
+            if discover(model, model_type).attn_paths:
+                break
+        except Exception:  # noqa: BLE001 - no attention layer in this many layers: try more, then let load() say
+            continue
+    _sharpen(model)
+    model.save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return folder
+
+
+def _sharpen(model) -> None:
+    """Scale query rows up so tiny random models attend sharply (a near-uniform pattern would pass anything)."""
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith(("q_proj.weight", "c_attn.weight", "query_key_value.weight", "q_b_proj.weight",
+                              "qkv_proj.weight", "Wqkv.weight", "query.weight")):
+                p.mul_(4.0)
+
+
+def check_type(model_type: str, seq_len: int = 24, n_seqs: int = 2) -> Row:
+    """Build, load and compare one model type; never raises (a failure is a row with its reason)."""
+    t0 = time.time()
+    row = Row(model_type)
+    try:
+        with tempfile.TemporaryDirectory(prefix=f"gatelens-cov-{model_type}-") as tmp:
+            _check(model_type, Path(tmp), row, seq_len, n_seqs)
+    except Exception as e:  # noqa: BLE001 - the table records every failure as one line
+        row.status, row.reason = ("skip" if _is_refusal(e) else "fail"), row.reason or _short(e)
+    row.seconds = round(time.time() - t0, 2)
+    return row
+
+
+def _is_refusal(e: BaseException) -> bool:
+    from ..errors import GatelensError
+
+    return isinstance(e, GatelensError)
+
+
+def _check(model_type: str, tmp: Path, row: Row, seq_len: int, n_seqs: int) -> None:
+    from transformers import AutoModelForCausalLM
+
+    import gatelens
+    from ..metrics.sink import f_attn_reference
+
+    try:
+        folder = build_tiny(model_type, tmp / "m")
+    except Exception as e:  # noqa: BLE001
+        row.status, row.reason = "skip", f"no tiny instance from the default config ({_short(e)})"
+        return
+    loaded = gatelens.load(str(folder))
+    info, fam = loaded.info, loaded.family
+    row.family = "discovered" if fam.discovered else fam.name
+    row.attention_layers = ",".join(map(str, info.attention_layers))
+    row.skipped_layers = len(info.skipped_layers or [])
+    row.gate, row.learned_sink = info.gate, info.learned_sink
+    text = "It was the best of times, it was the worst of times. " * 8
+    inputs = gatelens.prepare_inputs(loaded, text=text, seq_len=seq_len, n_seqs=n_seqs)
+    ids = torch.stack(inputs.seqs)
+    ref = AutoModelForCausalLM.from_pretrained(str(folder), attn_implementation="eager", dtype=torch.float32).eval()
+    with torch.no_grad():
+        want = ref(ids, output_attentions=True)
+        got = loaded.model(ids).logits
+    row.logits_err = float((got.float() - want.logits.float()).abs().max())
+    result = gatelens.sink(loaded, inputs, batch_size=n_seqs)
+    patterns = [a for a in (want.attentions or ()) if a is not None]
+    if len(patterns) != len(result.layers):
+        row.reason = (f"eager returned {len(patterns)} attention patterns for {len(result.layers)} attention layers; "
+                      "cannot compare")
+        return
+    f_err, s_err = 0.0, 0.0
+    for ly, pattern in zip(result.layers, patterns):
+        ref_f = f_attn_reference(pattern.double())
+        f_err = max(f_err, float((torch.tensor(ly.heads["f_attn"], dtype=torch.float64) - ref_f).abs().max()))
+        if "learned_sink" in ly.heads:  # the sink column eager drops: what the row sum misses
+            valid = torch.zeros(pattern.shape[2], dtype=torch.float64)
+            valid[1:] = 1
+            ref_s = torch.einsum("bhq,q->h", 1 - pattern.double().sum(-1), valid) / (valid.sum() * pattern.shape[0])
+            s_err = max(s_err, float((torch.tensor(ly.heads["learned_sink"], dtype=torch.float64) - ref_s).abs().max()))
+    row.f_attn_err = f_err
+    row.sink_err = s_err if info.learned_sink else None
+    from ..measure import massive as measure_massive
+
+    massive = measure_massive(loaded, inputs, batch_size=n_seqs)
+    row.massive = massive is not None
+    row.rank = _rank_check(loaded, ids)
+    if info.gated:
+        row.extra["gate_err"] = gate_err = _gate_check(loaded, ids)
+        if gate_err is None or gate_err > 1e-5:
+            row.reason = f"gate scores differ from o_proj input / SDPA output ({gate_err})"
+            row.status = "fail"
+            return
+    ok = f_err <= TOL and row.logits_err <= 1e-4 and (not info.learned_sink or s_err <= TOL)
+    if not info.learned_sink and fam.learned_sink is False and _has_sink_kwarg(loaded):
+        ok, row.reason = False, "learned sink logits not recognised"
+    row.status = "ok" if ok else "fail"
+    if not ok and not row.reason:
+        row.reason = f"F-Attn off by {f_err:.2g}, logits by {row.logits_err:.2g}" + (
+            f", learned sink by {s_err:.2g}" if info.learned_sink else "")
+
+
+def _gate_check(loaded, ids) -> float | None:
+    """Max difference between gatelens' gate scores and W_O's input divided by the SDPA output (a cross-check that
+    needs no knowledge of the layout), over entries where the SDPA output is not tiny; None if not observable."""
+    from .. import attention
+    from ..metrics.base import gate_logits
+
+    layer = loaded.info.attention_layers[0]
+    attn = loaded.attention(layer)
+    seen: dict = {}
+
+    def gate_hook(module, args, output):
+        seen["s"] = torch.sigmoid(gate_logits(loaded, output, module).double())      # [b, n, H, g]
+
+    def o_hook(module, args):
+        seen["z"] = args[0].double()                                                 # [b, n, H * d]
+
+    hooks = [attn.get_submodule(loaded.family.gate_module).register_forward_hook(gate_hook),
+             attn.get_submodule(loaded.family.o_proj).register_forward_pre_hook(o_hook)]
+    events = []
+    try:
+        with attention.listening(lambda ev: events.append(ev.output) if ev.layer == layer else None), torch.no_grad():
+            loaded.model(ids[:1])
+    finally:
+        for h in hooks:
+            h.remove()
+    if not events or "s" not in seen or "z" not in seen:
+        return None
+    y = events[0].double().transpose(1, 2)                                           # [b, n, H, d]
+    z = seen["z"].view(y.shape)
+    s = seen["s"].expand(y.shape)
+    big = y.abs() > 1e-3 * y.abs().max()
+    return float(((z / y - s).abs())[big].max())
+
+
+def _has_sink_kwarg(loaded) -> bool:
+    return any(n.endswith(("sinks", "s_aux")) for n, _ in loaded.model.named_parameters())
+
+
+def _rank_check(loaded, ids) -> str:
+    """'ok' when W_V read through the family reproduces the values the attention function receives."""
+    from .. import attention
+    from ..errors import GatelensError
+    from .weights import ov_weights
+
+    layer = loaded.info.attention_layers[0]
+    try:
+        w_v, w_o = ov_weights(loaded, layer)
+    except GatelensError as e:
+        return str(e).split("(", 1)[-1].rstrip(")").split(";")[0][:80]
+    except Exception as e:  # noqa: BLE001
+        return f"weights unreadable ({_short(e)})"
+    fam = loaded.family
+    attn = loaded.attention(layer)
+    src = getattr(attn, fam.v_proj, None) if fam.discovered else None
+    if src is None or fam.qkv == "gpt2":
+        return "ok"
+    seen: dict = {}
+    def keep_input(module, args, output):
+        seen.setdefault("x", args[0])          # returns None: the output stays as it is
+
+    h1 = src.register_forward_hook(keep_input)
+    probe = []
+    try:
+        with attention.listening(lambda ev: probe.append(ev) if ev.layer == layer else None), torch.no_grad():
+            loaded.model(ids[:1])
+    finally:
+        h1.remove()
+    if not probe or "x" not in seen:
+        return "values not observed"
+    ev = probe[0]
+    bias = getattr(src, "bias", None)
+    x = seen["x"].double()
+    x = x.reshape(x.shape[0], -1, x.shape[-1])                                   # [1, n, d_in]
+    group = loaded.info.n_heads // ev.value.shape[1]
+    w = w_v[::group].double()                                                    # [kv, d_in, d_v]
+    v = torch.einsum("bnd,kde->bkne", x, w)
+    if bias is not None and fam.qkv == "separate":
+        v = v + bias.double().view(1, w.shape[0], 1, -1)
+    if v.shape != ev.value.shape:
+        return f"value shape {tuple(v.shape)} vs {tuple(ev.value.shape)}"
+    err = float((v - ev.value.double()).abs().max())
+    scale = float(ev.value.double().abs().max()) or 1.0
+    return "ok" if err <= 1e-4 * scale else f"values differ (normed after W_V?) {err / scale:.1g}"
+
+
+def _worker_init(mem_gb: float) -> None:
+    import os
+    import resource
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    resource.setrlimit(resource.RLIMIT_AS, (int(mem_gb * 2**30), resource.RLIM_INFINITY))
+    torch.set_num_threads(1)
+
+
+def _timed_check(model_type: str, seconds: int) -> Row:
+    import signal
+    import warnings
+
+    warnings.filterwarnings("ignore")
+
+    def alarm(signum, frame):
+        raise TimeoutError(f"over {seconds} s")
+
+    signal.signal(signal.SIGALRM, alarm)
+    signal.alarm(seconds)
+    try:
+        return check_type(model_type)
+    finally:
+        signal.alarm(0)
+
+
+def sweep(types: list[str] | None = None, on_row=None, *, seconds: int = 180, mem_gb: float = 8.0) -> list[Row]:
+    """check_type for every type, each in a worker process with a memory cap and a time limit (a type whose default
+    config is huge fails alone, with its reason, instead of taking the machine down)."""
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
+
+    rows = []
+    ctx = mp.get_context("spawn")
+    pool = ProcessPoolExecutor(1, mp_context=ctx, initializer=_worker_init, initargs=(mem_gb,))
+    try:
+        for mt in types or causal_lm_types():
+            try:
+                row = pool.submit(_timed_check, mt, seconds).result()
+            except BrokenProcessPool:
+                row = Row(mt, reason=f"the worker died (over {mem_gb:g} GB, or a crash) building or running it")
+                pool = ProcessPoolExecutor(1, mp_context=ctx, initializer=_worker_init, initargs=(mem_gb,))
+            rows.append(row)
+            if on_row is not None:
+                on_row(row)
+    finally:
+        pool.shutdown()
+    return rows
+
+
+def markdown(rows: list[Row], versions: str) -> str:
+    ok = [r for r in rows if r.status == "ok"]
+    lines = [
+        "# Model coverage",
+        "",
+        f"Made by `gatelens models` ({versions}): a tiny random fp32 instance of every model type the installed "
+        "transformers maps to `AutoModelForCausalLM`, loaded through `gatelens.load` and compared with transformers' "
+        "eager attention (`output_attentions=True`). **ok**: logits equal (1e-4), per-head F-Attn equal to "
+        f"{TOL:g}, the learned-sink share equal to the eager pattern's missing mass to {TOL:g}, massive activations run.",
+        "",
+        f"**{len(ok)} of {len(rows)} model types measured exactly**; "
+        f"{sum(r.gate != 'none' for r in ok)} with an output gate, {sum(r.learned_sink for r in ok)} with learned "
+        "sinks. `rank`: W_V read by gatelens reproduces the values the attention function receives.",
+        "",
+        "| model type | status | family | attention layers | skipped | gate | learned sink | rank | F-Attn err | reason |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        err = "" if r.f_attn_err is None else f"{r.f_attn_err:.1e}"
+        lines.append(f"| {r.model_type} | {r.status} | {r.family} | {r.attention_layers} | {r.skipped_layers or ''} "
+                     f"| {'' if r.gate == 'none' else r.gate} | {'yes' if r.learned_sink else ''} | {r.rank} | {err} "
+                     f"| {r.reason.replace('|', '/')} |")
+    return "\n".join(lines) + "\n"
