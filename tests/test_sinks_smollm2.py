@@ -1,0 +1,42 @@
+"""Acceptance on real weights: attention received per key and the sink's contribution of SmolLM2-135M against
+transformers' eager attention (full patterns), 2 x 64 tokens of the evaluation sample (real text: the first token
+is a sink there, delimiters collect attention too). Tolerance 1e-4, as the F-Attn acceptance test: 30 layers with
+activations in the tens of thousands reach eager and SDPA through different summation orders."""
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+import gatelens
+from gatelens.measure import measure
+from gatelens.metrics.contribution import Contribution, contribution_reference
+from gatelens.metrics.received import Received, received_reference
+from gatelens.models.weights import ov_weights
+
+pytestmark = [pytest.mark.acceptance, pytest.mark.slow]
+
+
+def test_received_and_contribution_equal_eager(tmp_path):
+    loaded = gatelens.load("smollm2-135m")
+    info = loaded.info
+    inputs = gatelens.prepare_inputs(loaded, seq_len=64, n_seqs=2)
+    rec, con = measure(loaded, [Received(top_k=3), Contribution()], inputs, batch_size=2)
+    ids = torch.stack(inputs.seqs)
+    ref = AutoModelForCausalLM.from_pretrained(info.path, attn_implementation="eager").eval()
+    vals = {}
+    for i, layer in enumerate(ref.model.layers):
+        layer.self_attn.v_proj.register_forward_hook(
+            lambda m, a, o, i=i: vals.__setitem__(i, o.view(*o.shape[:2], info.n_kv_heads, info.d_head).transpose(1, 2)))
+    with torch.no_grad():
+        pats = ref(ids, output_attentions=True).attentions
+    allowed = torch.ones(64, 64, dtype=torch.bool).tril()[None, None]
+    assert len(rec.layers) == len(con.layers) == 30
+    for i, (r, c) in enumerate(zip(rec.layers, con.layers)):
+        s, n = received_reference(pats[i], allowed)
+        got_s, got_n = rec.profiles[i]
+        torch.testing.assert_close(got_s / got_n, (s.sum(0) / n.sum(0)), atol=1e-4, rtol=0)
+        v = vals[i].repeat_interleave(info.n_heads // info.n_kv_heads, 1)
+        want = contribution_reference(pats[i], v, ov_weights(loaded, i)[1], pats[i] @ v)
+        for k, w in want.items():
+            torch.testing.assert_close(torch.tensor(c.heads[k], dtype=torch.float64), w, atol=1e-4, rtol=1e-4,
+                                       msg=f"{k} of layer {i}")
