@@ -842,6 +842,45 @@ def figures_cli(config: Annotated[Path, typer.Option("--config", help="models an
     out_console.print(f"wrote {len(files)} files to {cfg.out}/")
 
 
+@command("models")
+@user_errors
+def models_cli(out: Annotated[Path, typer.Option("--out", help="Markdown table to write (a .json of the rows "
+                                                              "is written beside it)")] = Path("results/MODELS.md"),
+               types: Annotated[Optional[str], typer.Option("--types", metavar="TYPE[,TYPE...]",
+                                                            help="only these model types (default: every one)")] = None,
+               json_out: Json = False):
+    """Check every causal-LM type of the installed transformers on a tiny random instance (F-Attn against eager)."""
+    import json
+
+    import transformers
+
+    from .models import coverage
+
+    check_writable(out.parent)
+    wanted = types.split(",") if types else None
+    known = set(coverage.causal_lm_types())
+    unknown = [t for t in wanted or [] if t not in known]
+    if unknown:
+        raise GatelensError(f"--types: {', '.join(unknown)} not a causal-LM model type of transformers "
+                            f"{transformers.__version__}; `gatelens models` without --types checks every one")
+
+    def line(row):
+        if not json_out:
+            err_console.print(f"{row.model_type:<28} {row.status:<4} {escape(row.reason[:90])}", highlight=False)
+
+    rows = coverage.sweep(wanted, line)
+    import torch
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+
+    out.write_text(coverage.markdown(rows, f"transformers {transformers.__version__}, torch {torch.__version__}"))
+    out.with_suffix(".json").write_text(json.dumps([r.to_dict() for r in rows], indent=1) + "\n")
+    ok = sum(r.status == "ok" for r in rows)
+    if json_out:
+        return emit_json({"ok": ok, "types": len(rows), "table": str(out), "rows": [r.to_dict() for r in rows]})
+    out_console.print(f"{ok} of {len(rows)} model types measured exactly; table in {out}")
+
+
 @command("zoo")
 @user_errors
 def zoo_cli(json_out: Json = False):

@@ -136,8 +136,12 @@ def hook_gates(loaded, make_hook: Callable[[int], Callable]) -> list:
 
 
 def hidden(output) -> Tensor:
-    """A decoder layer's forward output -> its hidden state [batch, pos, d_model]."""
-    return output[0] if isinstance(output, tuple) else output
+    """A decoder layer's forward output -> its hidden state [batch, pos, d_model].
+
+    Hyper-connection models (DeepSeek-V4, HY-V4) carry several residual streams, [batch, pos, stream, d_model]:
+    their values are taken together, as one state of stream * d_model channels."""
+    h = output[0] if isinstance(output, tuple) else output
+    return h if h.dim() <= 3 else h.flatten(2)
 
 
 def mean(xs) -> float:

@@ -25,7 +25,7 @@ TINY_IF_PRESENT = dict(num_experts=4, num_local_experts=4, n_routed_experts=4, m
                        moe_topk=2, top_k=2, moe_intermediate_size=32, shared_expert_intermediate_size=32,
                        expert_intermediate_size=32, n_group=1, topk_group=1, kv_lora_rank=16, q_lora_rank=32,
                        qk_rope_head_dim=8, qk_nope_head_dim=8, v_head_dim=16, linear_num_key_heads=2,
-                       linear_num_value_heads=2, linear_key_head_dim=16, linear_value_head_dim=16)
+                       linear_num_value_heads=2, linear_key_head_dim=16, linear_value_head_dim=16, rotary_dim=8)
 MLA = dict(head_dim=8, num_key_value_heads=4)  # latent attention: head_dim names the rotary part; keys per head
 OVERRIDES: dict[str, dict] = {
     "falcon": dict(head_dim=None),
@@ -69,11 +69,18 @@ def tiny_config(model_type: str, n_layers: int = 2):
     kw = {**SMALL, "num_hidden_layers": n_layers, "vocab_size": len(tok), "bos_token_id": tok.bos_token_id,
           "eos_token_id": tok.eos_token_id, "pad_token_id": tok.pad_token_id, **OVERRIDES.get(model_type, {})}
     default = AutoConfig.for_model(model_type)
-    kw.update({k: v for k, v in TINY_IF_PRESENT.items() if getattr(default, k, None) is not None})
+    kw.update({k: v for k, v in TINY_IF_PRESENT.items() if _has(default, k)})
     if getattr(default, "kv_lora_rank", None) is not None:
         kw.update(MLA)
     kw = {k: v for k, v in kw.items() if v is not None}
     return AutoConfig.for_model(model_type, **kw), tok
+
+
+def _has(cfg, key: str) -> bool:
+    try:
+        return hasattr(cfg, key)
+    except Exception:  # noqa: BLE001 - per-layer attributes raise on the global config (Gemma 4)
+        return False
 
 
 def _short(e: BaseException) -> str:
@@ -151,12 +158,23 @@ def _check(model_type: str, tmp: Path, row: Row, seq_len: int, n_seqs: int) -> N
     inputs = gatelens.prepare_inputs(loaded, text=text, seq_len=seq_len, n_seqs=n_seqs)
     ids = torch.stack(inputs.seqs)
     ref = AutoModelForCausalLM.from_pretrained(str(folder), attn_implementation="eager", dtype=torch.float32).eval()
+    captured: list = []
+    try:
+        with torch.no_grad(), _capture_eager(ref, captured):
+            want = ref(ids, output_attentions=True)
+    except Exception as e:  # noqa: BLE001
+        row.reason = f"transformers' own eager forward fails on the tiny instance ({_short(e)})"
+        return
     with torch.no_grad():
-        want = ref(ids, output_attentions=True)
         got = loaded.model(ids).logits
     row.logits_err = float((got.float() - want.logits.float()).abs().max())
     result = gatelens.sink(loaded, inputs, batch_size=n_seqs)
     patterns = [a for a in (want.attentions or ()) if a is not None]
+    if len(patterns) == info.n_layers and len(result.layers) < info.n_layers:  # hybrids returning every layer's
+        patterns = [patterns[i] for i in info.attention_layers]
+    if info.learned_sink:  # eager implementations differ in what they return (granite_swa: the pattern without the
+        # sink's scaling): rebuild softmax([logits, sink]) from the eager function's own inputs instead
+        patterns = [_with_sink(c) for c in captured]
     if len(patterns) != len(result.layers):
         row.reason = (f"eager returned {len(patterns)} attention patterns for {len(result.layers)} attention layers; "
                       "cannot compare")
@@ -177,7 +195,9 @@ def _check(model_type: str, tmp: Path, row: Row, seq_len: int, n_seqs: int) -> N
     massive = measure_massive(loaded, inputs, batch_size=n_seqs)
     row.massive = massive is not None
     row.rank = _rank_check(loaded, ids)
-    if info.gated:
+    if info.gated and fam.gate_module is None:
+        row.reason = f"gate recognised, scores not read yet: {fam.gate_note}"
+    elif info.gated:
         row.extra["gate_err"] = gate_err = _gate_check(loaded, ids)
         if gate_err is None or gate_err > 1e-5:
             row.reason = f"gate scores differ from o_proj input / SDPA output ({gate_err})"
@@ -190,6 +210,49 @@ def _check(model_type: str, tmp: Path, row: Row, seq_len: int, n_seqs: int) -> N
     if not ok and not row.reason:
         row.reason = f"F-Attn off by {f_err:.2g}, logits by {row.logits_err:.2g}" + (
             f", learned sink by {s_err:.2g}" if info.learned_sink else "")
+
+
+class _capture_eager:
+    """Record (query, key, mask, scaling, sinks) of every call of the reference model's eager attention function."""
+
+    def __init__(self, model, out: list):
+        import sys
+
+        self.mod, self.out = sys.modules[type(model).__module__], out
+        self.orig = getattr(self.mod, "eager_attention_forward", None)
+
+    def __enter__(self):
+        if self.orig is None:
+            return self
+        out, orig = self.out, self.orig
+
+        def wrapper(module, query, key, value, attention_mask, *args, **kwargs):
+            scaling = kwargs.get("scaling", args[0] if args else None)
+            sinks = kwargs.get("s_aux", kwargs.get("sinks", getattr(module, "sinks", None)))
+            out.append((query, key, attention_mask, scaling, sinks))
+            return orig(module, query, key, value, attention_mask, *args, **kwargs)
+
+        self.mod.eager_attention_forward = wrapper
+        return self
+
+    def __exit__(self, *exc):
+        if self.orig is not None:
+            self.mod.eager_attention_forward = self.orig
+
+
+def _with_sink(captured) -> torch.Tensor:
+    """The attention pattern [b, h, q, k] of softmax over [logits, sink logit], the sink column kept out."""
+    q, k, mask, scaling, sinks = captured
+    k = k.repeat_interleave(q.shape[1] // k.shape[1], 1)
+    logits = (q.double() @ k.double().transpose(-1, -2)) * (scaling if scaling is not None else q.shape[-1] ** -0.5)
+    if mask is not None:
+        m = mask[..., : k.shape[-2]]
+        logits = logits.masked_fill(~m, float("-inf")) if m.dtype == torch.bool else logits + m.double()
+    if sinks is None:
+        return logits.softmax(-1)
+    s = sinks.double().reshape(1, -1, 1, 1) if sinks.dim() == 1 else sinks.double().reshape(*sinks.shape[:3], 1)
+    full = torch.cat([logits, s.expand(*logits.shape[:-1], 1)], -1).softmax(-1)
+    return full[..., :-1]
 
 
 def _gate_check(loaded, ids) -> float | None:
@@ -232,49 +295,15 @@ def _has_sink_kwarg(loaded) -> bool:
 
 def _rank_check(loaded, ids) -> str:
     """'ok' when W_V read through the family reproduces the values the attention function receives."""
-    from .. import attention
-    from ..errors import GatelensError
-    from .weights import ov_weights
+    from .weights import check_ov, ov_weights
 
-    layer = loaded.info.attention_layers[0]
+    if loaded.family.discovered:
+        return check_ov(loaded)[:90] or "ok"
     try:
-        w_v, w_o = ov_weights(loaded, layer)
-    except GatelensError as e:
-        return str(e).split("(", 1)[-1].rstrip(")").split(";")[0][:80]
+        ov_weights(loaded, loaded.info.attention_layers[0])
     except Exception as e:  # noqa: BLE001
         return f"weights unreadable ({_short(e)})"
-    fam = loaded.family
-    attn = loaded.attention(layer)
-    src = getattr(attn, fam.v_proj, None) if fam.discovered else None
-    if src is None or fam.qkv == "gpt2":
-        return "ok"
-    seen: dict = {}
-    def keep_input(module, args, output):
-        seen.setdefault("x", args[0])          # returns None: the output stays as it is
-
-    h1 = src.register_forward_hook(keep_input)
-    probe = []
-    try:
-        with attention.listening(lambda ev: probe.append(ev) if ev.layer == layer else None), torch.no_grad():
-            loaded.model(ids[:1])
-    finally:
-        h1.remove()
-    if not probe or "x" not in seen:
-        return "values not observed"
-    ev = probe[0]
-    bias = getattr(src, "bias", None)
-    x = seen["x"].double()
-    x = x.reshape(x.shape[0], -1, x.shape[-1])                                   # [1, n, d_in]
-    group = loaded.info.n_heads // ev.value.shape[1]
-    w = w_v[::group].double()                                                    # [kv, d_in, d_v]
-    v = torch.einsum("bnd,kde->bkne", x, w)
-    if bias is not None and fam.qkv == "separate":
-        v = v + bias.double().view(1, w.shape[0], 1, -1)
-    if v.shape != ev.value.shape:
-        return f"value shape {tuple(v.shape)} vs {tuple(ev.value.shape)}"
-    err = float((v - ev.value.double()).abs().max())
-    scale = float(ev.value.double().abs().max()) or 1.0
-    return "ok" if err <= 1e-4 * scale else f"values differ (normed after W_V?) {err / scale:.1g}"
+    return "ok"
 
 
 def _worker_init(mem_gb: float) -> None:

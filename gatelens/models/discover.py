@@ -177,8 +177,9 @@ def discover(model: nn.Module, model_type: str) -> Family:
             or cfg.num_attention_heads
         if width is not None:
             reader = replace(reader, gate="headwise" if width == n_heads else "elementwise")
-    learned_sink = any(n in ("sinks", "s_aux") for n, _ in first.named_parameters(recurse=False)) \
-        or hasattr(first, "sink_proj")
+    attns = [layers[i].get_submodule(p) for i, p in paths.items()]
+    learned_sink = any(getattr(a, "sinks", None) is not None or getattr(a, "s_aux", None) is not None
+                       or hasattr(a, "sink_proj") for a in attns)  # mimo_v2_flash: only its sliding-window layers
     return Family(
         name=model_type, model_types=(model_type,), layers=layers_path, attn=attn_path, qkv=qkv or "none",
         o_proj=o_name, v_proj=v_name, gate=reader.gate if reader else "none",

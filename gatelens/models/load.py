@@ -402,8 +402,8 @@ def model_info(spec: str, family: Family, model_type: str, config, tokenizer, co
     """
     text_cfg = config.get_text_config() if hasattr(config, "get_text_config") else config
     n_heads, d_model, n_layers = text_cfg.num_attention_heads, text_cfg.hidden_size, text_cfg.num_hidden_layers
-    n_kv = getattr(text_cfg, "num_key_value_heads", None) or n_heads
-    d_head = getattr(text_cfg, "head_dim", None) or d_model // n_heads
+    n_kv = _config_int(text_cfg, "num_key_value_heads") or n_heads
+    d_head = _config_int(text_cfg, "head_dim") or d_model // n_heads
     if attn is not None:  # a discovered family: the attention module's own numbers win over the config's names
         n_heads = _first_int(attn, ("num_heads", "num_attention_heads", "n_head", "n_heads")) or n_heads
         d_head = _first_int(attn, ("head_dim", "qk_head_dim", "head_size")) or d_head
@@ -422,6 +422,13 @@ def model_info(spec: str, family: Family, model_type: str, config, tokenizer, co
         fingerprint=fingerprint, dtype=dtype, device=device, path=path,
         skipped_layers=list(family.skipped) or None, learned_sink=family.learned_sink,
     )
+
+
+def _config_int(cfg, name: str) -> int | None:
+    try:
+        return getattr(cfg, name, None)
+    except Exception:  # noqa: BLE001 - per-layer attributes raise on the global config (Gemma 4): read the module
+        return None
 
 
 def _first_int(module: nn.Module, names: tuple[str, ...]) -> int | None:

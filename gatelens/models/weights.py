@@ -8,11 +8,17 @@ from __future__ import annotations
 
 import torch
 
+from ..errors import GatelensError
 from .gated import GatedVProj
 from .load import Loaded
 
 
 def ov_weights(loaded: Loaded, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
+    if loaded.family.discovered:
+        why = check_ov(loaded)
+        if why:
+            raise GatelensError(f"{loaded.info.spec}: W_V as gatelens reads it does not reproduce the values its "
+                                f"attention receives ({why}); the rank metric would be wrong, so it is not computed")
     attn = loaded.attention(layer)
     if not any(hasattr(m, "_hf_hook") for m in attn.modules()):
         return _ov_weights(loaded, attn)
@@ -81,3 +87,55 @@ def _discovered_ov(loaded: Loaded, attn) -> tuple[torch.Tensor, torch.Tensor]:
     w_o = o.view(o.shape[0], H, d_v).permute(1, 2, 0)
     group = H // w_v.shape[0]
     return w_v.detach().cpu().repeat_interleave(group, 0), w_o.detach().cpu()
+
+
+def check_ov(loaded: Loaded) -> str:
+    """'' when W_V read through a discovered family reproduces, on a short forward, the values the attention function
+    receives (x W_V + b, per KV head, for the first attention layer); else why not. Computed once per model."""
+    if "ov_check" in loaded.__dict__:
+        return loaded.__dict__["ov_check"]
+    loaded.__dict__["ov_check"] = why = _check_ov(loaded)
+    return why
+
+
+def _check_ov(loaded: Loaded) -> str:
+    from .. import attention
+
+    family = loaded.family
+    if family.qkv == "none":
+        return family.rank_note
+    layer = loaded.info.attention_layers[0]
+    attn = loaded.attention(layer)
+    try:
+        w_v, _ = _ov_weights(loaded, attn)
+    except Exception as e:  # noqa: BLE001 - a layout that does not fit the shapes
+        return f"weights do not fit the layout: {type(e).__name__}"
+    src = attn.get_submodule(family.v_proj)
+    seen: dict = {}
+
+    def keep_input(module, args, output):
+        seen.setdefault("x", args[0])          # returns None: the output stays as it is
+
+    events = []
+    device = loaded.model.get_input_embeddings().weight.device
+    ids = torch.arange(8, device=device)[None] % max(2, loaded.info.vocab_size)
+    hook = src.register_forward_hook(keep_input)
+    try:
+        with attention.listening(lambda ev: events.append(ev.value) if ev.layer == layer else None), torch.no_grad():
+            loaded.model(input_ids=ids, use_cache=False)
+    finally:
+        hook.remove()
+    if not events or "x" not in seen or events[0] is None:
+        return "the values were not observed"
+    x = seen["x"].double().cpu()
+    x = x.reshape(x.shape[0], -1, x.shape[-1])                                    # [1, n, d_in]
+    value = events[0].double().cpu()                                             # [1, kv, n, d_v]
+    w = w_v[:: loaded.info.n_heads // value.shape[1]].double()                   # [kv, d_in, d_v]
+    v = torch.einsum("bnd,kde->bkne", x, w)
+    bias = getattr(src, "bias", None)
+    if bias is not None and family.qkv == "separate":
+        v = v + bias.detach().double().cpu().view(1, w.shape[0], 1, -1)
+    if v.shape != value.shape:
+        return f"value shape {tuple(v.shape)} against {tuple(value.shape)}"
+    err = float((v - value).abs().max()) / (float(value.abs().max()) or 1.0)
+    return "" if err <= 1e-4 else f"values normalised or rearranged after W_V (relative error {err:.1g})"

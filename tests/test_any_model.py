@@ -1,0 +1,144 @@
+"""Any causal LM of the installed transformers: discovery, gates found not listed, learned sinks, soft-capping.
+
+A fixed sample of model types plus every gated and learned-sink type is checked here on tiny random instances
+(the same check `gatelens models` sweeps over every type): logits and per-head F-Attn equal to transformers' eager
+attention, gate scores equal to W_O's input divided by the SDPA output, the learned-sink share equal to the sink
+column of softmax([logits, sink]) rebuilt from the eager function's own inputs.
+"""
+
+import ast
+import os
+import re
+
+import pytest
+import torch
+
+import gatelens
+from gatelens import measure
+from gatelens.models import coverage, discover
+
+# Plain, MoE, soft-capped, fused QKV, latent attention, Conv1D, hybrid (Mamba + attention), sliding window.
+SAMPLE = ["mistral", "qwen2_moe", "gemma2", "gemma3_text", "phi3", "deepseek_v3", "starcoder2", "falcon_h1",
+          "olmo2", "cohere2", "gpt_bigcode", "llama4_text"]
+GATED_TYPES = ["beam", "afmoe", "bailing_hybrid", "lfm3", "hy_v4", "qwen3_5_moe_text"]
+SINK_TYPES = ["gpt_oss", "flint", "granite_swa", "granitemoe_swa", "mimo_v2_flash", "deepseek_v4"]
+
+
+@pytest.mark.parametrize("model_type", SAMPLE + GATED_TYPES + SINK_TYPES)
+def test_tiny_instance_matches_eager(model_type):
+    row = coverage.check_type(model_type)
+    assert row.status == "ok", row.reason
+    assert row.f_attn_err <= 1e-5 and row.logits_err <= 1e-4 and row.massive
+    if model_type in GATED_TYPES:
+        assert row.gate in ("elementwise", "headwise") and row.extra["gate_err"] <= 1e-6
+    if model_type in SINK_TYPES:
+        assert row.learned_sink and row.sink_err <= 1e-6
+
+
+def _modeling_files():
+    import transformers
+    from transformers.models.auto.configuration_auto import model_type_to_module_name
+
+    root = os.path.join(os.path.dirname(transformers.__file__), "models")
+    folders = {model_type_to_module_name(t) for t in coverage.causal_lm_types()}
+    for folder in sorted(folders):
+        path = os.path.join(root, folder, f"modeling_{folder}.py")
+        if os.path.exists(path):
+            yield folder, path
+
+
+_TIMES_OUTPUT = re.compile(r"(attn_output|attention_output|attn_out)\s*=.*\*|\*\s*(attn_output|attention_output)\b"
+                           r"|output\s*=\s*output\s*\*")
+
+
+def sigmoid_gated_folders() -> dict[str, list[str]]:
+    """Modeling folders (of causal-LM types) with a forward that multiplies an attention output by a sigmoid."""
+    found = {}
+    for folder, path in _modeling_files():
+        src = open(path, encoding="utf-8").read()
+        if "sigmoid" not in src:
+            continue
+        for cls in (n for n in ast.parse(src).body if isinstance(n, ast.ClassDef)):
+            for fn in cls.body:
+                if isinstance(fn, ast.FunctionDef) and fn.name == "forward":
+                    body = ast.get_source_segment(src, fn)
+                    attends = "attention_interface" in body or "ALL_ATTENTION_FUNCTIONS" in body
+                    if "sigmoid" in body and (attends or _TIMES_OUTPUT.search(body)):
+                        found.setdefault(folder, []).append(cls.name)
+    return found
+
+
+def test_every_sigmoid_output_gate_in_installed_transformers_is_recognised():
+    """A gated family added by a future transformers release fails here the day it lands."""
+    found = sigmoid_gated_folders()
+    assert {"qwen3_next", "qwen3_5", "beam", "inkling2"} <= set(found)  # the scan itself still works
+    known = set(discover.GATED) | set(discover.LINEAR_ATTENTION_GATES)
+    missing = {f: found[f] for f in sorted(set(found) - known)}
+    assert not missing, f"sigmoid-gated attention gatelens does not recognise: {missing}; add a GateReader"
+
+
+def test_discovery_agrees_with_the_family_table(tiny_dir):
+    for family in ("llama", "qwen2", "qwen3", "gpt2", "gpt_neox", "qwen3_next"):
+        loaded = gatelens.load(str(tiny_dir(family)))
+        found = discover.discover(loaded.model, loaded.info.model_type)
+        row = loaded.family
+        assert (found.layers, found.attn, found.o_proj) == (row.layers, row.attn, row.o_proj), family
+        assert [i for i, _ in found.attn_paths] == loaded.info.attention_layers, family
+        assert (found.gate, found.gate_module, found.gate_layout) == (row.gate, row.gate_module, row.gate_layout)
+
+
+def _tiny(model_type, tmp_path):
+    return gatelens.load(str(coverage.build_tiny(model_type, tmp_path / model_type)))
+
+
+def test_learned_sink_share_is_its_own_json_key(tmp_path):
+    loaded = _tiny("gpt_oss", tmp_path)
+    assert loaded.info.learned_sink
+    result = gatelens.sink(loaded, gatelens.prepare_inputs(loaded, text="a sink absorbs attention. " * 20,
+                                                           seq_len=24, n_seqs=2))
+    d = result.to_dict()
+    assert 0 < d["learned_sink"] < 1 and all("learned_sink" in h for h in d["layers"][0]["heads"])
+    assert "learned_sink" in result.display()["columns"]
+
+
+def test_models_without_learned_sinks_report_none(tiny_dir):
+    loaded = gatelens.load(str(tiny_dir("llama")))
+    result = gatelens.sink(loaded, gatelens.prepare_inputs(loaded, text="plain text. " * 40, seq_len=24, n_seqs=2))
+    assert "learned_sink" not in result.to_dict() and result.learned_sink is None
+
+
+def test_unreadable_gate_and_rank_refuse_in_one_line(tmp_path):
+    loaded = _tiny("axk2", tmp_path)  # gate recognised, its rows not split yet
+    assert loaded.info.gated
+    with pytest.raises(gatelens.GatelensError, match="recognises but cannot read") as e:
+        measure.gates(loaded, gatelens.prepare_inputs(loaded, text="x y z " * 30, seq_len=16, n_seqs=1))
+    assert "\n" not in str(e.value)
+    loaded = _tiny("codegen", tmp_path)  # fused QKV rows in a layout gatelens does not read: rank is refused
+    with pytest.raises(gatelens.GatelensError, match="does not reproduce the values"):
+        measure.rank(loaded, gatelens.prepare_inputs(loaded, text="x y z " * 30, seq_len=16, n_seqs=1))
+
+
+def test_attention_free_and_encoder_types_are_refused_before_loading(tmp_path):
+    for model_type, phrase in (("mamba", "no layer of"), ("bert", "")):
+        folder = tmp_path / model_type
+        from transformers import AutoModelForCausalLM
+
+        cfg, tok = coverage.tiny_config(model_type)
+        AutoModelForCausalLM.from_config(cfg).save_pretrained(folder)
+        tok.save_pretrained(folder)
+        with pytest.raises(gatelens.GatelensError, match=f"unsupported architecture '{model_type}'.*{phrase}"):
+            gatelens.load(str(folder))
+
+
+def test_softcapped_attention_kernel_matches_eager():
+    from gatelens.kernels import softcapped_attention
+
+    torch.manual_seed(0)
+    q, k, v = torch.randn(2, 4, 40, 8) * 3, torch.randn(2, 2, 40, 8) * 3, torch.randn(2, 2, 40, 8)
+    mask = torch.ones(40, 40, dtype=torch.bool).tril()[None, None]
+    out, lse = softcapped_attention(q, k, v, mask, is_causal=False, scale=0.35, softcap=5.0, chunk=16)
+    kk, vv = k.repeat_interleave(2, 1), v.repeat_interleave(2, 1)
+    s = torch.tanh(q @ kk.transpose(-1, -2) * 0.35 / 5.0) * 5.0
+    s = s.masked_fill(~mask, float("-inf"))
+    torch.testing.assert_close(lse, torch.logsumexp(s, -1), atol=1e-5, rtol=0)
+    torch.testing.assert_close(out, s.softmax(-1) @ vv, atol=1e-5, rtol=0)
