@@ -61,7 +61,11 @@ def lm_loss(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 
 def as_loaded(model: nn.Module, tokenizer, cfg: TrainConfig, model_cfg: dict, device: torch.device) -> Loaded:
     """The model being trained as gatelens.load(out) will see it once saved, so gatelens' probes can measure it."""
-    family = native_family(cfg.gate)
+    from ..models import native
+    from ..models.families import FAMILIES
+
+    gate = native.native_gate(model_cfg)  # None: a plain Qwen3, which gatelens.load gives to transformers
+    family = native_family(gate) if gate is not None else FAMILIES[model_cfg["model_type"]]
     info = model_info(cfg.out, family, model_cfg["model_type"], model.config, tokenizer, model_cfg, device=str(device))
     return Loaded(model, tokenizer, info, family)
 
