@@ -141,8 +141,12 @@ class Measuring:
     def inputs(self, loaded, seq_len: int | None = None):
         from . import measure
 
-        return measure.prepare_inputs(loaded, text_file=str(self.text) if self.text else None, dataset=self.dataset,
-                                      seq_len=seq_len or self.length(), n_seqs=self.n_seqs, bos=self.bos)
+        inputs = measure.prepare_inputs(loaded, text_file=str(self.text) if self.text else None,
+                                        dataset=self.dataset, seq_len=seq_len or self.length(), n_seqs=self.n_seqs,
+                                        bos=self.bos)
+        if inputs.shortfall:  # fewer or shorter sequences than asked: said once, here, for every command
+            err_console.print(f"note: {escape(inputs.shortfall)}", highlight=False, soft_wrap=True)
+        return inputs
 
 
 def measuring(fn: Callable) -> Callable:
@@ -269,8 +273,6 @@ def run_metric(name: str, loaded, inputs, opts: Measuring, **probe_options):
     from . import measure
     from .metrics import METRICS
 
-    if inputs.shortfall:
-        err_console.print(f"note: {escape(inputs.shortfall)}", highlight=False, soft_wrap=True)
     with progress(f"{name} {loaded.info.spec} @ {inputs.seq_len}") as bar:
         task = bar.add_task("", total=len(inputs.seqs))
         return measure.measure(loaded, [METRICS[name](**probe_options)], inputs, batch_size=opts.batch_size,
@@ -421,8 +423,6 @@ def sinks_cli(model: Model,
     out = opts.output("sinks", model)
     loaded = opts.load(model)
     inputs = opts.inputs(loaded)
-    if inputs.shortfall:
-        err_console.print(f"note: {escape(inputs.shortfall)}", highlight=False, soft_wrap=True)
     with progress(f"sinks {loaded.info.spec} @ {inputs.seq_len}") as bar:
         task = bar.add_task("", total=len(inputs.seqs))
         r = sinks(loaded, inputs, top_k=top_k, min_queries=min_queries, batch_size=opts.batch_size,
@@ -454,8 +454,6 @@ def ablate_cli(model: Model,
     out = opts.output("ablate", model)
     loaded = opts.load(model)
     inputs = opts.inputs(loaded)
-    if inputs.shortfall:
-        err_console.print(f"note: {escape(inputs.shortfall)}", highlight=False, soft_wrap=True)
     with progress(f"ablate {what} {loaded.info.spec}") as bar:
         def on_run(name):
             task = bar.add_task(name, total=len(inputs.seqs))
