@@ -342,6 +342,9 @@ def _hub_folder(spec: str, revision: str | None = None) -> Path:
 
 def resolve(spec: str, revision: str | None = None) -> tuple[Path, str]:
     """Spec -> (local folder, display name). Hub ids are downloaded (or found in the hub cache) first."""
+    if revision is not None and (spec in zoo_names() or spec == SMOLLM2 or Path(spec).expanduser().exists()):
+        raise GatelensError(f"--revision {revision!r} selects a version of a hub id; {spec} is a shipped model or a "
+                            "local path, which has one version: drop --revision")
     if spec in zoo_names():
         return ZOO_DIR / spec, spec
     if spec == SMOLLM2:
