@@ -393,6 +393,8 @@ def sink_cli(model: Model, eps: Eps = 0.3, *, opts: Measuring):
             for stem, df in r.tables().items():
                 w.table(f"{stem}_{n}", df)
             w.figure(f"sink_heatmap_{n}", plots.heatmap(r))
+            if r.learned_sink is not None:
+                w.figure(f"learned_sink_heatmap_{n}", plots.learned_sink_heatmap(r))
         w.figure("sink_layers", plots.per_layer(results))
         w.table("sink_lengths", length_frame(results))
         w.figure("sink_lengths", plots.per_length(results))

@@ -29,6 +29,8 @@ class Comparison:
         import pandas as pd
 
         df = pd.DataFrame([r.row() for r in self.reports])
+        if "learned_sink" in df.columns:   # beside F-Attn, wherever the first model with learned sinks put it
+            df.insert(df.columns.get_loc("sink_rate") + 1, "learned_sink", df.pop("learned_sink"))
         if self.settings.get("inputs_differ"):
             df.insert(2, "input", [r.sink.settings["input"] for r in self.reports])
         base = df.iloc[0]

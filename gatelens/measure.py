@@ -138,6 +138,10 @@ def run(loaded: Loaded, batches: Iterable[Batch], probes: Sequence[Probe],
             check_exact(p, ev)
             p.on_attention(ev, current["batch"])
 
+    if loaded.family.discovered and any(p.reads_weights for p in probes):
+        from .models.weights import check_ov
+
+        check_ov(loaded)   # its own short forward, before any probe's hooks are in
     with ExitStack() as stack, torch.no_grad():
         for p in probes:
             for h in p.attach(loaded):

@@ -53,6 +53,8 @@ class Probe:
     # in the softmax denominator, already inside the event's lse); any other variant is refused (check_exact).
     exact_with: ClassVar[frozenset[str]] = frozenset()
     batch = None  # the batch being measured; `run` sets it before each forward
+    # Reads W_V / W_O: a discovered layout is checked (one short forward) before any probe's hooks are attached.
+    reads_weights: ClassVar[bool] = False
 
     def __init__(self):
         self.acc: dict = {}

@@ -91,6 +91,7 @@ class Contribution(Probe):
     name = "contribution"
     listens_to_attention = True
     exact_with = frozenset({"learned_sink", "softcap"})
+    reads_weights = True
 
     def attach(self, loaded):
         super().attach(loaded)

@@ -82,6 +82,7 @@ class Rank(Probe):
     name = "rank"
     listens_to_attention = True
     exact_with = frozenset({"softcap", "learned_sink"})
+    reads_weights = True
 
     def __init__(self, tol: float = DEFAULT_TOL, tokens: bool = True):
         super().__init__()

@@ -131,6 +131,12 @@ class SinkResult(HeadResult):
         extra = {} if self.learned_sink is None else {"learned_sink": self.learned_sink}
         return {"f_attn": self.f_attn, "sink_rate": self.sink_rate, **extra}
 
+    def columns(self) -> dict:
+        """The table's columns; `learned_sink` only for models with learned sink logits (`compare` leaves it empty
+        for the others)."""
+        extra = {} if self.learned_sink is None else {"learned_sink": self.learned_sink}
+        return {**super().columns(), **extra}
+
     def tables(self) -> dict:
         return {"sink_heads": self.to_frame(), "sink_layers": self.layer_frame()}
 

@@ -21,11 +21,31 @@ def heatmap(result: SinkResult):
     return fig
 
 
+def learned_sink_heatmap(result: SinkResult):
+    """Layer x head heatmap of the share of attention absorbed by learned sink logits (gpt-oss `sinks` ...)."""
+    style.apply()
+    layers = [ly.layer for ly in result.layers]
+    grid = np.array([ly.heads["learned_sink"] for ly in result.layers])
+    fig, ax = style.heatmap(grid, "cividis", "share absorbed by the learned sink", layers)
+    ax.set_xlabel("head")
+    ax.set_ylabel("layer")
+    ax.set_title(f"Learned sink of {style.short_label(result.model)} = {result.learned_sink:.3f} "
+                 f"(F-Attn {result.f_attn:.3f})\n{style.input_line(result.settings)}")
+    return fig
+
+
 def per_layer(results: list[SinkResult]):
-    """F-Attn per layer, one line per model (baseline vs gated), uniform-attention level for reference."""
+    """F-Attn per layer, one line per model (baseline vs gated), uniform-attention level for reference. Models
+    with learned sink logits get a dashed line of the share the learned sink absorbs, in the same colour."""
     fig, ax = style.layer_curves(results, lambda ly: ly.mean_of("f_attn"),
                                  lambda r: f"{style.short_label(r.model)}: {r.f_attn:.3f}",
                                  "first-token attention share", "Attention sink per layer", ylim=(0, 1))
+    for i, r in enumerate(results):
+        if r.learned_sink is not None:
+            ax.plot([ly.layer for ly in r.layers], [ly.mean_of("learned_sink") for ly in r.layers], ls="--",
+                    marker="s", ms=3, color=style.color(i),
+                    label=f"{style.short_label(r.model)}: learned sink {r.learned_sink:.3f}")
+            ax.set_ylabel("share: first token (solid), learned sink (dashed)")
     n = results[0].settings.get("seq_len", 0)
     if n and n > 1:
         uniform = float(np.mean([1.0 / (i + 1) for i in range(1, n)]))
@@ -56,4 +76,7 @@ def per_length(results: list[SinkResult]):
 
 def figures(result: SinkResult) -> dict:
     """The figures `gatelens sink` writes for one result, by file stem."""
-    return {"sink_heatmap": heatmap(result), "sink_layers": per_layer([result])}
+    figs = {"sink_heatmap": heatmap(result), "sink_layers": per_layer([result])}
+    if result.learned_sink is not None:
+        figs["learned_sink_heatmap"] = learned_sink_heatmap(result)
+    return figs
