@@ -114,6 +114,47 @@ def test_gate_mean_hands_on_each_sequences_mean_score(tiny_dir):
     torch.testing.assert_close(s[1], torch.sigmoid(logits[1, :3]).mean(0, keepdim=True).expand(5, 4, 1))
 
 
+@pytest.mark.parametrize("gate", ["elementwise", "headwise"])
+@pytest.mark.parametrize("layers", [[], [1]])
+def test_gate_mean_on_a_whole_model_equals_the_eager_reference(gate, layers, tiny_dir, tmp_path):
+    """The paper's eager forward (float64) with each ablated layer's gate scores replaced by their mean over the
+    sequence's tokens, computed from that layer's own (already ablated upstream) inputs: loss and F-Attn."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from gatelens.metrics.sink import f_attn_reference
+    from gatelens.models.gated import gate_rows
+    from test_models import paper_forward
+
+    folder = tmp_path / "m"
+    shutil.copytree(tiny_dir(f"paper_{gate}"), folder)
+    cfg = json.loads((folder / "config.json").read_text())
+    sd = load_file(str(folder / "model.safetensors"))
+    _, _, rows = gate_rows(gate, cfg["num_attention_heads"], cfg["num_key_value_heads"], cfg["head_dim"])
+    for i in range(cfg["num_hidden_layers"]):   # query-dependent gates that matter: the ablation moves the loss
+        sd[f"model.layers.{i}.self_attn.q_proj.weight"][rows] *= 8
+    save_file(sd, str(folder / "model.safetensors"), metadata={"format": "pt"})
+    loaded = gatelens.load(str(folder))
+    inputs = _inputs(loaded)
+    ids = torch.stack(inputs.seqs)
+    r = ablate(loaded, "gate-mean", layers, all_layers=not layers, inputs=inputs, batch_size=2)
+    ablated = set(layers) if layers else set(range(cfg["num_hidden_layers"]))
+
+    def mean_gate(i, s):
+        return s.mean(1, keepdim=True).expand_as(s) if i in ablated else s
+
+    logits, patterns = paper_forward(sd, cfg, ids, gate_fn=mean_gate)
+    clean, _ = paper_forward(sd, cfg, ids)
+    run = r.runs[-1]
+    assert run.layers == (str(layers[0]) if layers else "all")
+    assert run.loss == pytest.approx(_loss(logits, ids), abs=1e-5)
+    assert run.loss_change == pytest.approx(_loss(logits, ids) - _loss(clean, ids), abs=1e-5)
+    assert abs(run.loss_change) > 1e-4   # the ablation moved the loss 10x the tolerance: the comparison can fail
+    want = [float(f_attn_reference(p).mean()) for p in patterns]
+    assert run.f_attn_layers == pytest.approx(want, abs=1e-5)
+
+
 def test_user_errors_are_one_line(tiny_dir):
     loaded = gatelens.load(str(tiny_dir("llama")))
     with pytest.raises(gatelens.GatelensError, match="no gate"):

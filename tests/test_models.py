@@ -63,11 +63,12 @@ def _rope(x, theta):
     return x * cos + rot * sin
 
 
-def paper_forward(sd, cfg, ids):
+def paper_forward(sd, cfg, ids, gate_fn=None):
     """Eager forward of the paper's modeling_qwen3.py (Qwen3Attention.forward), in float64.
 
     A norm whose weight the checkpoint lacks is skipped: gatelens' own family can drop the pre-norms,
-    QK-norm and the final norm (model_type "gatelens", `pre_norm` / `use_qk_norm` / `final_norm` false)."""
+    QK-norm and the final norm (model_type "gatelens", `pre_norm` / `use_qk_norm` / `final_norm` false).
+    `gate_fn(layer, scores [b, pos, head, g]) -> scores` replaces the gate scores (ablation references)."""
     sd = {k: v.double() for k, v in sd.items()}
 
     def _rms(x, key, eps):
@@ -105,7 +106,10 @@ def paper_forward(sd, cfg, ids):
         s = s.masked_fill(torch.ones(n, n, dtype=torch.bool).triu(1), float("-inf"))
         a = s.softmax(-1)
         patterns.append(a)
-        o = (a @ v).transpose(1, 2) * torch.sigmoid(gate)
+        scores = torch.sigmoid(gate)
+        if gate_fn is not None:
+            scores = gate_fn(i, scores)
+        o = (a @ v).transpose(1, 2) * scores
         x = x + lin(p + "self_attn.o_proj", o.reshape(b, n, H * d))
         h = _rms(x, p + "post_attention_layernorm.weight", eps)
         up = torch.nn.functional.silu(lin(p + "mlp.gate_proj", h)) * lin(p + "mlp.up_proj", h)
