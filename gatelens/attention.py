@@ -16,8 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .errors import GatelensError
-from .kernels import sdpa_with_lse, softcapped_attention
+from .kernels import additive_mask, sdpa_with_lse, softcapped_attention
 
 ATTN_NAME = "gatelens_sdpa"
 # The same function under a name without "sdpa": transformers refuses any "*sdpa*" name for models that declare no
@@ -81,19 +80,20 @@ def gatelens_attention(module, query, key, value, attention_mask, dropout=0.0, s
 
     sink = kwargs.get("s_aux", kwargs.get("sinks"))   # learned sink logits (gpt-oss: s_aux [head]; inkling2: sinks)
     softcap = kwargs.get("softcap")
+    bias = kwargs.pop("position_bias", None)          # added to the logits (inkling, inkling2): [b|1, h|1, q, k]
     layer = getattr(module, "gatelens_layer", getattr(module, "layer_idx", None))  # set by models.discover
-    exact_here = sink is None and softcap is None   # SDPA ignores sinks and refuses soft-capping: never hand it those
+    # SDPA ignores sinks and position biases and refuses soft-capping: never hand it those
+    exact_here = sink is None and softcap is None and bias is None
     if exact_here and (not (_listeners or _edits) or query.shape[2] < 2 or layer is None):
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout,
                                       scaling=scaling, is_causal=is_causal, **kwargs)
-    if kwargs.get("position_bias") is not None:
-        raise GatelensError("this model's attention adds position biases to its logits, which gatelens' exact "
-                            "attention path does not support yet; measure another model")
     n_rep = query.shape[1] // key.shape[1]
     mask = None if attention_mask is None else attention_mask[:, :, :, : key.shape[-2]]
     causal = mask is None and (is_causal if is_causal is not None else getattr(module, "is_causal", True))
     scale = scaling if scaling is not None else query.shape[-1] ** -0.5
     causal = bool(causal)
+    if bias is not None:  # folded into an additive mask: every probe reading the event's mask sees the same logits
+        mask, causal = with_position_bias(mask, causal, bias, query), False
     for edit in _edits if layer is not None else ():
         value, mask, causal = edit(int(layer), query, key, value, mask, causal)
     if softcap is None:
@@ -111,6 +111,19 @@ def gatelens_attention(module, query, key, value, attention_mask, dropout=0.0, s
         for fn in _listeners:
             fn(event)
     return out.transpose(1, 2).contiguous(), None
+
+
+def with_position_bias(mask: Tensor | None, causal: bool, bias: Tensor, query: Tensor) -> Tensor:
+    """An additive mask [b, h, q, k] (query's dtype) holding the position bias plus the mask or the causal mask
+    (queries end-aligned with the keys); masked entries stay -inf."""
+    nq, nk = bias.shape[-2], bias.shape[-1]
+    add = additive_mask(mask, query.dtype)
+    if add is None:
+        add = torch.zeros(nq, nk, dtype=query.dtype, device=query.device)
+        if causal:
+            qi = torch.arange(nq, device=query.device)[:, None] + (nk - nq)
+            add = add.masked_fill(torch.arange(nk, device=query.device)[None, :] > qi, float("-inf"))
+    return add + bias.to(query.dtype)
 
 
 _registered = False

@@ -118,6 +118,9 @@ def sdpa_with_lse(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None, *
     """
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
     n_rep = q.shape[1] // k.shape[1]
+    # The fused kernels read the head dimension as contiguous: the CPU one returns a wrong output and LSE, silently,
+    # for keys / values laid out [.., d, pos] and transposed (inkling2's short convolutions hand them over so)
+    q, k, v = (t if t.stride(-1) == 1 else t.contiguous() for t in (q, k, v))
     if not force_fallback and q.device.type == "cpu":
         try:
             out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(

@@ -89,3 +89,19 @@ def test_grouped_query_attention_with_a_padding_mask(fallback):
     p, lse_ref = eager(q, expand_kv(k, 2), expand_kv(v, 2), 0.35, mask=mask)
     torch.testing.assert_close(out.double(), p @ expand_kv(v, 2).double(), atol=1e-5, rtol=0)
     torch.testing.assert_close(lse.double(), lse_ref, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("fallback", [False, True])
+def test_keys_and_values_with_a_strided_head_dimension(fallback):
+    """Keys / values laid out [.., d, pos] and transposed (inkling2's short convolutions): the CPU kernel alone gets
+    them wrong, so they are made contiguous first."""
+    g = torch.Generator().manual_seed(3)
+    q = torch.randn(2, 4, 24, 16, generator=g)
+    k, v = (torch.randn(2, 2, 16, 24, generator=g).transpose(-1, -2) for _ in range(2))
+    assert k.stride(-1) != 1
+    mask = torch.randn(2, 4, 24, 24, generator=g).masked_fill(~torch.ones(24, 24, dtype=torch.bool).tril(), -torch.inf)
+    out, lse = sdpa_with_lse(q, k, v, mask, scale=0.25, force_fallback=fallback)
+    kk, vv = expand_kv(k, 2), expand_kv(v, 2)
+    p, lse_ref = eager(q, kk, vv, 0.25, mask=mask)
+    torch.testing.assert_close(out.double(), p @ vv.double(), atol=1e-5, rtol=0)
+    torch.testing.assert_close(lse.double(), lse_ref, atol=1e-5, rtol=0)

@@ -95,7 +95,7 @@ def topk_values(a: Tensor, valid: Tensor, k: int, token_max: Tensor | None = Non
         token_max.masked_fill(~valid, -1.0).flatten()                            # [b * n]
     tok = token_max.topk(min(k, token_max.numel())).indices
     tok = tok[token_max[tok] >= 0]
-    cand = a.view(b * n, d)[tok]                                                # [k', d]
+    cand = a.reshape(b * n, d)[tok]                                             # [k', d]
     vals, j = cand.flatten().topk(min(k, cand.numel()))
     flat = tok[j // d] * d + j % d
     return vals, flat

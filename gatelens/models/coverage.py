@@ -27,8 +27,18 @@ TINY_IF_PRESENT = dict(num_experts=4, num_local_experts=4, n_routed_experts=4, m
                        qk_rope_head_dim=8, qk_nope_head_dim=8, v_head_dim=16, linear_num_key_heads=2,
                        linear_num_value_heads=2, linear_key_head_dim=16, linear_value_head_dim=16, rotary_dim=8)
 MLA = dict(head_dim=8, num_key_value_heads=4)  # latent attention: head_dim names the rotary part; keys per head
+# Per type, where its defaults do not fit the tiny sizes above (a layer_types entry: two layers, one of each kind).
+_INKLING2 = dict(swa_num_attention_heads=4, swa_num_key_value_heads=2, swa_head_dim=16, sliding_window_size=8,
+                 rel_extent=16, d_rel=4, layer_types=["hybrid_sliding", "hybrid"], n_layers_per_attn_res_block=1)
 OVERRIDES: dict[str, dict] = {
     "falcon": dict(head_dim=None),
+    # QSA token indexer on its attention layers: a budget below the 24 test tokens, so it does select
+    "qwen4_exp_text": dict(indexer_n_heads=2, indexer_kv_heads=1, indexer_head_dim=16, indexer_budget=8,
+                           indexer_compress_ratio=4, hc_lowrank=16),
+    "inkling2_text": _INKLING2,
+    # layer 1 looped twice: the same attention module runs once per pass
+    "inkling2_loop_text": dict(_INKLING2, loop_layer_index_start=1, loop_layer_index_end=2, loop_num_passes=2,
+                               loop_gate_rank=8),
 }
 
 
@@ -70,6 +80,8 @@ def tiny_config(model_type: str, n_layers: int = 2):
           "eos_token_id": tok.eos_token_id, "pad_token_id": tok.pad_token_id, **OVERRIDES.get(model_type, {})}
     default = AutoConfig.for_model(model_type)
     kw.update({k: v for k, v in TINY_IF_PRESENT.items() if _has(default, k)})
+    if _has(default, "unpadded_vocab_size"):  # inkling2: the LM head's width, the embedding's padded beyond it
+        kw["unpadded_vocab_size"] = len(tok)
     if getattr(default, "kv_lora_rank", None) is not None:
         kw.update(MLA)
     kw = {k: v for k, v in kw.items() if v is not None}
@@ -174,7 +186,11 @@ def _check(model_type: str, tmp: Path, row: Row, seq_len: int, n_seqs: int) -> N
         patterns = [patterns[i] for i in info.attention_layers]
     if info.learned_sink:  # eager implementations differ in what they return (granite_swa: the pattern without the
         # sink's scaling): rebuild softmax([logits, sink]) from the eager function's own inputs instead
-        patterns = [_with_sink(c) for c in captured]
+        # a looped layer (inkling2_loop) attends once per pass; gatelens pools the passes: so does the reference
+        passes: dict = {}
+        for c in captured:
+            passes.setdefault(c[-1], []).append(_with_sink(c))
+        patterns = [torch.cat(p, 0) for _, p in sorted(passes.items())]
     if len(patterns) != len(result.layers):
         row.reason = (f"eager returned {len(patterns)} attention patterns for {len(result.layers)} attention layers; "
                       "cannot compare")
@@ -213,7 +229,8 @@ def _check(model_type: str, tmp: Path, row: Row, seq_len: int, n_seqs: int) -> N
 
 
 class _capture_eager:
-    """Record (query, key, mask, scaling, sinks) of every call of the reference model's eager attention function."""
+    """Record (query, key, mask, scaling, sinks, position bias, layer_idx) of every call of the reference model's eager attention
+    function by a decoder layer's attention module."""
 
     def __init__(self, model, out: list):
         import sys
@@ -227,9 +244,10 @@ class _capture_eager:
         out, orig = self.out, self.orig
 
         def wrapper(module, query, key, value, attention_mask, *args, **kwargs):
-            scaling = kwargs.get("scaling", args[0] if args else None)
-            sinks = kwargs.get("s_aux", kwargs.get("sinks", getattr(module, "sinks", None)))
-            out.append((query, key, attention_mask, scaling, sinks))
+            if hasattr(module, "layer_idx"):  # a decoder layer's attention (not inkling2's depth-wise block mixer)
+                scaling = kwargs.get("scaling", args[0] if args else None)
+                sinks = kwargs.get("s_aux", kwargs.get("sinks", getattr(module, "sinks", None)))
+                out.append((query, key, attention_mask, scaling, sinks, kwargs.get("position_bias"), module.layer_idx))
             return orig(module, query, key, value, attention_mask, *args, **kwargs)
 
         self.mod.eager_attention_forward = wrapper
@@ -241,10 +259,13 @@ class _capture_eager:
 
 
 def _with_sink(captured) -> torch.Tensor:
-    """The attention pattern [b, h, q, k] of softmax over [logits, sink logit], the sink column kept out."""
-    q, k, mask, scaling, sinks = captured
+    """The attention pattern [b, h, q, k] of softmax over [logits (+ position bias), sink logit], the sink column kept
+    out; the sink logit is one per head ([h]) or one per query ([b, h, q, 1], inkling2's sink_proj)."""
+    q, k, mask, scaling, sinks, bias, _ = captured
     k = k.repeat_interleave(q.shape[1] // k.shape[1], 1)
     logits = (q.double() @ k.double().transpose(-1, -2)) * (scaling if scaling is not None else q.shape[-1] ** -0.5)
+    if bias is not None:  # inkling2's relative position bias, added before the mask as in its eager function
+        logits = logits + bias.double()
     if mask is not None:
         m = mask[..., : k.shape[-2]]
         logits = logits.masked_fill(~m, float("-inf")) if m.dtype == torch.bool else logits + m.double()
