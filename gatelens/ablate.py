@@ -3,7 +3,8 @@
   sink        queries at positions >= 1 cannot attend to key 0 (the softmax renormalises over the rest);
               done in gatelens' attention function by masking, before SDPA (`attention.editing`)
   sink-value  the attention stays, key 0's value is zeroed: separates "the sink absorbs attention" (no loss
-              change) from "the sink carries information"
+              change) from "the sink carries information"; for every query, so query 0 (which sees key 0 only)
+              writes nothing in the ablated layers either
   gate-mean   every gate score replaced by its mean over the sequence's tokens (per head and dimension): the
               query dependence removed, the paper's "linearised" gate (gated models only)
   gate-one    every gate score replaced by 1: the gate removed (gated models only)

@@ -40,3 +40,39 @@ def test_received_and_contribution_equal_eager(tmp_path):
         for k, w in want.items():
             torch.testing.assert_close(torch.tensor(c.heads[k], dtype=torch.float64), w, atol=1e-4, rtol=1e-4,
                                        msg=f"{k} of layer {i}")
+
+
+def _nosink_in(layers):
+    """An eager attention function masking key 0 for queries >= 1 in `layers` (registered the documented way)."""
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface, eager_mask
+    from transformers.models.llama.modeling_llama import eager_attention_forward
+
+    def attn(module, query, key, value, attention_mask, **kw):
+        if module.layer_idx in layers:
+            attention_mask = attention_mask.clone()
+            attention_mask[..., 1:, 0] = float("-inf")
+        return eager_attention_forward(module, query, key, value, attention_mask, **kw)
+
+    name = "ref_nosink_" + "_".join(map(str, sorted(layers)))
+    AttentionInterface.register(name, attn)
+    AttentionMaskInterface.register(name, eager_mask)
+    return name
+
+
+def test_sink_removal_equals_masked_eager():
+    """The README's smollm2 finding (key 0 masked in layer 18 alone costs far more than in all 30 layers at once)
+    is checked against transformers' eager model with the mask edited in its attention function."""
+    from gatelens.ablate import ablate
+
+    loaded = gatelens.load("smollm2-135m")
+    inputs = gatelens.prepare_inputs(loaded, seq_len=64, n_seqs=2)
+    ids = torch.stack(inputs.seqs)
+    r = ablate(loaded, "sink", [18], inputs=inputs, batch_size=2)      # none, layer 18, all layers
+    assert [x.layers for x in r.runs] == ["", "18", "all"]
+    for run, layers in zip(r.runs[1:], ([18], list(range(30)))):
+        ref = AutoModelForCausalLM.from_pretrained(loaded.info.path, attn_implementation=_nosink_in(layers)).eval()
+        with torch.no_grad():
+            logits = ref(ids).logits
+        want = float(torch.nn.functional.cross_entropy(logits[:, :-1].transpose(1, 2), ids[:, 1:]))
+        assert run.loss == pytest.approx(want, abs=1e-4), run.layers
