@@ -81,9 +81,12 @@ def gatelens_attention(module, query, key, value, attention_mask, dropout=0.0, s
     sink = kwargs.get("s_aux", kwargs.get("sinks"))   # learned sink logits (gpt-oss: s_aux [head]; inkling2: sinks)
     softcap = kwargs.get("softcap")
     bias = kwargs.pop("position_bias", None)          # added to the logits (inkling, inkling2): [b|1, h|1, q, k]
+    # DSA indexers (deepseek_v32, glm_moe_dsa, axk2 ...) hand any implementation but eager / sdpa the keys each query
+    # keeps, [b, q, top-k], instead of masking the others: SDPA would ignore them, attending to every key
+    indices = kwargs.pop("indices", None)
     layer = getattr(module, "gatelens_layer", getattr(module, "layer_idx", None))  # set by models.discover
-    # SDPA ignores sinks and position biases and refuses soft-capping: never hand it those
-    exact_here = sink is None and softcap is None and bias is None
+    # SDPA ignores sinks, position biases and sparse indices and refuses soft-capping: never hand it those
+    exact_here = sink is None and softcap is None and bias is None and indices is None
     if exact_here and (not (_listeners or _edits) or query.shape[2] < 2 or layer is None):
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout,
                                       scaling=scaling, is_causal=is_causal, **kwargs)
@@ -92,6 +95,8 @@ def gatelens_attention(module, query, key, value, attention_mask, dropout=0.0, s
     causal = mask is None and (is_causal if is_causal is not None else getattr(module, "is_causal", True))
     scale = scaling if scaling is not None else query.shape[-1] ** -0.5
     causal = bool(causal)
+    if indices is not None:  # the same mask eager / sdpa get: keys the indexer did not select are hidden
+        mask, causal = with_selected_keys(mask, causal, indices, query.shape[2], key.shape[2]), False
     if bias is not None:  # folded into an additive mask: every probe reading the event's mask sees the same logits
         mask, causal = with_position_bias(mask, causal, bias, query), False
     for edit in _edits if layer is not None else ():
@@ -111,6 +116,17 @@ def gatelens_attention(module, query, key, value, attention_mask, dropout=0.0, s
         for fn in _listeners:
             fn(event)
     return out.transpose(1, 2).contiguous(), None
+
+
+def with_selected_keys(mask: Tensor | None, causal: bool, indices: Tensor, nq: int, nk: int) -> Tensor:
+    """The mask (bool or additive; a causal bool one for None) with every key outside indices [b, q, top-k] hidden."""
+    keep = torch.zeros(*indices.shape[:-1], nk, dtype=torch.bool, device=indices.device)
+    keep = keep.scatter(-1, indices.long(), True)[:, None]                                   # [b, 1, q, k]
+    if mask is None:
+        qi = torch.arange(nq, device=indices.device)[:, None] + (nk - nq)
+        mask = torch.arange(nk, device=indices.device)[None, :] <= qi if causal else torch.ones(nq, nk, dtype=torch.bool)
+        mask = mask.to(indices.device)
+    return mask & keep if mask.dtype == torch.bool else mask.masked_fill(~keep, float("-inf"))
 
 
 def with_position_bias(mask: Tensor | None, causal: bool, bias: Tensor, query: Tensor) -> Tensor:

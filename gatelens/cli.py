@@ -848,6 +848,9 @@ def models_cli(out: Annotated[Path, typer.Option("--out", help="Markdown table t
                                                               "is written beside it)")] = Path("results/MODELS.md"),
                types: Annotated[Optional[str], typer.Option("--types", metavar="TYPE[,TYPE...]",
                                                             help="only these model types (default: every one)")] = None,
+               merge: Annotated[bool, typer.Option("--merge", help="replace the --types rows in the table already "
+                                                   "at --out (its .json) and rewrite it, instead of a table of "
+                                                   "only those types")] = False,
                json_out: Json = False):
     """Check every causal-LM type of the installed transformers on a tiny random instance (F-Attn against eager)."""
     import json
@@ -863,6 +866,15 @@ def models_cli(out: Annotated[Path, typer.Option("--out", help="Markdown table t
     if unknown:
         raise GatelensError(f"--types: {', '.join(unknown)} not a causal-LM model type of transformers "
                             f"{transformers.__version__}; `gatelens models` without --types checks every one")
+    previous = None
+    if merge:
+        if not wanted:
+            raise GatelensError("--merge replaces the rows of the --types given in an existing table; name them "
+                                "(without --merge, `gatelens models` checks every type)")
+        if not out.with_suffix(".json").is_file():
+            raise GatelensError(f"--merge: no table to merge into at {out.with_suffix('.json')}; run "
+                                "`gatelens models` without --merge first")
+        previous = coverage.read_rows(out.with_suffix(".json"))
 
     def line(row):
         if not json_out:
@@ -870,6 +882,9 @@ def models_cli(out: Annotated[Path, typer.Option("--out", help="Markdown table t
 
     rows = coverage.sweep(wanted, line)
     import torch
+
+    if previous is not None:
+        rows = coverage.merge_rows(previous, rows)
 
     out.parent.mkdir(parents=True, exist_ok=True)
 

@@ -110,14 +110,23 @@ def check_finite(name: str, x: Tensor) -> None:
 def gate_logits(loaded, output: Tensor, module=None) -> Tensor:
     """The gate module's forward output -> gate logits [batch, pos, head, g] for the family's layout.
 
-    `module`: the gate module itself (the hook's first argument), for families adding a per-head bias (Beam)."""
+    `module`: the gate module itself (the hook's first argument), for families adding a per-head bias (Beam) or
+    scaling the logits (Dory)."""
     from ..models.gated import split_interleaved
 
     family = loaded.family
     if family.gate_layout == "interleaved":  # Qwen3-Next / Qwen3.5: q_proj output [.., H * 2 * d_head]
         return split_interleaved(output, loaded.info.n_heads, loaded.info.d_head)[1]
+    if family.gate_layout == "query_rows":   # AXK2: rows per head [q_h | g_h], g_h the last gate_width
+        return output.view(*output.shape[:-1], loaded.info.n_heads, -1)[..., -family.gate_width:]
     if family.gate_layout == "per_head":     # a gate projection of its own: [.., H * g]
         logits = output.view(*output.shape[:-1], loaded.info.n_heads, -1)
+        if family.gate_scale:                # Dory: times (s_gate * s_gate_scale)^2, read off the attention module
+            scale = getattr(module, "gatelens_gate_scale", None)
+            if scale is None:
+                raise GatelensError(f"{loaded.info.spec}: its gate logits are scaled by learned weights, which this "
+                                    "measurement cannot see (internal: pass the gate module to gate_logits)")
+            logits = logits * scale().to(logits).view(loaded.info.n_heads, -1)
         if family.gate_bias:
             bias = getattr(module, "gatelens_gate_bias", None)
             if bias is None:

@@ -3,9 +3,11 @@
 For every model type mapped to `AutoModelForCausalLM`: build a tiny random fp32 instance, save it with a byte-level
 tokenizer, load it through `gatelens.load` (strict loading, discovery), and check against transformers' own eager
 attention (`output_attentions=True`): logits equal, per-head F-Attn equal to 1e-5, the learned-sink share equal to the
-eager pattern's missing mass (1 - row sum), massive activations run, gate found where the architecture has one,
+sink column of softmax([logits, sink]) rebuilt from the eager function's own inputs (1e-6), massive activations run,
+gate found where the architecture has one and its scores equal to the gated output over the SDPA output (1e-6),
 W_V / W_O readable for the rank metric and reproducing the values the attention function receives.
-A type that cannot be measured gets the one-line reason. `gatelens models` writes the table (docs/MODELS.md).
+A type that cannot be measured gets the one-line reason. `gatelens models` writes the table (docs/MODELS.md);
+`--merge` replaces the rows of some types in it.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from pathlib import Path
 import torch
 
 TOL = 1e-5
+EXACT_TOL = 1e-6  # gate scores against the gated output, the learned-sink share against the eager softmax's
 SMALL = dict(num_hidden_layers=2, hidden_size=64, intermediate_size=128, num_attention_heads=4, num_key_value_heads=2,
              head_dim=16, max_position_embeddings=256)
 # Set where the type's config has them: tiny MoE blocks and latent-attention sizes that fit the tiny heads.
@@ -25,13 +28,16 @@ TINY_IF_PRESENT = dict(num_experts=4, num_local_experts=4, n_routed_experts=4, m
                        moe_topk=2, top_k=2, moe_intermediate_size=32, shared_expert_intermediate_size=32,
                        expert_intermediate_size=32, n_group=1, topk_group=1, kv_lora_rank=16, q_lora_rank=32,
                        qk_rope_head_dim=8, qk_nope_head_dim=8, v_head_dim=16, linear_num_key_heads=2,
-                       linear_num_value_heads=2, linear_key_head_dim=16, linear_value_head_dim=16, rotary_dim=8)
+                       linear_num_value_heads=2, linear_key_head_dim=16, linear_value_head_dim=16, rotary_dim=8,
+                       index_topk=8)  # DSA indexers: fewer keys than the 24 test tokens, so the selection bites
 MLA = dict(head_dim=8, num_key_value_heads=4)  # latent attention: head_dim names the rotary part; keys per head
 # Per type, where its defaults do not fit the tiny sizes above (a layer_types entry: two layers, one of each kind).
 _INKLING2 = dict(swa_num_attention_heads=4, swa_num_key_value_heads=2, swa_head_dim=16, sliding_window_size=8,
                  rel_extent=16, d_rel=4, layer_types=["hybrid_sliding", "hybrid"], n_layers_per_attn_res_block=1)
 OVERRIDES: dict[str, dict] = {
     "falcon": dict(head_dim=None),
+    # 8 + 8 input / output layers by default: one input layer, then one recurrent layer looped twice
+    "dory": dict(n_input_layers=1, n_recurrent_layers=1, n_output_layers=0, n_recurrent_loops=2, sliding_window=8),
     # QSA token indexer on its attention layers: a budget below the 24 test tokens, so it does select
     "qwen4_exp_text": dict(indexer_n_heads=2, indexer_kv_heads=1, indexer_head_dim=16, indexer_budget=8,
                            indexer_compress_ratio=4, hc_lowrank=16),
@@ -184,9 +190,11 @@ def _check(model_type: str, tmp: Path, row: Row, seq_len: int, n_seqs: int) -> N
     patterns = [a for a in (want.attentions or ()) if a is not None]
     if len(patterns) == info.n_layers and len(result.layers) < info.n_layers:  # hybrids returning every layer's
         patterns = [patterns[i] for i in info.attention_layers]
-    if info.learned_sink:  # eager implementations differ in what they return (granite_swa: the pattern without the
-        # sink's scaling): rebuild softmax([logits, sink]) from the eager function's own inputs instead
-        # a looped layer (inkling2_loop) attends once per pass; gatelens pools the passes: so does the reference
+    # A looped layer (inkling2_loop, dory) attends once per pass, and gatelens pools the passes: so does the reference.
+    # Eager implementations differ in what they return (granite_swa: the pattern without the sink's scaling): with
+    # learned sinks, or passes to pool, rebuild softmax([logits, sink]) from the eager function's own inputs instead.
+    looped = len({c[-1] for c in captured}) < len(captured)
+    if info.learned_sink or (looped and len(patterns) != len(result.layers)):
         passes: dict = {}
         for c in captured:
             passes.setdefault(c[-1], []).append(_with_sink(c))
@@ -215,11 +223,11 @@ def _check(model_type: str, tmp: Path, row: Row, seq_len: int, n_seqs: int) -> N
         row.reason = f"gate recognised, scores not read yet: {fam.gate_note}"
     elif info.gated:
         row.extra["gate_err"] = gate_err = _gate_check(loaded, ids)
-        if gate_err is None or gate_err > 1e-5:
+        if gate_err is None or gate_err > EXACT_TOL:
             row.reason = f"gate scores differ from o_proj input / SDPA output ({gate_err})"
             row.status = "fail"
             return
-    ok = f_err <= TOL and row.logits_err <= 1e-4 and (not info.learned_sink or s_err <= TOL)
+    ok = f_err <= TOL and row.logits_err <= 1e-4 and (not info.learned_sink or s_err <= EXACT_TOL)
     if not info.learned_sink and fam.learned_sink is False and _has_sink_kwarg(loaded):
         ok, row.reason = False, "learned sink logits not recognised"
     row.status = "ok" if ok else "fail"
@@ -277,13 +285,17 @@ def _with_sink(captured) -> torch.Tensor:
 
 
 def _gate_check(loaded, ids) -> float | None:
-    """Max difference between gatelens' gate scores and W_O's input divided by the SDPA output (a cross-check that
-    needs no knowledge of the layout), over entries where the SDPA output is not tiny; None if not observable."""
+    """Max difference between gatelens' gate scores and W_O's input (or the gated_into module's: Dory normalises
+    before W_O) divided by the SDPA output (a cross-check that needs no knowledge of the layout), over entries where
+    the SDPA output is not tiny; None if not observable."""
     from .. import attention
     from ..metrics.base import gate_logits
+    from .discover import GATED, modeling_folder
 
     layer = loaded.info.attention_layers[0]
     attn = loaded.attention(layer)
+    reader = GATED.get(modeling_folder(loaded.model))
+    gated_into = (reader.gated_into if reader else None) or loaded.family.o_proj   # whose input is the gated output
     seen: dict = {}
 
     def gate_hook(module, args, output):
@@ -293,7 +305,7 @@ def _gate_check(loaded, ids) -> float | None:
         seen["z"] = args[0].double()                                                 # [b, n, H * d]
 
     hooks = [attn.get_submodule(loaded.family.gate_module).register_forward_hook(gate_hook),
-             attn.get_submodule(loaded.family.o_proj).register_forward_pre_hook(o_hook)]
+             attn.get_submodule(gated_into).register_forward_pre_hook(o_hook)]
     events = []
     try:
         with attention.listening(lambda ev: events.append(ev.output) if ev.layer == layer else None), torch.no_grad():
@@ -380,6 +392,25 @@ def sweep(types: list[str] | None = None, on_row=None, *, seconds: int = 180, me
     return rows
 
 
+def read_rows(path: Path) -> list[Row]:
+    """The rows of a table `gatelens models` wrote (its .json)."""
+    import json
+
+    from ..errors import GatelensError
+
+    try:
+        return [Row(**d) for d in json.loads(Path(path).read_text())]
+    except (ValueError, TypeError) as e:
+        raise GatelensError(f"{path} is not a table of `gatelens models` rows ({_short(e)})") from None
+
+
+def merge_rows(previous: list[Row], new: list[Row]) -> list[Row]:
+    """`previous` with the rows of the types in `new` replaced (or added), sorted by model type."""
+    by_type = {r.model_type: r for r in previous}
+    by_type.update({r.model_type: r for r in new})
+    return [by_type[t] for t in sorted(by_type)]
+
+
 def markdown(rows: list[Row], versions: str) -> str:
     ok = [r for r in rows if r.status == "ok"]
     lines = [
@@ -388,7 +419,8 @@ def markdown(rows: list[Row], versions: str) -> str:
         f"Made by `gatelens models` ({versions}): a tiny random fp32 instance of every model type the installed "
         "transformers maps to `AutoModelForCausalLM`, loaded through `gatelens.load` and compared with transformers' "
         "eager attention (`output_attentions=True`). **ok**: logits equal (1e-4), per-head F-Attn equal to "
-        f"{TOL:g}, the learned-sink share equal to the eager pattern's missing mass to {TOL:g}, massive activations run.",
+        f"{TOL:g}, the learned-sink share equal to the sink column of the eager softmax to {EXACT_TOL:g}, gate scores "
+        f"equal to W_O's input over the SDPA output to {EXACT_TOL:g}, massive activations run.",
         "",
         f"**{len(ok)} of {len(rows)} model types measured exactly**; "
         f"{sum(r.gate != 'none' for r in ok)} with an output gate, {sum(r.learned_sink for r in ok)} with learned "

@@ -18,7 +18,7 @@ from __future__ import annotations
 import inspect
 from collections import Counter
 from dataclasses import dataclass, replace
-from functools import lru_cache
+from functools import lru_cache, partial
 
 from torch import nn
 
@@ -36,13 +36,20 @@ class GateReader:
     """Where a family's output gate logits come from: `module`'s forward output, under the attention module.
 
     layout "interleaved": q_proj rows per head [q_h | g_h] (Qwen3-Next, Qwen3.5); "per_head": the module's output
-    is [.., head * g] (g = d_head elementwise, 1 headwise), plus the attention module's `bias` [head] if named."""
+    is [.., head * g] (g = d_head elementwise, 1 headwise), plus the attention module's `bias` [head] if named;
+    "query_rows": the module's rows per head are [q_h | g_h], g_h the last `v_head_dim` of them (AXK2's fused
+    q_gate_proj under latent attention). `scale`: the attention module's (s, s_scale) attributes, the logits
+    multiplied by (s * s_scale)^2 first (Dory's nGPT s_gate). `gated_into`: the module under the attention module
+    whose input is the gated output, when it is not W_O (Dory normalises it first); coverage checks the scores there.
+    """
 
     module: str | None
     layout: str | None
     gate: str = "elementwise"
     bias: str | None = None
     note: str = ""          # why the scores are not read yet (module None)
+    scale: tuple[str, str] | None = None
+    gated_into: str | None = None
 
 
 # Families whose attention output is multiplied by a sigmoid gate, keyed by the modeling folder's name.
@@ -64,9 +71,8 @@ GATED: dict[str, GateReader] = {
     "step3p7": GateReader("g_proj", "per_head"),
     "muse_glimmer": GateReader("gate_proj", "per_head"),
     "muse_spark": GateReader("gate_proj", "per_head"),
-    "axk2": GateReader(None, None, note="its gate rows are split out of q_gate_proj after the query rows of "
-                                        "each head (latent attention)"),
-    "dory": GateReader(None, None, note="its gate logits are scaled by a learned (s_gate * scale)^2 first"),
+    "axk2": GateReader("q_gate_proj", "query_rows"),
+    "dory": GateReader("gate_proj", "per_head", scale=("s_gate", "s_gate_scale"), gated_into="attn_sub_norm"),
 }
 
 
@@ -136,6 +142,11 @@ def weight_layout(attn: nn.Module) -> tuple[str | None, str, str, str]:
     return None, "", o, f"no value projection found in {type(attn).__name__} ({', '.join(kids)})"
 
 
+def _ngpt_scale(attn: nn.Module, s: str, s_scale: str):
+    """Dory's gate-logit multiplier (s_gate * s_gate_scale)^2, [head * d_head]."""
+    return (getattr(attn, s) * getattr(attn, s_scale)).square()
+
+
 def _has_weight(m: nn.Module) -> bool:
     return hasattr(m, "weight") and getattr(m, "weight") is not None
 
@@ -161,6 +172,9 @@ def discover(model: nn.Module, model_type: str) -> Family:
             if reader and reader.bias and reader.module:  # the gate hook reaches the bias through its module
                 # a plain attribute, not a registered parameter: it must not enter the state dict a second time
                 object.__setattr__(attn.get_submodule(reader.module), "gatelens_gate_bias", getattr(attn, reader.bias))
+            if reader and reader.scale and reader.module:  # read at each call: follows the weights to any device
+                object.__setattr__(attn.get_submodule(reader.module), "gatelens_gate_scale",
+                                   partial(_ngpt_scale, attn, *reader.scale))
     if not paths:
         raise GatelensError(f"{model_type}: no layer of {type(model).__name__} dispatches attention through "
                             "transformers' attention interface, so gatelens cannot measure it exactly")
@@ -177,6 +191,9 @@ def discover(model: nn.Module, model_type: str) -> Family:
             or cfg.num_attention_heads
         if width is not None:
             reader = replace(reader, gate="headwise" if width == n_heads else "elementwise")
+    width = None
+    if reader and reader.layout == "query_rows":  # the gate's rows per head: as many as the values have
+        width = int(first.v_head_dim)
     attns = [layers[i].get_submodule(p) for i, p in paths.items()]
     learned_sink = any(getattr(a, "sinks", None) is not None or getattr(a, "s_aux", None) is not None
                        or hasattr(a, "sink_proj") for a in attns)  # mimo_v2_flash: only its sliding-window layers
@@ -185,5 +202,6 @@ def discover(model: nn.Module, model_type: str) -> Family:
         o_proj=o_name, v_proj=v_name, gate=reader.gate if reader else "none",
         gate_layout=reader.layout if reader else None, gate_module=reader.module if reader else None,
         gate_bias=reader.bias if reader else None, gate_note=reader.note if reader else "",
+        gate_scale="ngpt" if reader and reader.scale else None, gate_width=width,
         hybrid=len(paths) < n_layers, attn_paths=tuple(sorted(paths.items())), skipped=tuple(skipped),
         learned_sink=learned_sink, rank_note=why, discovered=True)

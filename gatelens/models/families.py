@@ -19,7 +19,8 @@ class Family:
     qkv: str                      # "separate" (q_proj/k_proj/v_proj/o_proj), "gpt2" (c_attn/c_proj), "neox"
     o_proj: str                   # attribute of the attention module that is W_O
     gate: str = "none"            # "none" | "elementwise" | "headwise" | "value"
-    gate_layout: str | None = None  # "interleaved" ([q_h | g_h] per head) | "grouped" (paper: per KV group)
+    gate_layout: str | None = None  # "interleaved" ([q_h | g_h] per head) | "grouped" (paper: per KV group) |
+    #                                 "per_head" (a gate projection of its own) | "query_rows" (see gate_width)
     gate_module: str | None = None  # module (under attn) whose forward output carries the gate logits
     hybrid: bool = False          # only layers with layer_types[i] in ATTENTION_LAYER_TYPES attend
     native: bool = False          # built by gatelens (models/gated.py), not by transformers alone
@@ -27,6 +28,8 @@ class Family:
     v_proj: str = "v_proj"        # attribute of the attention module holding W_V (or the fused rows it is in)
     gate_bias: str | None = None  # attribute of the attention module adding a per-head bias to the gate logits
     gate_note: str = ""           # a gate recognised whose scores gatelens cannot read yet: why
+    gate_scale: str | None = None  # "ngpt": logits times (s_gate * s_gate_scale)^2 of the attention module (Dory)
+    gate_width: int | None = None  # layout "query_rows": gate logits per head, the last columns of its rows (AXK2)
     attn_paths: tuple = ()        # ((layer, path under the layer), ...) of the attention layers
     skipped: tuple = ()           # "layer: module class" of the layers that do not attend (hybrids)
     learned_sink: bool = False    # sink logits in the softmax denominator (gpt-oss `sinks`, inkling2 `sink_proj`)
