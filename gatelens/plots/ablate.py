@@ -11,8 +11,8 @@ from . import style
 def loss_change(results: list):
     """Loss change (nats per token) of each single-layer ablation and of all layers at once, one bar group per model."""
     style.apply()
-    fig, ax = plt.subplots(figsize=(style.COLUMN_WIDTH * 1.4, 2.6))
     labels = list(dict.fromkeys(r.layers for res in results for r in res.runs[1:]))
+    fig, ax = plt.subplots(figsize=(style.COLUMN_WIDTH * (1.4 if len(labels) <= 13 else 2.0), 2.6))
     width = 0.8 / max(1, len(results))
     for i, res in enumerate(results):
         by = {r.layers: r.loss_change for r in res.runs[1:]}
@@ -20,7 +20,11 @@ def loss_change(results: list):
         ax.bar(xs, [by.get(label, np.nan) for label in labels], width=width, color=style.color(i),
                label=f"{style.short_label(res.model)} (loss {res.clean.loss:.3f})")
     ax.axhline(0, color="grey", lw=0.8)
-    ax.set_xticks(range(len(labels)), labels)
+    step = 1 if len(labels) <= 13 else 2 if len(labels) <= 26 else 5   # deep models: every k-th layer named
+    ticks = [i for i, label in enumerate(labels) if not label.isdigit() or int(label) % step == 0]
+    ax.set_xticks(ticks, [labels[i] for i in ticks])
+    if "all" in labels:   # the all-layer bar set apart from the per-layer ones
+        ax.axvline(labels.index("all") - 0.5, color="grey", lw=0.6, ls=":")
     ax.set_xlabel("ablated layer")
     ax.set_ylabel("loss change (nats / token)")
     what = results[0].settings["what"]
