@@ -11,7 +11,7 @@ import torch
 from transformers import AutoModelForCausalLM
 
 import gatelens
-from factories import TEXT
+from factories import HF_FAMILIES, TEXT
 from gatelens.measure import measure
 from gatelens.metrics.contribution import Contribution, contribution_reference
 from gatelens.models.weights import ov_weights
@@ -55,9 +55,9 @@ def _gates(loaded, seqs):
     return {k: v.transpose(1, 2) for k, v in got.items()}   # [b, h, n, g]
 
 
-def _check(result, loaded, patterns, seqs, gated=False):
+def _check(result, loaded, patterns, seqs, gated=False, vals=None):
     info = loaded.info
-    vals = _values(loaded, seqs, info.n_kv_heads, info.d_head)
+    vals = vals or _values(loaded, seqs, info.n_kv_heads, info.d_head)
     gates = _gates(loaded, seqs) if gated else {}
     lengths = torch.tensor([len(s) for s in seqs])
     for ly, pat in zip(result.layers, patterns):
@@ -70,16 +70,40 @@ def _check(result, loaded, patterns, seqs, gated=False):
                                        msg=f"{k} of layer {ly.layer}")
 
 
-@pytest.mark.parametrize("kind", ["llama", "qwen3_sliding"])
+def _capturing_eager(layers):
+    """An attention function that records (pattern, value) of each call of the family's own eager attention (the
+    values as the attention receives them: no knowledge of how W_V is stored, fused QKV and Conv1D included)."""
+    import sys
+
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface, eager_mask
+
+    def attn(module, query, key, value, attention_mask, **kw):
+        eager = sys.modules[type(module).__module__].eager_attention_forward
+        out, weights = eager(module, query, key, value, attention_mask, **kw)
+        layers.append((weights, value))
+        return out, weights
+
+    AttentionInterface.register("ref_capture", attn)
+    AttentionMaskInterface.register("ref_capture", eager_mask)
+    return "ref_capture"
+
+
+@pytest.mark.parametrize("kind", HF_FAMILIES)
 def test_probe_equals_eager_on_hf_models(kind, tiny_dir):
+    """Every family of the table (separate, fused QKV, Conv1D, NeoX rows; sliding windows; Qwen3-Next / Qwen3.5 gates)."""
     folder = tiny_dir(kind)
     loaded = gatelens.load(str(folder))
-    ref_model = AutoModelForCausalLM.from_pretrained(folder, attn_implementation="eager").eval()
+    calls: list = []
+    ref_model = AutoModelForCausalLM.from_pretrained(folder, attn_implementation=_capturing_eager(calls)).eval()
     inputs = gatelens.prepare_inputs(loaded, text=TEXT, seq_len=40, n_seqs=2)
     result = measure(loaded, [Contribution()], inputs, batch_size=2)[0]
     with torch.no_grad():
-        pats = [a for a in ref_model(torch.stack(inputs.seqs), output_attentions=True).attentions if a is not None]
-    _check(result, loaded, pats, inputs.seqs)
+        ref_model(torch.stack(inputs.seqs))
+    assert len(calls) == len(loaded.info.attention_layers)
+    pats = [w for w, _ in calls]
+    vals = {layer: v for layer, (_, v) in zip(loaded.info.attention_layers, calls)}
+    _check(result, loaded, pats, inputs.seqs, gated=loaded.info.gated, vals=vals)
 
 
 def test_probe_equals_eager_on_the_paper_gated_format(tiny_dir):

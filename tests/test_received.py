@@ -10,7 +10,7 @@ import torch
 from transformers import AutoModelForCausalLM
 
 import gatelens
-from factories import TEXT
+from factories import HF_FAMILIES, TEXT
 from gatelens.kernels import sdpa_with_lse
 from gatelens.measure import Inputs, measure
 from gatelens.metrics.received import Received, key_sums, ranked_keys, received_reference
@@ -97,7 +97,7 @@ def _check_against(result, ref, lengths, seqs, loaded, top_k):
             assert vals == sorted(vals, reverse=True)
 
 
-@pytest.mark.parametrize("kind", ["llama", "qwen3_sliding", "qwen3_next"])
+@pytest.mark.parametrize("kind", HF_FAMILIES)
 def test_probe_equals_eager_on_hf_models(kind, tiny_dir):
     folder = tiny_dir(kind)
     loaded = gatelens.load(str(folder))
