@@ -70,6 +70,58 @@ class Row:
         return asdict(self)
 
 
+# The paper's release format (model_type "qwen3" + a gate flag, built by gatelens: models/native.py), one row per gate;
+# its reference is the same build under transformers' eager attention. Listed after transformers' types, counted apart.
+PAPER_FORMATS = {"paper_elementwise": "elementwise", "paper_headwise": "headwise"}
+
+
+def paper_config(gate: str) -> dict:
+    """A tiny paper-release config: 4 heads over 2 KV heads (G = 2, so its grouped gate rows are not interleaved)."""
+    from .tokenizer import byte_tokenizer
+
+    tok = byte_tokenizer()
+    return dict(model_type="qwen3", architectures=["Qwen3ForCausalLM"], **{**SMALL, "max_position_embeddings": 512},
+                rms_norm_eps=1e-6, rope_theta=10000.0, tie_word_embeddings=False, qkv_bias=True, use_qk_norm=True,
+                headwise_attn_output_gate=gate == "headwise", elementwise_attn_output_gate=gate == "elementwise",
+                vocab_size=len(tok), bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+                pad_token_id=tok.pad_token_id)
+
+
+def _build_paper(gate: str, folder: Path, seed: int) -> Path:
+    from . import native
+    from .tokenizer import byte_tokenizer
+
+    cfg = paper_config(gate)
+    torch.manual_seed(seed)
+    model = native.build(cfg)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            p.copy_(torch.randn_like(p) * (0.02 if p.dim() > 1 else 0.1) + (1.0 if "norm" in name else 0.0))
+            if name.endswith("q_proj.weight"):
+                p.mul_(8.0)   # queries and gate rows: sharp attention, gates away from 1/2
+    native.save(model, folder, cfg)
+    byte_tokenizer().save_pretrained(folder)
+    return folder
+
+
+def _eager_reference(model_type: str, folder: Path):
+    """The model transformers' eager attention runs: the checkpoint itself, or for a paper format gatelens' build of
+    it (transformers' Qwen3 has no gate) under eager attention."""
+    from transformers import AutoModelForCausalLM
+
+    if model_type not in PAPER_FORMATS:
+        return AutoModelForCausalLM.from_pretrained(str(folder), attn_implementation="eager",
+                                                    dtype=torch.float32).eval()
+    import json
+
+    from . import native
+
+    cfg = json.loads((folder / "config.json").read_text())
+    ref = native.build(cfg, attn_implementation="eager")
+    native.load_weights(ref, native.read_state(folder), folder)
+    return ref.eval()
+
+
 def causal_lm_types() -> list[str]:
     from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
@@ -112,6 +164,8 @@ def build_tiny(model_type: str, folder: Path, seed: int = 0) -> Path:
 
     from .discover import discover
 
+    if model_type in PAPER_FORMATS:
+        return _build_paper(PAPER_FORMATS[model_type], folder, seed)
     for n_layers in (2, 4, 8):
         cfg, tok = tiny_config(model_type, n_layers)
         torch.manual_seed(seed)
@@ -156,8 +210,6 @@ def _is_refusal(e: BaseException) -> bool:
 
 
 def _check(model_type: str, tmp: Path, row: Row, seq_len: int, n_seqs: int) -> None:
-    from transformers import AutoModelForCausalLM
-
     import gatelens
     from ..metrics.sink import f_attn_reference
 
@@ -175,7 +227,7 @@ def _check(model_type: str, tmp: Path, row: Row, seq_len: int, n_seqs: int) -> N
     text = "It was the best of times, it was the worst of times. " * 8
     inputs = gatelens.prepare_inputs(loaded, text=text, seq_len=seq_len, n_seqs=n_seqs)
     ids = torch.stack(inputs.seqs)
-    ref = AutoModelForCausalLM.from_pretrained(str(folder), attn_implementation="eager", dtype=torch.float32).eval()
+    ref = _eager_reference(model_type, folder)
     captured: list = []
     try:
         with torch.no_grad(), _capture_eager(ref, captured):
@@ -292,6 +344,8 @@ def _gate_check(loaded, ids) -> float | None:
     from ..metrics.base import gate_logits
     from .discover import GATED, modeling_folder
 
+    if loaded.family.native:
+        return _paper_gate_check(loaded, ids)
     layer = loaded.info.attention_layers[0]
     attn = loaded.attention(layer)
     reader = GATED.get(modeling_folder(loaded.model))
@@ -320,6 +374,36 @@ def _gate_check(loaded, ids) -> float | None:
     s = seen["s"].expand(y.shape)
     big = y.abs() > 1e-3 * y.abs().max()
     return float(((z / y - s).abs())[big].max())
+
+
+def _paper_gate_check(loaded, ids) -> float | None:
+    """The paper's format gates inside W_O's own forward, so no module sees the gated output: its scores are checked
+    against sigmoid of the gate rows of q_proj recomputed from the weights (per KV group [G heads' queries | G heads'
+    gates], the release's layout written out here again)."""
+    import torch.nn.functional as F
+
+    from ..metrics.base import gate_logits
+
+    info = loaded.info
+    q_proj = loaded.attention(info.attention_layers[0]).get_submodule("q_proj")
+    seen: dict = {}
+    hooks = [q_proj.register_forward_pre_hook(lambda m, args: seen.__setitem__("x", args[0].double())),
+             q_proj.get_submodule("hook_gate").register_forward_hook(
+                 lambda m, args, out: seen.__setitem__("s", torch.sigmoid(gate_logits(loaded, out, m).double())))]
+    try:
+        with torch.no_grad():
+            loaded.model(ids[:1])
+    finally:
+        for h in hooks:
+            h.remove()
+    if "x" not in seen or "s" not in seen:
+        return None
+    H, K, d = info.n_heads, info.n_kv_heads, info.d_head
+    G, w = H // K, (1 if info.gate == "headwise" else d)
+    with torch.no_grad():
+        full = F.linear(seen["x"], q_proj.weight.double(), None if q_proj.bias is None else q_proj.bias.double())
+    want = torch.sigmoid(full.view(*full.shape[:-1], K, G * (d + w))[..., G * d:].reshape(*full.shape[:-1], H, w))
+    return float((seen["s"].expand_as(want) - want).abs().max())
 
 
 def _has_sink_kwarg(loaded) -> bool:
@@ -378,7 +462,7 @@ def sweep(types: list[str] | None = None, on_row=None, *, seconds: int = 180, me
     ctx = mp.get_context("spawn")
     pool = ProcessPoolExecutor(1, mp_context=ctx, initializer=_worker_init, initargs=(mem_gb,))
     try:
-        for mt in types or causal_lm_types():
+        for mt in types or causal_lm_types() + list(PAPER_FORMATS):
             try:
                 row = pool.submit(_timed_check, mt, seconds).result()
             except BrokenProcessPool:
@@ -412,7 +496,9 @@ def merge_rows(previous: list[Row], new: list[Row]) -> list[Row]:
 
 
 def markdown(rows: list[Row], versions: str) -> str:
-    ok = [r for r in rows if r.status == "ok"]
+    paper = [r for r in rows if r.model_type in PAPER_FORMATS]
+    rows = [r for r in rows if r.model_type not in PAPER_FORMATS] + paper
+    ok = [r for r in rows if r.status == "ok" and r.model_type not in PAPER_FORMATS]
     lines = [
         "# Model coverage",
         "",
@@ -422,16 +508,24 @@ def markdown(rows: list[Row], versions: str) -> str:
         f"{TOL:g}, the learned-sink share equal to the sink column of the eager softmax to {EXACT_TOL:g}, gate scores "
         f"equal to W_O's input over the SDPA output to {EXACT_TOL:g}, massive activations run.",
         "",
-        f"**{len(ok)} of {len(rows)} model types measured exactly**; "
+        f"**{len(ok)} of {len(rows) - len(paper)} model types measured exactly**; "
         f"{sum(r.gate != 'none' for r in ok)} with an output gate, {sum(r.learned_sink for r in ok)} with learned "
-        "sinks. `rank`: W_V read by gatelens reproduces the values the attention function receives.",
+        "sinks. `rank`: W_V read by gatelens reproduces the values the attention function receives."
+        + (f" Last, the paper's release format (model_type qwen3 + a gate flag, built by gatelens; reference: the "
+           f"same build under eager attention): {sum(r.status == 'ok' for r in paper)} of {len(paper)} exact."
+           if paper else ""),
         "",
-        "| model type | status | family | attention layers | skipped | gate | learned sink | rank | F-Attn err | reason |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| model type | status | family | attention layers | skipped | gate | learned sink | rank | F-Attn err "
+        "| gate err | sink err | reason |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
+
+    def e(x):
+        return "" if x is None else f"{x:.1e}"
+
     for r in rows:
-        err = "" if r.f_attn_err is None else f"{r.f_attn_err:.1e}"
         lines.append(f"| {r.model_type} | {r.status} | {r.family} | {r.attention_layers} | {r.skipped_layers or ''} "
-                     f"| {'' if r.gate == 'none' else r.gate} | {'yes' if r.learned_sink else ''} | {r.rank} | {err} "
+                     f"| {'' if r.gate == 'none' else r.gate} | {'yes' if r.learned_sink else ''} | {r.rank} "
+                     f"| {e(r.f_attn_err)} | {e(r.extra.get('gate_err'))} | {e(r.sink_err)} "
                      f"| {r.reason.replace('|', '/')} |")
     return "\n".join(lines) + "\n"
