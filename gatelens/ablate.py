@@ -25,7 +25,7 @@ from . import attention, data
 from .errors import GatelensError
 from .measure import Inputs, as_loaded, pad_id, prepare_inputs, run, settings_of
 from .metrics import Massive, Perplexity, Sink
-from .metrics.base import Probe, gate_logits
+from .metrics.base import Probe, gate_logits, with_gate_logits
 from .models.load import Loaded
 
 WHAT = ("sink", "sink-value", "gate-mean", "gate-one")
@@ -88,11 +88,8 @@ class Ablation(Probe):
         return value, without_sink(mask, causal, query.shape[2], key.shape[2], query.device), False
 
     def _gate_hook(self, loaded):
-        interleaved = loaded.family.gate_layout == "interleaved"
-        info = loaded.info
-
         def hook(module, args, output):
-            logits = gate_logits(loaded, output)                                          # [b, pos, head, g]
+            logits = gate_logits(loaded, output, module)                                  # [b, pos, head, g]
             if self.what == "gate-one":
                 new = torch.full_like(logits, GATE_ONE_LOGIT)
             else:
@@ -100,11 +97,7 @@ class Ablation(Probe):
                 valid = self.batch.valid().to(s.device)[..., None, None].float()          # [b, pos, 1, 1]
                 mean = (s * valid).sum(1, keepdim=True) / valid.sum(1, keepdim=True).clamp(min=1)
                 new = _logit(mean).expand_as(s).to(logits.dtype)
-            if not interleaved:
-                return new
-            y = output.view(*output.shape[:-1], info.n_heads, 2 * info.d_head).clone()   # [q_h | g_h] per head
-            y[..., info.d_head:] = new
-            return y.view_as(output)
+            return with_gate_logits(loaded, output, new, module)  # back in the module's own layout
         return hook
 
     def finish(self, loaded, settings):

@@ -168,3 +168,34 @@ def test_models_merge_replaces_only_the_given_rows(tmp_path, monkeypatch):
     assert "**3 of 3 model types measured exactly**" in (tmp_path / "MODELS.md").read_text()
     res = CliRunner().invoke(app, ["models", "--merge", "--out", str(tmp_path / "MODELS.md")])
     assert res.exit_code != 0 and "--merge" in res.output and "\n" not in res.output.strip()
+    res = CliRunner().invoke(app, ["models", "--types", "llama", "--merge", "--out", str(tmp_path / "new" / "M.md")])
+    assert res.exit_code != 0 and "no table to merge into" in res.output
+
+
+@pytest.mark.parametrize("model_type", ["qwen3_next", "beam", "afmoe", "lfm3", "inkling2_text", "axk2", "dory",
+                                        "paper_elementwise"])
+def test_gate_logits_written_back_read_the_same(model_type, tmp_path):
+    """A gate ablation hands the model new logits in the gate module's own layout (interleaved, per head with a bias or
+    a learned scale, query rows, gatelens' own): reading them back gives what was written, and the model runs."""
+    from gatelens.ablate import ablate
+    from gatelens.metrics.base import gate_logits, with_gate_logits
+
+    loaded = _tiny(model_type, tmp_path)
+    attn = loaded.attention(loaded.info.attention_layers[0])
+    seen = {}
+
+    def hook(module, args, output):
+        logits = gate_logits(loaded, output, module)
+        new = torch.randn_like(logits)
+        back = gate_logits(loaded, with_gate_logits(loaded, output, new, module), module)
+        seen["err"] = float((back - new).abs().max())
+
+    h = attn.get_submodule(loaded.family.gate_module).register_forward_hook(hook)
+    try:
+        with torch.no_grad():
+            loaded.model(torch.randint(3, 200, (1, 12)))
+    finally:
+        h.remove()
+    assert seen["err"] < 1e-4
+    inputs = gatelens.prepare_inputs(loaded, text="x y z " * 30, seq_len=16, n_seqs=1)
+    ablate(loaded, "gate-one", [loaded.info.attention_layers[0]], all_layers=False, inputs=inputs)

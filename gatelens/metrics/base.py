@@ -137,6 +137,25 @@ def gate_logits(loaded, output: Tensor, module=None) -> Tensor:
     return output  # gatelens' gated modules hand the logits to hook_gate already split per head
 
 
+def with_gate_logits(loaded, output: Tensor, new: Tensor, module=None) -> Tensor:
+    """The gate module's forward output rewritten so that `gate_logits` reads `new` [batch, pos, head, g] from it
+    (the inverse of gate_logits for every layout: what a gate ablation hands the model back)."""
+    family, info = loaded.family, loaded.info
+    if family.gate_layout in ("interleaved", "query_rows"):  # the gate rows sit beside the query rows: only they change
+        width = info.d_head if family.gate_layout == "interleaved" else family.gate_width
+        y = output.view(*output.shape[:-1], info.n_heads, -1).clone()
+        y[..., -width:] = new
+        return y.view_as(output)
+    if family.gate_layout == "per_head":
+        logits = new.expand(*output.shape[:-1], info.n_heads, new.shape[-1]).clone()
+        if family.gate_scale:
+            logits = logits / getattr(module, "gatelens_gate_scale")().to(logits).view(info.n_heads, -1)
+        if family.gate_bias:
+            logits = logits - getattr(module, "gatelens_gate_bias").to(logits)[:, None]
+        return logits.reshape(output.shape).to(output.dtype)
+    return new  # gatelens' gated modules: hook_gate's output is the logits themselves
+
+
 def hook_gates(loaded, make_hook: Callable[[int], Callable]) -> list:
     """A forward hook on every attention layer's gate module (its output carries the gate logits)."""
     if loaded.family.gate_module is None:
