@@ -20,12 +20,13 @@ from gatelens.models import coverage, discover
 # Plain, MoE, soft-capped, fused QKV, latent attention, Conv1D, hybrid (Mamba + attention), sliding window.
 SAMPLE = ["mistral", "qwen2_moe", "gemma2", "gemma3_text", "phi3", "deepseek_v3", "starcoder2", "falcon_h1",
           "olmo2", "cohere2", "gpt_bigcode", "llama4_text"]
-# Every gated and every learned-sink causal-LM type that builds (dots3_note has no tiny config; hrm_text's layers are
-# not found): qwen4_exp_text selects keys with its QSA indexer, inkling2* add relative position biases and compute
-# their sinks per query (sink_proj), inkling2_loop_text and dory loop a layer, axk2 selects keys with a DSA indexer;
+# Every gated and every learned-sink causal-LM type that builds (hrm_text's layers are not found): qwen4_exp_text
+# selects keys with its QSA indexer, inkling2* add relative position biases and compute their sinks per query
+# (sink_proj), inkling2_loop_text and dory loop a layer, axk2 selects keys with a DSA indexer;
 # and the paper's release format (gatelens' build, its gate scores against q_proj's gate rows recomputed).
 GATED_TYPES = ["qwen3_next", "qwen3_5_text", "qwen3_5_moe_text", "qwen4_exp_text", "beam", "afmoe", "bailing_hybrid",
-               "lfm3", "hy_v4", "inkling2_text", "inkling2_loop_text", "axk2", "dory", *coverage.PAPER_FORMATS]
+               "lfm3", "hy_v4", "inkling2_text", "inkling2_loop_text", "axk2", "dory", "dots3_note", "dots3_note_text",
+               *coverage.PAPER_FORMATS]
 SINK_TYPES = ["gpt_oss", "flint", "granite_swa", "granitemoe_swa", "mimo_v2_flash", "deepseek_v4", "hy_v4",
               "inkling2_text", "inkling2_loop_text"]
 # Position biases (inkling_text), DSA top-k key selection (deepseek_v32).

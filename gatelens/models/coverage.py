@@ -42,6 +42,17 @@ OVERRIDES: dict[str, dict] = {
     "qwen4_exp_text": dict(indexer_n_heads=2, indexer_kv_heads=1, indexer_head_dim=16, indexer_budget=8,
                            indexer_compress_ratio=4, hc_lowrank=16),
     "inkling2_text": _INKLING2,
+    # latent attention with a key per head, set per layer (so MLA above is not applied); dots3_note is multimodal:
+    # its vision and audio towers made tiny too
+    "dots3_note_text": dict(num_key_value_heads=4),
+    "dots3_note": dict(num_key_value_heads=4,
+                       vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                          num_attention_heads=2, moe_intermediate_size=32, num_local_experts=2,
+                                          adapter_in_dim=32, adapter_out_dim=64, mlp_layer_types=["dense"],
+                                          per_layer_config={}),
+                       audio_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                         num_attention_heads=2, downsample_hidden_size=32, adapter_input_size=32,
+                                         adapter_out_dim=64)),
     # layer 1 looped twice: the same attention module runs once per pass
     "inkling2_loop_text": dict(_INKLING2, loop_layer_index_start=1, loop_layer_index_end=2, loop_num_passes=2,
                                loop_gate_rank=8),
@@ -140,7 +151,7 @@ def tiny_config(model_type: str, n_layers: int = 2):
     kw.update({k: v for k, v in TINY_IF_PRESENT.items() if _has(default, k)})
     if _has(default, "unpadded_vocab_size"):  # inkling2: the LM head's width, the embedding's padded beyond it
         kw["unpadded_vocab_size"] = len(tok)
-    if getattr(default, "kv_lora_rank", None) is not None:
+    if _has(default, "kv_lora_rank") and getattr(default, "kv_lora_rank") is not None:
         kw.update(MLA)
     kw = {k: v for k, v in kw.items() if v is not None}
     return AutoConfig.for_model(model_type, **kw), tok
