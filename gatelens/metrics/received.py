@@ -238,6 +238,7 @@ class Received(Probe):
     name = "received"
     listens_to_attention = True
     exact_with = frozenset({"learned_sink", "softcap"})
+    fused = True   # plain causal attention through the fused column sums (False: LSE tiles always; benchmarks)
 
     def __init__(self, top_k: int = DEFAULT_TOP_K, min_queries: int | None = DEFAULT_MIN_QUERIES):
         super().__init__()
@@ -250,7 +251,8 @@ class Received(Probe):
         lengths = batch.lengths.to(ev.query.device)
         n = ev.query.shape[2]
         valid = query_mask(lengths, n)
-        col, cnt, _ = key_sums(ev.query, ev.key, ev.lse, ev.scale, ev.mask, valid, softcap=getattr(ev, "softcap", None))
+        col, cnt, _ = key_sums(ev.query, ev.key, ev.lse, ev.scale, ev.mask, valid, softcap=getattr(ev, "softcap", None),
+                               fused=self.fused)
         check_finite(f"attention of layer {ev.layer}", col)
         self.update(ev.layer, col, cnt, lengths, batch)
 
