@@ -123,7 +123,7 @@ def test_unreadable_gate_and_rank_refuse_in_one_line(tmp_path, monkeypatch):
     with pytest.raises(gatelens.GatelensError, match="recognises but cannot read") as e:
         measure.gates(loaded, gatelens.prepare_inputs(loaded, text="x y z " * 30, seq_len=16, n_seqs=1))
     assert "\n" not in str(e.value)
-    loaded = _tiny("codegen", tmp_path)  # fused QKV rows in a layout gatelens does not read: rank is refused
+    loaded = _tiny("diffllama", tmp_path)  # values rearranged after W_V (differential attention): rank is refused
     with pytest.raises(gatelens.GatelensError, match="does not reproduce the values"):
         measure.rank(loaded, gatelens.prepare_inputs(loaded, text="x y z " * 30, seq_len=16, n_seqs=1))
 
@@ -200,3 +200,25 @@ def test_gate_logits_written_back_read_the_same(model_type, tmp_path):
     assert seen["err"] < 1e-4
     inputs = gatelens.prepare_inputs(loaded, text="x y z " * 30, seq_len=16, n_seqs=1)
     ablate(loaded, "gate-one", [loaded.info.attention_layers[0]], all_layers=False, inputs=inputs)
+
+
+@pytest.mark.parametrize("model_type", ["gpt_bigcode", "codegen", "qwen2", "phi"])
+def test_value_layout_reproduces_values_with_random_biases(model_type, tmp_path):
+    """W_V read for the rank metric (fused multi-query c_attn, CodeGen's per-shard [q | v | k], separate) plus the
+    value rows of the projection's bias reproduce the values the attention receives; tiny instances start with zero
+    biases, so they are randomised here or a wrong bias slice would pass."""
+    from transformers import AutoModelForCausalLM
+
+    from gatelens.models.weights import check_ov, ov_weights
+
+    folder = coverage.build_tiny(model_type, tmp_path / model_type)
+    model = AutoModelForCausalLM.from_pretrained(folder)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("bias"):
+                p.normal_(0, 0.5)
+    model.save_pretrained(folder)
+    loaded = gatelens.load(str(folder))
+    assert check_ov(loaded) == ""
+    w_v, w_o = ov_weights(loaded, loaded.info.attention_layers[0])
+    assert w_v.shape[0] == w_o.shape[0] == loaded.info.n_heads

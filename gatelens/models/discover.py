@@ -136,7 +136,9 @@ def weight_layout(attn: nn.Module) -> tuple[str | None, str, str, str]:
     v = next((n for n in V_NAMES if n in kids and _has_weight(kids[n])), None)
     if v is not None:
         return "separate", v, o, ""
-    fused = next((n for n in ("qkv_proj", "Wqkv", "qkv", "wqkv") if n in kids and _has_weight(kids[n])), None)
+    fused = next((n for n in ("qkv_proj", "Wqkv", "qkv", "wqkv", "c_attn") if n in kids and _has_weight(kids[n])), None)
+    if fused is not None and isinstance(getattr(attn, "mp_num", None), int):  # CodeGen: [q | v | k] per shard
+        return "mp_qvk", fused, o, ""
     if fused is not None:
         return "fused", fused, o, ""
     return None, "", o, f"no value projection found in {type(attn).__name__} ({', '.join(kids)})"

@@ -81,6 +81,9 @@ def _discovered_ov(loaded: Loaded, attn) -> tuple[torch.Tensor, torch.Tensor]:
     elif family.qkv == "neox":   # rows per head [q_h | k_h | v_h]
         d_v = d
         w_v = w.view(H, 3, d, -1)[:, 2].transpose(1, 2)
+    elif family.qkv == "mp_qvk":  # CodeGen: rows per model-parallel shard [q | v | k], each H*d / mp_num long
+        d_v, mp = d, attn.mp_num
+        w_v = w.view(mp, 3, H * d // mp, -1)[:, 1].reshape(H, d, -1).transpose(1, 2)
     else:                        # separate: the value rows of K heads
         d_v = o.shape[1] // H
         w_v = w.view(w.shape[0] // d_v, d_v, -1).transpose(1, 2)
@@ -96,6 +99,24 @@ def check_ov(loaded: Loaded) -> str:
         return loaded.__dict__["ov_check"]
     loaded.__dict__["ov_check"] = why = _check_ov(loaded)
     return why
+
+
+def _value_bias(loaded: Loaded, attn, bias: torch.Tensor | None) -> torch.Tensor | None:
+    """The value rows of W_V's projection bias, sliced as _discovered_ov slices the weight ([kv * d_v])."""
+    if bias is None:
+        return None
+    family, info = loaded.family, loaded.info
+    H, K, d = info.n_heads, info.n_kv_heads, info.d_head
+    if family.qkv == "fused":
+        d_v = attn.get_submodule(family.o_proj).weight.shape[1] // H
+        return bias[bias.shape[0] - K * d_v:]
+    if family.qkv == "neox":
+        return bias.view(H, 3, d)[:, 2].reshape(-1)
+    if family.qkv == "mp_qvk":
+        return bias.view(attn.mp_num, 3, -1)[:, 1].reshape(-1)
+    if family.qkv == "mla":
+        return None   # kv_b_proj has no bias in any latent-attention family; W_V maps the latent
+    return bias
 
 
 def _check_ov(loaded: Loaded) -> str:
@@ -132,8 +153,8 @@ def _check_ov(loaded: Loaded) -> str:
     value = events[0].double().cpu()                                             # [1, kv, n, d_v]
     w = w_v[:: loaded.info.n_heads // value.shape[1]].double()                   # [kv, d_in, d_v]
     v = torch.einsum("bnd,kde->bkne", x, w)
-    bias = getattr(src, "bias", None)
-    if bias is not None and family.qkv == "separate":
+    bias = _value_bias(loaded, attn, getattr(src, "bias", None))
+    if bias is not None:
         v = v + bias.detach().double().cpu().view(1, w.shape[0], 1, -1)
     if v.shape != value.shape:
         return f"value shape {tuple(v.shape)} against {tuple(value.shape)}"
