@@ -40,13 +40,7 @@ def histograms(r: GatesResult):
 
 
 def heatmap(r: GatesResult):
-    style.apply()
-    grid = np.array([ly.heads["mean"] for ly in r.layers])
-    fig, ax = style.heatmap(grid, "cividis", "mean gate score", [ly.layer for ly in r.layers])
-    ax.set_xlabel("head")
-    ax.set_ylabel("layer")
-    ax.set_title(_title(r, "Mean gate score"))
-    return fig
+    return style.head_heatmap(r, "mean", "cividis", "mean gate score", _title(r, "Mean gate score"))
 
 
 def per_layer(r: GatesResult):

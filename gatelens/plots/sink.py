@@ -11,27 +11,16 @@ from . import style
 
 def heatmap(result: SinkResult):
     """Layer x head heatmap of F-Attn, values printed where the grid is small."""
-    style.apply()
-    layers = [ly.layer for ly in result.layers]
-    grid = np.array([ly.heads["f_attn"] for ly in result.layers])
-    fig, ax = style.heatmap(grid, "viridis", "first-token attention share", layers)
-    ax.set_xlabel("head")
-    ax.set_ylabel("layer")
-    ax.set_title(f"F-Attn of {style.short_label(result.model)} = {result.f_attn:.3f}\n{style.input_line(result.settings)}")
-    return fig
+    return style.head_heatmap(result, "f_attn", "viridis", "first-token attention share",
+                              f"F-Attn of {style.short_label(result.model)} = {result.f_attn:.3f}\n"
+                              f"{style.input_line(result.settings)}")
 
 
 def learned_sink_heatmap(result: SinkResult):
     """Layer x head heatmap of the share of attention absorbed by learned sink logits (gpt-oss `sinks` ...)."""
-    style.apply()
-    layers = [ly.layer for ly in result.layers]
-    grid = np.array([ly.heads["learned_sink"] for ly in result.layers])
-    fig, ax = style.heatmap(grid, "cividis", "share absorbed by the learned sink", layers)
-    ax.set_xlabel("head")
-    ax.set_ylabel("layer")
-    ax.set_title(f"Learned sink of {style.short_label(result.model)} = {result.learned_sink:.3f} "
-                 f"(F-Attn {result.f_attn:.3f})\n{style.input_line(result.settings)}")
-    return fig
+    return style.head_heatmap(result, "learned_sink", "cividis", "share absorbed by the learned sink",
+                              f"Learned sink of {style.short_label(result.model)} = {result.learned_sink:.3f} "
+                              f"(F-Attn {result.f_attn:.3f})\n{style.input_line(result.settings)}")
 
 
 def per_layer(results: list[SinkResult]):

@@ -33,14 +33,9 @@ def received_profile(results: list, max_pos: int | None = None, tokens: list[str
 
 def top_not_first(result):
     """Layer x head heatmap: share of sequences whose top key is not position 0."""
-    style.apply()
-    grid = np.array([ly.heads["top_not_first"] for ly in result.layers])
-    fig, ax = style.heatmap(grid, "magma", "top key not position 0 (share of sequences)",
-                            [ly.layer for ly in result.layers])
-    ax.set_xlabel("head")
-    ax.set_ylabel("layer")
-    ax.set_title(f"Heads whose top key is not position 0: {result.top_not_first:.2f} of {style.short_label(result.model)}")
-    return fig
+    return style.head_heatmap(result, "top_not_first", "magma", "top key not position 0 (share of sequences)",
+                              f"Heads whose top key is not position 0: {result.top_not_first:.2f} of "
+                              f"{style.short_label(result.model)}")
 
 
 def norm_weighted(results: list):

@@ -68,6 +68,17 @@ def heatmap(grid: np.ndarray, cmap: str, label: str, yticklabels: list, vmin: fl
     return fig, ax
 
 
+def head_heatmap(result, key: str, cmap: str, label: str, title: str):
+    """The layer x head heatmap of one per-head quantity of a result (`ly.heads[key]`), axes named, titled."""
+    apply()
+    grid = np.array([ly.heads[key] for ly in result.layers])
+    fig, ax = heatmap(grid, cmap, label, [ly.layer for ly in result.layers])
+    ax.set_xlabel("head")
+    ax.set_ylabel("layer")
+    ax.set_title(title)
+    return fig
+
+
 def color(i: int):
     return PALETTE[i % len(PALETTE)]
 
