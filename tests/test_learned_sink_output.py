@@ -2,6 +2,7 @@
 
 import json
 
+import pytest
 from typer.testing import CliRunner
 
 from gatelens.cli import app
@@ -11,8 +12,13 @@ from gatelens.plots import sink as sink_plots
 runner = CliRunner()
 
 
-def test_sink_command_writes_the_learned_sink_beside_f_attn(tmp_path):
-    folder = coverage.build_tiny("gpt_oss", tmp_path / "gpt_oss")
+@pytest.fixture(scope="module")
+def gpt_oss(tmp_path_factory):
+    return coverage.build_tiny("gpt_oss", tmp_path_factory.mktemp("sinks") / "gpt_oss")
+
+
+def test_sink_command_writes_the_learned_sink_beside_f_attn(tmp_path, gpt_oss):
+    folder = gpt_oss
     out = tmp_path / "out"
     r = runner.invoke(app, ["sink", str(folder), "--text", _text(tmp_path), "--seq-len", "24", "--n-seqs", "2",
                             "--out", str(out), "--json"])
@@ -26,10 +32,10 @@ def test_sink_command_writes_the_learned_sink_beside_f_attn(tmp_path):
     assert "| learned_sink |" in (out / "sink_layers.md").read_text()
 
 
-def test_per_layer_figure_draws_the_learned_sink_only_where_there_is_one(tmp_path, tiny_dir):
+def test_per_layer_figure_draws_the_learned_sink_only_where_there_is_one(gpt_oss, tiny_dir):
     import gatelens
 
-    with_sink = gatelens.load(str(coverage.build_tiny("gpt_oss", tmp_path / "gpt_oss")))
+    with_sink = gatelens.load(str(gpt_oss))
     plain = gatelens.load(str(tiny_dir("llama")))
     text = "a sink absorbs attention. " * 20
     results = [gatelens.sink(m, gatelens.prepare_inputs(m, text=text, seq_len=24, n_seqs=2)) for m in (with_sink, plain)]
@@ -40,11 +46,10 @@ def test_per_layer_figure_draws_the_learned_sink_only_where_there_is_one(tmp_pat
     assert "learned_sink_heatmap" not in sink_plots.figures(results[1])
 
 
-def test_compare_has_a_learned_sink_column(tmp_path, tiny_dir):
+def test_compare_has_a_learned_sink_column(gpt_oss, tiny_dir):
     from gatelens.compare import compare_models
 
-    folder = coverage.build_tiny("gpt_oss", tmp_path / "gpt_oss")
-    c = compare_models([str(tiny_dir("llama")), str(folder)], text="a sink absorbs attention. " * 20, seq_len=24,
+    c = compare_models([str(tiny_dir("llama")), str(gpt_oss)], text="a sink absorbs attention. " * 20, seq_len=24,
                        n_seqs=2)
     df = c.to_frame()
     assert "learned_sink" in df.columns

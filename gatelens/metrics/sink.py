@@ -128,8 +128,7 @@ class SinkResult(HeadResult):
         return self.overall("learned_sink") if self.layers else None
 
     def headline(self) -> dict:
-        extra = {} if self.learned_sink is None else {"learned_sink": self.learned_sink}
-        return {"f_attn": self.f_attn, "sink_rate": self.sink_rate, **extra}
+        return self.columns()
 
     def columns(self) -> dict:
         """The table's columns; `learned_sink` only for models with learned sink logits (`compare` leaves it empty
