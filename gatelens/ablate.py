@@ -23,6 +23,7 @@ import torch
 
 from . import attention, data
 from .errors import GatelensError
+from .kernels import explicit_mask
 from .measure import Inputs, as_loaded, pad_id, prepare_inputs, run, settings_of
 from .metrics import Massive, Perplexity, Sink
 from .metrics.base import Probe, gate_logits, with_gate_logits
@@ -36,12 +37,8 @@ def without_sink(mask: torch.Tensor | None, causal: bool, n_q: int, n_k: int, de
     """The attention mask with key 0 hidden from every query at position >= 1 (bool, True = attend, or additive)."""
     pos = torch.arange(n_q, device=device)[:, None] + (n_k - n_q)
     hide = (pos >= 1) & (torch.arange(n_k, device=device)[None, :] == 0)              # [q, k]
-    if mask is None:
-        allowed = torch.arange(n_k, device=device)[None, :] <= pos if causal else torch.ones_like(hide)
-        return (allowed & ~hide)[None, None]
-    if mask.dtype == torch.bool:
-        return mask & ~hide
-    return mask.masked_fill(hide, float("-inf"))
+    mask = explicit_mask(mask, causal, n_q, n_k, device)
+    return mask & ~hide if mask.dtype == torch.bool else mask.masked_fill(hide, float("-inf"))
 
 
 def _logit(p: torch.Tensor) -> torch.Tensor:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .kernels import additive_mask, sdpa_with_lse, softcapped_attention
+from .kernels import additive_mask, explicit_mask, sdpa_with_lse, softcapped_attention
 
 ATTN_NAME = "gatelens_sdpa"
 # The same function under a name without "sdpa": transformers refuses any "*sdpa*" name for models that declare no
@@ -122,10 +122,7 @@ def with_selected_keys(mask: Tensor | None, causal: bool, indices: Tensor, nq: i
     """The mask (bool or additive; a causal bool one for None) with every key outside indices [b, q, top-k] hidden."""
     keep = torch.zeros(*indices.shape[:-1], nk, dtype=torch.bool, device=indices.device)
     keep = keep.scatter(-1, indices.long(), True)[:, None]                                   # [b, 1, q, k]
-    if mask is None:
-        qi = torch.arange(nq, device=indices.device)[:, None] + (nk - nq)
-        mask = torch.arange(nk, device=indices.device)[None, :] <= qi if causal else torch.ones(nq, nk, dtype=torch.bool)
-        mask = mask.to(indices.device)
+    mask = explicit_mask(mask, causal, nq, nk, indices.device)
     return mask & keep if mask.dtype == torch.bool else mask.masked_fill(~keep, float("-inf"))
 
 
@@ -133,13 +130,7 @@ def with_position_bias(mask: Tensor | None, causal: bool, bias: Tensor, query: T
     """An additive mask [b, h, q, k] (query's dtype) holding the position bias plus the mask or the causal mask
     (queries end-aligned with the keys); masked entries stay -inf."""
     nq, nk = bias.shape[-2], bias.shape[-1]
-    add = additive_mask(mask, query.dtype)
-    if add is None:
-        add = torch.zeros(nq, nk, dtype=query.dtype, device=query.device)
-        if causal:
-            qi = torch.arange(nq, device=query.device)[:, None] + (nk - nq)
-            add = add.masked_fill(torch.arange(nk, device=query.device)[None, :] > qi, float("-inf"))
-    return add + bias.to(query.dtype)
+    return additive_mask(explicit_mask(mask, causal, nq, nk, query.device), query.dtype) + bias.to(query.dtype)
 
 
 _registered = False

@@ -41,6 +41,17 @@ def additive_mask(mask: Tensor | None, dtype: torch.dtype) -> Tensor | None:
     return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill_(~mask, float("-inf"))
 
 
+def explicit_mask(mask: Tensor | None, causal: bool, nq: int, nk: int, device) -> Tensor:
+    """The mask itself, or for None the bool mask [1, 1, q, k] it stands for: causal with the queries end-aligned
+    with the keys, or every key visible."""
+    if mask is not None:
+        return mask
+    if not causal:
+        return torch.ones(1, 1, nq, nk, dtype=torch.bool, device=device)
+    qi = torch.arange(nq, device=device)[:, None] + (nk - nq)
+    return (torch.arange(nk, device=device)[None, :] <= qi)[None, None]
+
+
 def chunked_lse(q: Tensor, k: Tensor, scale: float, mask: Tensor | None, is_causal: bool,
                 chunk: int = _LSE_CHUNK) -> Tensor:
     """Exact log-sum-exp of every query row, [batch, head, query], in fp32, O(chunk * keys) memory.
