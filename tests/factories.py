@@ -120,3 +120,22 @@ def make_gguf(path: Path, arch: str = "llama", tokenizer: bool = True) -> Path:
     w.write_tensors_to_file()
     w.close()
     return path
+
+
+def nosink_attention(layers=None) -> str:
+    """Register (the documented way) an eager attention function masking key 0 for queries >= 1 in `layers`
+    (every layer for None): the ablation references. Returns its attn_implementation name."""
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface, eager_mask
+    from transformers.models.llama.modeling_llama import eager_attention_forward
+
+    def attn(module, query, key, value, attention_mask, **kw):
+        if layers is None or module.layer_idx in layers:
+            attention_mask = attention_mask.clone()
+            attention_mask[..., 1:, 0] = float("-inf")
+        return eager_attention_forward(module, query, key, value, attention_mask, **kw)
+
+    name = "ref_nosink" + ("" if layers is None else "_" + "_".join(map(str, sorted(layers))))
+    AttentionInterface.register(name, attn)
+    AttentionMaskInterface.register(name, eager_mask)
+    return name

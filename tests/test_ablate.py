@@ -8,11 +8,10 @@ import json
 
 import pytest
 import torch
-from transformers import AttentionInterface, AutoModelForCausalLM
-from transformers.masking_utils import AttentionMaskInterface, eager_mask
+from transformers import AutoModelForCausalLM
 
 import gatelens
-from factories import TEXT
+from factories import TEXT, nosink_attention
 from gatelens.ablate import Ablation, ablate, parse_layers, without_sink
 
 
@@ -23,16 +22,6 @@ def test_without_sink_hides_key_zero_from_later_queries_only():
     assert torch.isinf(add[1:, 0]).all() and add[0, 0] == 0
 
 
-def _nosink_attention(module, query, key, value, attention_mask, **kw):
-    from transformers.models.llama.modeling_llama import eager_attention_forward
-
-    mask = attention_mask.clone()
-    mask[..., 1:, 0] = float("-inf")
-    return eager_attention_forward(module, query, key, value, mask, **kw)
-
-
-AttentionInterface.register("ref_nosink", _nosink_attention)
-AttentionMaskInterface.register("ref_nosink", eager_mask)
 
 
 def _loss(logits, ids):
@@ -50,7 +39,7 @@ def test_sink_removal_in_all_layers_equals_masked_eager(kind, tiny_dir):
     inputs = _inputs(loaded)
     ids = torch.stack(inputs.seqs)
     r = ablate(loaded, "sink", [], inputs=inputs, batch_size=2)
-    ref = AutoModelForCausalLM.from_pretrained(folder, attn_implementation="ref_nosink").eval()
+    ref = AutoModelForCausalLM.from_pretrained(folder, attn_implementation=nosink_attention()).eval()
     plain = AutoModelForCausalLM.from_pretrained(folder, attn_implementation="eager").eval()
     with torch.no_grad():
         want, clean = _loss(ref(ids).logits, ids), _loss(plain(ids).logits, ids)

@@ -8,6 +8,7 @@ import torch
 from transformers import AutoModelForCausalLM
 
 import gatelens
+from factories import nosink_attention
 from gatelens.measure import measure
 from gatelens.metrics.contribution import Contribution, contribution_reference
 from gatelens.metrics.received import Received, received_reference
@@ -42,24 +43,6 @@ def test_received_and_contribution_equal_eager(tmp_path):
                                        msg=f"{k} of layer {i}")
 
 
-def _nosink_in(layers):
-    """An eager attention function masking key 0 for queries >= 1 in `layers` (registered the documented way)."""
-    from transformers import AttentionInterface
-    from transformers.masking_utils import AttentionMaskInterface, eager_mask
-    from transformers.models.llama.modeling_llama import eager_attention_forward
-
-    def attn(module, query, key, value, attention_mask, **kw):
-        if module.layer_idx in layers:
-            attention_mask = attention_mask.clone()
-            attention_mask[..., 1:, 0] = float("-inf")
-        return eager_attention_forward(module, query, key, value, attention_mask, **kw)
-
-    name = "ref_nosink_" + "_".join(map(str, sorted(layers)))
-    AttentionInterface.register(name, attn)
-    AttentionMaskInterface.register(name, eager_mask)
-    return name
-
-
 def test_sink_removal_equals_masked_eager():
     """The README's smollm2 finding (key 0 masked in layer 18 alone costs far more than in all 30 layers at once)
     is checked against transformers' eager model with the mask edited in its attention function."""
@@ -71,7 +54,7 @@ def test_sink_removal_equals_masked_eager():
     r = ablate(loaded, "sink", [18], inputs=inputs, batch_size=2)      # none, layer 18, all layers
     assert [x.layers for x in r.runs] == ["", "18", "all"]
     for run, layers in zip(r.runs[1:], ([18], list(range(30)))):
-        ref = AutoModelForCausalLM.from_pretrained(loaded.info.path, attn_implementation=_nosink_in(layers)).eval()
+        ref = AutoModelForCausalLM.from_pretrained(loaded.info.path, attn_implementation=nosink_attention(layers)).eval()
         with torch.no_grad():
             logits = ref(ids).logits
         want = float(torch.nn.functional.cross_entropy(logits[:, :-1].transpose(1, 2), ids[:, 1:]))
