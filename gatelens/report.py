@@ -28,12 +28,35 @@ def versions() -> dict:
             "python": platform.python_version(), "platform": platform.platform()}
 
 
+def runtime() -> dict:
+    """How torch computes here: the CPU kernel set ATen dispatches to, its thread count, deterministic mode.
+
+    Same code, data and seed can train to different models under another kernel set (AVX2 against AVX-512
+    round differently, and a high learning rate amplifies it), so every result and training.json records it.
+    """
+    import torch
+
+    return {"cpu_capability": torch.backends.cpu.get_cpu_capability(), "torch_threads": torch.get_num_threads(),
+            "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
+            "deterministic_warn_only": torch.is_deterministic_algorithms_warn_only_enabled()}
+
+
+def describe_runtime(rt: dict | None) -> str:
+    """One line for a model card: `AVX512 kernels, 2 torch threads, deterministic algorithms on (warn only)`."""
+    if not rt:
+        return "kernel set not recorded"
+    mode = "on" if rt["deterministic_algorithms"] else "off"
+    if rt["deterministic_algorithms"] and rt.get("deterministic_warn_only"):
+        mode += " (warn only)"
+    return f"{rt['cpu_capability']} kernels, {rt['torch_threads']} torch threads, deterministic algorithms {mode}"
+
+
 def provenance(settings: dict, models: list[dict], seed: int | None = 0) -> dict:
-    """What goes next to every table and figure: models (with fingerprints), settings, seed, versions."""
+    """What goes next to every table and figure: models (with fingerprints), settings, seed, versions, runtime."""
     keep = ("spec", "family", "model_type", "fingerprint", "gate", "gate_position", "gate_layout", "dtype",
             "device", "n_layers", "n_heads", "n_kv_heads", "d_head", "attention_layers")
     return {"models": [{k: m.get(k) for k in keep} for m in models], "settings": settings, "seed": seed,
-            "versions": versions()}
+            "versions": versions(), "runtime": runtime()}
 
 
 def markdown(df: pd.DataFrame, floatfmt: str = ".4f") -> str:

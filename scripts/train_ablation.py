@@ -32,6 +32,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import train_zoo  # noqa: E402  (the zoo's recipe and its measurement)
 
+from gatelens.report import describe_runtime  # noqa: E402
 from gatelens.train.trainer import TrainConfig, train  # noqa: E402
 
 VARIANTS = ("none", "elementwise", "headwise", "head-shared", "value", "input-independent")
@@ -160,7 +161,8 @@ siblings `ablate-*` share its recipe, seed, batches and every initial parameter 
   {cfg['head_dim']} dimensions (the head-shared gate needs two), d_model {cfg['d_model']}, FFN {cfg['ffn']}, untied embeddings,
   context {cfg['seq_len']}; `model_type` "gatelens" (loads with gatelens). Parameters: {s['n_params']:,}.
 - Recipe: gatelens/zoo/recipes/mech.toml with `n_heads = 2`, `n_kv_heads = 2`, `head_dim = 64` (scripts/train_ablation.py);
-  seed {training['seed']}, {s['steps']} steps, {s['tokens']:,} tokens, wall time {s['wall_s']:.0f} s on one CPU thread.
+  seed {training['seed']}, {s['steps']} steps, {s['tokens']:,} tokens, wall time {s['wall_s']:.0f} s on one CPU thread;
+  {describe_runtime(training.get('runtime'))}.
 
 ## Measurements (held-out task sequences, 8 x 256 tokens; `gatelens compare ablate-none ablate-{gate}`)
 | metric | this model (seed {training['seed']}) | over seeds {sorted(r['seed'] for r in mine)} (mean ± sd) | paper (15B MoE) |

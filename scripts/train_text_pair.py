@@ -22,6 +22,7 @@ from pathlib import Path
 
 import gatelens
 from gatelens.compare import compare_models
+from gatelens.report import describe_runtime
 from gatelens.train import RECIPES, TrainConfig, read_recipe, train
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -62,7 +63,7 @@ same config otherwise, same initial values of every shared parameter, same data 
 | data | corpus/train.txt built by scripts/build_corpus.py (see gatelens/data/ATTRIBUTION.md); BPE vocab {cfg['bpe_vocab']}; every sequence starts with BOS |
 | tokens seen | {s['tokens']:,} ({s['steps']} steps of {cfg['batch_size']} x {cfg['seq_len']}) |
 | optimiser | AdamW lr {cfg['lr']} -> {cfg['min_lr']} (warm-up {cfg['warmup_steps']}, cosine), wd {cfg['weight_decay']}, clip {cfg['grad_clip']}, seed {cfg['seed']} |
-| wall time / hardware | {s['wall_s']:.0f} s on {training['hardware']['platform']}, {training['hardware']['cpu_count']} CPUs, torch {training['hardware']['torch']} |
+| wall time / hardware | {s['wall_s']:.0f} s on {training['hardware']['platform']}, {training['hardware']['cpu_count']} CPUs, torch {training['hardware']['torch']}; {describe_runtime(training.get('runtime'))} |
 | validation loss (corpus/val.txt) | {s['final_val_loss']:.4f} |
 
 ## Measurements (gatelens, on the shipped evaluation sample: {EVAL['n_seqs']} x {EVAL['seq_len']} tokens)

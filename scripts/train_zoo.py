@@ -31,6 +31,7 @@ import gatelens
 from gatelens import tasks
 from gatelens.models import native
 from gatelens.metrics import Queries, standard_probes
+from gatelens.report import describe_runtime
 from gatelens.train import RECIPES, TrainConfig, initial_state, read_recipe, train
 
 ZOO = Path(__file__).resolve().parent.parent / "gatelens" / "zoo"
@@ -176,7 +177,8 @@ every initial parameter except the gate rows.
   generated on the fly. Evaluation: held-out sequences from eval seed {cfg['eval_seed']} (`gatelens_eval` in config.json).
 - Optimisation: AdamW (lr {cfg['lr']:g} → {cfg['min_lr']:g}, warm-up {cfg['warmup_steps']} steps, cosine; betas {cfg['beta1']}/{cfg['beta2']},
   weight decay {cfg['weight_decay']}, clip {cfg['grad_clip']}), fp32.
-- Wall time {s['wall_s']:.0f} s on {hw['platform']}, {hw['cpu_count']} CPU cores, torch {hw['torch']} ({hw['device']}).
+- Wall time {s['wall_s']:.0f} s on {hw['platform']}, {hw['cpu_count']} CPU cores, torch {hw['torch']} ({hw['device']});
+  {describe_runtime(training.get('runtime'))}.
 - Final validation loss: {s['final_val_loss']:.4f} nats/token.
 
 ## Measurements (held-out task sequences: {EVAL['n_seqs']} × {EVAL['seq_len']} tokens; `gatelens sink {name}` reproduces F-Attn)

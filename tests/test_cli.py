@@ -4,6 +4,7 @@ import json
 import shutil
 
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from factories import TEXT
@@ -29,6 +30,10 @@ def test_sink_writes_tables_figures_and_provenance(tiny_dir, tmp_path):
     prov = meta["provenance"]
     assert prov["models"][0]["fingerprint"] and prov["versions"]["torch"] and prov["seed"] == 0
     assert prov["settings"]["seq_len"] == 48 and prov["settings"]["n_seqs"] == 3
+    assert prov["runtime"] == {"cpu_capability": torch.backends.cpu.get_cpu_capability(),
+                               "torch_threads": torch.get_num_threads(),
+                               "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
+                               "deterministic_warn_only": torch.is_deterministic_algorithms_warn_only_enabled()}
     assert "F-Attn" in r.output
 
 

@@ -12,6 +12,7 @@ import torch
 import gatelens
 from gatelens import GatelensError, tasks
 from gatelens.models.gated import split_grouped
+from gatelens.report import describe_runtime
 from gatelens.train.trainer import TrainConfig, initial_state, train
 
 pytestmark = pytest.mark.slow  # trains, runs notebooks or analyses, or starts processes: not in the quick tier
@@ -124,6 +125,9 @@ def test_toy_training_loads_and_measures(tmp_path, gate, model_type):
     assert (rows[-1]["mean_gate"] != "") == (gate != "none")
     training = json.loads((out / "training.json").read_text())
     assert training["summary"]["tokens"] == 6 * 4 * 32 and "cpu_count" in training["hardware"]
+    assert training["runtime"]["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    assert training["runtime"]["deterministic_algorithms"] and training["runtime"]["deterministic_warn_only"]
+    assert describe_runtime(training["runtime"]).endswith("deterministic algorithms on (warn only)")
 
     loaded = gatelens.load(str(out))
     assert loaded.info.gate == gate

@@ -30,6 +30,7 @@ from .. import attention
 from ..errors import GatelensError
 from ..measure import Inputs, measure
 from ..models.load import Loaded, model_info, native_family
+from ..report import runtime
 from .checkpoint import last_loss, load_checkpoint, publish, save_checkpoint, work_folder, write_log
 from .config import TrainConfig
 from .data import load_data
@@ -186,6 +187,6 @@ def train(cfg: TrainConfig, on_step: Callable[[int, int, float, float], None] | 
         "model_type": model_cfg["model_type"],
     }
     training = {"config": asdict(cfg), "seed": cfg.seed, "data": data.description, "summary": summary,
-                "hardware": hardware(device)}
+                "hardware": hardware(device), "runtime": runtime()}
     publish(work, out, model, model_cfg, data.tokenizer, cfg, training)
     return summary
