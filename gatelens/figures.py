@@ -94,17 +94,38 @@ class Context:
         return [self.results(m, group.seq_len, group.n_seqs) for m in group.models]
 
     def write(self, stem: str, frame=None, fig=None, models: list[dict] | None = None, settings: dict | None = None):
-        """figures/<stem>.csv (+ .md), .png, .pdf and .meta.json, all or nothing."""
-        from .report import provenance, write_all
+        """figures/<stem>.csv (+ .md), .png, .pdf and .meta.json, all or nothing.
 
-        def fill(w):
+        When the CSV and the PNG come out byte for byte as the ones already there (and the models and settings
+        are the same), the PDF and .meta.json already there are kept: a rerun elsewhere differs only in the
+        versions listed and in the PDF's 10th digits of coordinates, so a diff of figures/ means numbers changed.
+        """
+        from .report import provenance, writing
+
+        out = self.config.out
+        with writing(out) as w:
             if frame is not None:
                 w.table(stem, frame)
             if fig is not None:
                 w.figure(stem, fig)
             w.json(f"{stem}.meta.json", provenance(settings or {}, models or []))
+            names = list(w.names)
+            if _unchanged(w.staging, out, stem):
+                w.names = [n for n in w.names if not n.endswith((".pdf", ".meta.json"))]
+        return [str(out / n) for n in names]
 
-        return write_all(self.config.out, fill)
+
+def _unchanged(staging: Path, out: Path, stem: str) -> bool:
+    """Whether the staged CSV and PNG equal those in `out` and its .meta.json names the same models and settings."""
+    old = out / f"{stem}.meta.json"
+    decisive = [p.name for p in staging.iterdir() if p.suffix in (".csv", ".png")]
+    if not old.is_file() or not decisive:
+        return False
+    if any(not (out / n).is_file() or (out / n).read_bytes() != (staging / n).read_bytes() for n in decisive):
+        return False
+    before = json.loads(old.read_text())
+    now = json.loads((staging / old.name).read_text())
+    return all(before.get(k) == now.get(k) for k in ("models", "settings", "seed"))
 
 
 def load_analysis(root: Path, name: str):

@@ -30,10 +30,23 @@ def test_figures_regenerate_identically(tiny_dir, tmp_path):
         assert (figs / f"tiny_{name}.pdf").exists() and (figs / f"tiny_{name}.meta.json").exists()
     first = {p.name: p.read_bytes() for p in figs.glob("*.csv")}
     assert len(first) >= 8
+    everything = {p.name: p.read_bytes() for p in figs.iterdir()}
+    # provenance of numbers that did not change is kept (as if made elsewhere); changed numbers get a fresh one
+    import json
+
+    kept, fresh = figs / "tiny_sink_per_layer.meta.json", figs / "tiny_massive_per_layer.meta.json"
+    for meta in (kept, fresh):
+        m = json.loads(meta.read_text())
+        m["versions"]["torch"] = "elsewhere"
+        meta.write_text(json.dumps(m))
+    (figs / "tiny_massive_per_layer.csv").write_text("changed\n")
     r = runner.invoke(app, ["figures", "--config", str(tmp_path / "figures.toml")])
     assert r.exit_code == 0
     assert {p.name: p.read_bytes() for p in figs.glob("*.csv")} == first
-    import json
+    assert json.loads(kept.read_text())["versions"]["torch"] == "elsewhere"
+    assert json.loads(fresh.read_text())["versions"]["torch"] != "elsewhere"
+    assert {p.name: p.read_bytes() for p in figs.iterdir() if p not in (kept, fresh)} == \
+        {n: b for n, b in everything.items() if n not in (kept.name, fresh.name)}
 
     whole = json.loads((figs / "MANIFEST.json").read_text())
     r = runner.invoke(app, ["figures", "--config", str(tmp_path / "figures.toml"), "--only", "rank"])

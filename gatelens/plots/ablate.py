@@ -29,8 +29,7 @@ def loss_change(results: list):
     ax.set_ylabel("loss change (nats / token)")
     what = results[0].settings["what"]
     ax.set_title(f"Ablation: {what}\n{style.input_line(results[0].settings)}")
-    ax.legend(frameon=False, fontsize=6)
-    fig.tight_layout()
+    style.legend_below(ax)
     return fig
 
 
@@ -43,11 +42,11 @@ def f_attn_layers(result):
         name = "unablated" if r.what == "none" else f"{r.what} in layer(s) {r.layers}"
         ax.plot(layers, r.f_attn_layers, marker="o", ms=3, color=style.color(i), label=f"{name}: {r.f_attn:.3f}")
     ax.set_ylim(0, 1)
+    style.layer_axis(ax, layers)
     ax.set_xlabel("layer")
     ax.set_ylabel("F-Attn")
     ax.set_title(f"F-Attn under ablation, {style.short_label(result.model)}")
-    ax.legend(frameon=False, fontsize=6)
-    fig.tight_layout()
+    style.legend_below(ax)
     return fig
 
 

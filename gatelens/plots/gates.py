@@ -54,10 +54,11 @@ def per_layer(r: GatesResult):
     ax.plot(xs, [min(ly.heads["min"]) for ly in r.layers], ls="--", color=style.color(1), label="min")
     ax.plot(xs, [max(ly.heads["max"]) for ly in r.layers], ls="--", color=style.color(2), label="max")
     ax.set_ylim(0, 1)
+    style.layer_axis(ax, xs)
     ax.set_xlabel("layer")
     ax.set_ylabel("gate score")
     ax.set_title(_title(r, "Gate scores per layer"))
-    ax.legend(frameon=False, ncol=2)
+    style.legend_below(ax, ncol=2)
     return fig
 
 

@@ -12,7 +12,7 @@ def per_layer(results: list[MassiveResult]):
                                  "|hidden state| (max solid, median dotted)", "Max activation per layer", log=True)
     for i, r in enumerate(results):
         ax.plot([ly.layer for ly in r.layers], [ly.median_abs for ly in r.layers], ls=":", lw=0.9, color=style.color(i))
-    ax.legend(frameon=False)
+    style.legend_below(ax)
     return fig
 
 

@@ -26,11 +26,12 @@ def per_layer(results: list[RankResult], key: str = "ov_effective_rank"):
     fig, ax = plt.subplots(figsize=(style.FULL_WIDTH * 0.75, 2.6))
     sns.boxplot(data=df, x="layer", y=key, hue="model", ax=ax, palette=style.PALETTE[: len(frames)],
                 fliersize=0, linewidth=0.6)
-    sns.stripplot(data=df, x="layer", y=key, hue="model", dodge=True, ax=ax, size=2, palette="dark:black",
-                  legend=False, alpha=0.6)
+    # no jitter: seaborn draws it from numpy's global random state, so the same numbers made a different PNG
+    sns.stripplot(data=df, x="layer", y=key, hue="model", dodge=True, jitter=False, ax=ax, size=2,
+                  palette="dark:black", legend=False, alpha=0.6)
     ax.set_ylabel(f"effective rank, {LABELS.get(key, key)}")
     ax.set_title(f"Effective rank per head: {LABELS.get(key, key)}")
-    ax.legend(frameon=False, fontsize=6)
+    style.legend_below(ax)
     return fig
 
 
@@ -41,10 +42,11 @@ def gate_effect(r: RankResult):
     fig, ax = plt.subplots(figsize=(style.COLUMN_WIDTH * 1.3, 2.4))
     for i, key in enumerate(("out_effective_rank", "out_effective_rank_linearized")):
         ax.plot(lf["layer"], lf[key], marker="o", ms=3, color=style.color(i), label=LABELS[key])
+    style.layer_axis(ax, lf["layer"].tolist())
     ax.set_xlabel("layer")
     ax.set_ylabel("effective rank (mean over heads)")
     ax.set_title(f"Non-linearity of the gate: {style.short_label(r.model)}")
-    ax.legend(frameon=False)
+    style.legend_below(ax)
     return fig
 
 

@@ -39,7 +39,7 @@ def per_layer(results: list[SinkResult]):
     if n and n > 1:
         uniform = float(np.mean([1.0 / (i + 1) for i in range(1, n)]))
         ax.axhline(uniform, color="grey", ls=":", lw=0.8, label=f"uniform causal attention ({uniform:.3f})")
-    ax.legend(frameon=False, loc="best")
+    style.legend_below(ax)
     return fig
 
 
@@ -59,7 +59,7 @@ def per_length(results: list[SinkResult]):
     ax.set_xlabel("context length (tokens)")
     ax.set_ylabel("F-Attn (mean first-token share)")
     ax.set_title(f"Attention sink vs context length\n{results[0].settings.get('input')}")
-    ax.legend(frameon=False)
+    style.legend_below(ax)
     return fig
 
 

@@ -26,8 +26,7 @@ def received_profile(results: list, max_pos: int | None = None, tokens: list[str
         ax.set_xticks(range(len(tokens)), tokens, rotation=90, fontsize=5)
         ax.grid(False, axis="x")
     ax.set_title(f"Attention received per key, mean over layers and heads\n{style.input_line(results[0].settings)}")
-    ax.legend(frameon=False, fontsize=6, loc="upper right")
-    fig.tight_layout()
+    style.legend_below(ax)
     return fig
 
 
@@ -50,12 +49,11 @@ def norm_weighted(results: list):
         ax.plot(xs, [ly.mean_of("f_attn_norm") for ly in r.layers], ls="-", marker="s", ms=2.5, color=style.color(i),
                 label=f"{name}: norm-weighted {r.overall('f_attn_norm'):.3f}")
     ax.set_ylim(0, 1)
-    ax.set_xticks(sorted({ly.layer for r in results for ly in r.layers}))
+    style.layer_axis(ax, [ly.layer for r in results for ly in r.layers])
     ax.set_xlabel("layer")
     ax.set_ylabel("key-0 share")
     ax.set_title(f"F-Attn vs norm-weighted F-Attn (|a v W_O|)\n{style.input_line(results[0].settings)}")
-    ax.legend(frameon=False, fontsize=6)
-    fig.tight_layout()
+    style.legend_below(ax)
     return fig
 
 

@@ -97,6 +97,32 @@ def input_line(settings: dict) -> str:
     return f"{settings.get('input')}, {settings.get('n_seqs')} x {settings.get('seq_len')} tokens"
 
 
+def layer_axis(ax, layers) -> None:
+    """An x axis of layer indices: integer ticks (every layer when there are few), and a single layer centred
+    with room either side, not a float axis around it (-0.04 ... 0.04)."""
+    from matplotlib.ticker import MaxNLocator
+
+    layers = sorted(set(layers))
+    if len(layers) <= 13:
+        ax.set_xticks(layers)
+    else:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    if len(layers) == 1:
+        ax.set_xlim(layers[0] - 1, layers[0] + 1)
+
+
+def legend_below(ax, **kwargs) -> None:
+    """The legend under the axes and their x tick labels and label, so it never covers data; lays the figure
+    out first (tight_layout), since the legend's place is measured from the drawn x axis. Saving with
+    bbox_inches="tight" (report.Writer, notebooks' inline backend) keeps it in the picture."""
+    fig = ax.figure
+    fig.tight_layout()
+    below = ax.xaxis.get_tightbbox(fig.canvas.get_renderer()).transformed(ax.transAxes.inverted()).y0
+    n = len(ax.get_legend_handles_labels()[1])
+    kwargs = {"frameon": False, "fontsize": 6, "ncol": 1 if n <= 3 else 2, **kwargs}
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, below - 0.02), **kwargs)
+
+
 def layer_curves(results: list, value, label, ylabel: str, title: str, ylim=None, log: bool = False):
     """One line per model of `value(layer)` against the layer index, labelled `label(result)`; returns fig, ax."""
     apply()
@@ -108,6 +134,7 @@ def layer_curves(results: list, value, label, ylabel: str, title: str, ylim=None
         ax.set_yscale("log")
     if ylim is not None:
         ax.set_ylim(*ylim)
+    layer_axis(ax, [ly.layer for r in results for ly in r.layers])
     ax.set_xlabel("layer")
     ax.set_ylabel(ylabel)
     ax.set_title(f"{title}\n{input_line(results[0].settings)}")
