@@ -26,7 +26,7 @@ from .errors import GatelensError
 from .kernels import explicit_mask
 from .measure import Inputs, as_loaded, pad_id, prepare_inputs, run, settings_of
 from .metrics import Massive, Perplexity, Sink
-from .metrics.base import Probe, gate_logits, with_gate_logits
+from .metrics.base import Probe, Result, gate_logits, with_gate_logits
 from .models.load import Loaded
 
 WHAT = ("sink", "sink-value", "gate-mean", "gate-one")
@@ -115,8 +115,8 @@ class Run:
     loss_change: float = 0.0
 
 
-@dataclass
-class AblationResult:
+@dataclass(repr=False)
+class AblationResult(Result):
     model: dict
     settings: dict
     runs: list[Run] = field(default_factory=list)

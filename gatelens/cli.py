@@ -817,9 +817,10 @@ def attn_map_cli(models: Annotated[list[str], typer.Argument(help="one model, or
     files = _write(out, fill, payload, json_out)
     if files is None:
         return
-    for spec, share in shares.items():
-        out_console.print(f"{spec}: layer {layer} {'mean over heads' if head is None else f'head {head}'}: "
-                          f"first-token share {share:.3f}")
+    for mp in maps:
+        out_console.print(f"{mp.model['spec']}: layer {layer} {'mean over heads' if head is None else f'head {head}'}: "
+                          f"first-token share {mp.first_token_share:.3f} of this one sequence ({mp.n_tokens} tokens, "
+                          "queries >= 1; `gatelens sink` averages many)")
     out_console.print(f"wrote {len(files)} files to {out}/")
 
 

@@ -11,11 +11,12 @@ from dataclasses import dataclass, field
 
 from .measure import Inputs, Report, as_loaded, prepare_inputs, report
 from .metrics import METRICS
+from .metrics.base import Result
 from .models.load import Loaded
 
 
-@dataclass
-class Comparison:
+@dataclass(repr=False)
+class Comparison(Result):
     reports: list[Report] = field(default_factory=list)
     settings: dict = field(default_factory=dict)
 

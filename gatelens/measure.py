@@ -17,7 +17,7 @@ from . import attention, data, distributed, tasks
 from .data import Batch
 from .errors import GatelensError
 from .metrics import METRICS, Gates, Massive, Perplexity, Probe, Queries, Rank, Sink, standard_probes
-from .metrics.base import check_exact
+from .metrics.base import Result, check_exact
 from .metrics.gates import GatesResult
 from .metrics.massive import MassiveResult
 from .metrics.perplexity import PerplexityResult
@@ -175,8 +175,8 @@ def measure(model: Loaded | str, probes: list[Probe], inputs: Inputs | None = No
     return [p.finish(loaded, settings_of(inputs, batch_size)) for p in probes]
 
 
-@dataclass
-class Report:
+@dataclass(repr=False)
+class Report(Result):
     """Every standard metric of one model on one input set: `report.sink`, `.massive`, `.gates` (None if
     the model has none), `.rank`, `.perplexity`, or `report.results[name]`."""
 

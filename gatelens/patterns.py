@@ -16,19 +16,20 @@ from . import data
 from .errors import GatelensError
 from .kernels import chunk_scores
 from .measure import as_loaded, run
-from .metrics.base import Probe
+from .metrics.base import Probe, Result
 from .models.load import Loaded
 
 
-@dataclass
-class AttentionMap:
+@dataclass(repr=False)
+class AttentionMap(Result):
     pattern: torch.Tensor        # [rows, cols]: attention weights, pooled when the text is long
     tokens: list[str]            # token labels (only when not pooled)
     layer: int
     head: int | None             # None: mean over heads
     pooled: int                  # tokens per cell (1 = exact map)
     model: dict
-    first_token_share: float     # mean weight on key 0 over queries >= 1 (unpooled)
+    first_token_share: float     # mean weight on key 0 over queries >= 1 (unpooled), of this one sequence
+    n_tokens: int                # the sequence's length (F-Attn, unlike this, averages many sequences)
 
 
 class Pattern(Probe):
@@ -80,7 +81,7 @@ def attention_map(model: Loaded | str, ids: torch.Tensor, layer: int, head: int 
     run(loaded, data.batches([ids], 1), [probe])
     pattern, share, pool = probe.result
     tokens = [loaded.tokenizer.decode([int(t)]) for t in ids] if pool == 1 else []
-    return AttentionMap(pattern, tokens, layer, head, pool, info.to_dict(), share)
+    return AttentionMap(pattern, tokens, layer, head, pool, info.to_dict(), share, len(ids))
 
 
 def text_map(model: Loaded | str, text: str | None = None, layer: int = 0, head: int | None = None,

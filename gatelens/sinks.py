@@ -10,13 +10,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from .measure import Inputs, as_loaded, measure
+from .metrics.base import Result
 from .metrics.contribution import Contribution, ContributionResult
 from .metrics.received import DEFAULT_MIN_QUERIES, DEFAULT_TOP_K, Received, ReceivedResult
 from .models.load import Loaded
 
 
-@dataclass
-class SinksResult:
+@dataclass(repr=False)
+class SinksResult(Result):
     received: ReceivedResult
     contribution: ContributionResult
 

@@ -136,3 +136,28 @@ def test_attn_map_reads_text_from_a_file(tmp_path):
     assert r.exit_code == 0, r.output
     assert json.loads(r.stdout)["provenance"]["settings"]["text"] == f.read_text()
 
+
+def test_attn_map_says_which_sequence_its_first_token_share_is_of(tmp_path):
+    r = run("attn-map", "mech-baseline", "--seq-len", 6, "--out", tmp_path / "o")
+    assert r.exit_code == 0, r.output
+    words = " ".join(r.output.split())   # the console wraps long lines
+    assert "first-token share" in words and "of this one sequence (6 tokens" in words
+
+
+
+def test_results_print_a_short_summary_not_every_tensor():
+    import gatelens
+    from gatelens.ablate import ablate
+    from gatelens.measure import prepare_inputs, report
+    from gatelens.patterns import text_map
+    from gatelens.sinks import sinks
+
+    loaded = gatelens.load("mech-gated")
+    inputs = prepare_inputs(loaded, seq_len=32, n_seqs=2)
+    r = report(loaded, inputs)
+    objects = [r, *r.results.values(), ablate(loaded, "sink", inputs=inputs), sinks(loaded, inputs),
+               text_map(loaded, seq_len=8), gatelens.measure.by_query(loaded, seq_len=32, n_seqs=2)]
+    for obj in objects:
+        text = repr(obj)
+        assert text.startswith(f"<{type(obj).__name__}") and len(text) < 300 and "tensor(" not in text, text
+    assert "f_attn=0.6767" in repr(r.sink) and "mech-gated, task:bigram-backcopy (seed 1234), 2 x 32 tokens" in repr(r.sink)

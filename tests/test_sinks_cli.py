@@ -50,3 +50,10 @@ def test_user_mistakes_are_one_line(tiny_dir, tmp_path):
         assert words in r.stderr and "Traceback" not in r.output
     r = run("sinks", tiny_dir("llama"), "--min-queries", 0, "--out", tmp_path / "b")
     assert r.exit_code == 2
+
+
+def test_sinks_says_none_when_position_0_is_every_heads_top_key(tmp_path):
+    r = run("sinks", "mech-baseline", "--seq-len", 32, "--n-seqs", 2, "--out", tmp_path / "s")
+    assert r.exit_code == 0, r.output
+    words = " ".join(r.output.split())   # the console wraps long lines
+    assert "top key besides position 0 (sequence x layer x head): none" in words

@@ -12,7 +12,7 @@ A per-head result (`HeadResult`) holds, per attention layer, one list of values 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import ClassVar
 
 import torch
@@ -178,6 +178,40 @@ def mean(xs) -> float:
     return sum(xs) / len(xs)
 
 
+def _short(v) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    if isinstance(v, torch.Tensor):
+        return f"tensor{list(v.shape)}"
+    if isinstance(v, Result):
+        return f"<{type(v).__name__}>"
+    if isinstance(v, (list, tuple)):
+        return f"[{len(v)} {type(v[0]).__name__ if v else 'items'}]"
+    if isinstance(v, dict):
+        return "{" + ", ".join(map(str, list(v)[:8])) + (", ..." if len(v) > 8 else "") + "}"
+    s = repr(v)
+    return s if len(s) <= 40 else s[:37] + "..."
+
+
+class Result:
+    """Base of every result object: `print(result)` gives a short summary (its type, the model, the input, the
+    headline numbers, the size of what it holds), not the dataclass repr of every layer, head and tensor.
+    Subclasses are `@dataclass(repr=False)`, so this repr is theirs."""
+
+    def __repr__(self) -> str:
+        model, settings = getattr(self, "model", None), getattr(self, "settings", None)
+        head = [type(self).__name__]
+        if isinstance(model, dict) and model.get("spec"):
+            head.append(str(model["spec"]))
+        if isinstance(settings, dict) and settings.get("input"):
+            head.append(f"{settings['input']}, {settings.get('n_seqs')} x {settings.get('seq_len')} tokens")
+        numbers = self.columns() if hasattr(self, "columns") else {}
+        parts = [f"{k}={_short(v)}" for k, v in numbers.items()]
+        parts += [f"{f.name}={_short(getattr(self, f.name))}" for f in fields(self)
+                  if f.name not in ("model", "settings") and f.name not in numbers]
+        return f"<{', '.join(head)}: {', '.join(parts)}>"
+
+
 @dataclass
 class HeadLayer:
     """One attention layer of a per-head result."""
@@ -195,8 +229,8 @@ class HeadLayer:
         return len(next(iter(self.heads.values())))
 
 
-@dataclass
-class HeadResult:
+@dataclass(repr=False)
+class HeadResult(Result):
     """Per (attention layer, head) statistics of one model on one input set."""
 
     model: dict

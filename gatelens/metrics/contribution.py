@@ -153,7 +153,7 @@ class Contribution(Probe):
         return ContributionResult(model=loaded.info.to_dict(), settings=settings, layers=layers)
 
 
-@dataclass
+@dataclass(repr=False)
 class ContributionResult(HeadResult):
     """Value drain and norm-weighted F-Attn per layer and head of one model on one input set."""
 

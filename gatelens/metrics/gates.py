@@ -244,7 +244,7 @@ class Gates(Probe):
         return GatesResult(model=loaded.info.to_dict(), settings=settings, layers=layers)
 
 
-@dataclass
+@dataclass(repr=False)
 class GatesResult(HeadResult):
     """Sigmoid gate scores of every gated attention layer: sparsity, query dependence, effect on W_O's input."""
 

@@ -17,7 +17,7 @@ import torch
 
 from ..errors import GatelensError
 from . import bitbins
-from .base import Probe, check_finite, hidden
+from .base import Probe, Result, check_finite, hidden
 
 Tensor = torch.Tensor
 ABS_THRESHOLD = 100.0
@@ -224,8 +224,8 @@ class LayerMassive:
         return self.max_abs / self.median_abs if self.median_abs > 0 else float("inf")
 
 
-@dataclass
-class MassiveResult:
+@dataclass(repr=False)
+class MassiveResult(Result):
     """Largest |values| of the residual stream after each layer (the paper's M-Act)."""
 
     model: dict

@@ -8,7 +8,7 @@ from typing import ClassVar
 
 import torch
 
-from .base import Probe
+from .base import Probe, Result
 
 
 class Perplexity(Probe):
@@ -32,8 +32,8 @@ class Perplexity(Probe):
         return PerplexityResult(loaded.info.to_dict(), settings, a["nll"], a["n"])
 
 
-@dataclass
-class PerplexityResult:
+@dataclass(repr=False)
+class PerplexityResult(Result):
     model: dict
     settings: dict
     nll_sum: float

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .base import Probe, check_finite, gate_logits, hook_gates
+from .base import Probe, Result, check_finite, gate_logits, hook_gates
 from .sink import first_token_weights
 
 
@@ -49,8 +49,8 @@ class Queries(Probe):
         return QueryTrace(model=loaded.info.to_dict(), settings=settings, first_token=first, gate=gate)
 
 
-@dataclass
-class QueryTrace:
+@dataclass(repr=False)
+class QueryTrace(Result):
     """Per-query numbers, one tensor per sequence: weight on key 0 and mean gate score (layers, heads averaged)."""
 
     model: dict

@@ -138,7 +138,7 @@ class Rank(Probe):
         return RankResult(model=loaded.info.to_dict(), settings={**settings, "tol": self.tol}, layers=layers)
 
 
-@dataclass
+@dataclass(repr=False)
 class RankResult(HeadResult):
     """Effective rank of each head's W_V W_O (weights) and of its actual outputs (tokens)."""
 

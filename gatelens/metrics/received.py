@@ -320,7 +320,7 @@ class Received(Probe):
         return sorted(out, key=lambda r: (-r["received"], r["token"]))
 
 
-@dataclass
+@dataclass(repr=False)
 class ReceivedResult(HeadResult):
     """Attention received per key: per layer and head the share at position 0 and the top keys; per token string
     (positions >= 1) the mean received over its occurrences, layers and heads and how often it is a head's top key."""
@@ -388,8 +388,8 @@ class ReceivedResult(HeadResult):
 
     def display(self) -> dict:
         s = self.settings
-        sinks = ", ".join(f"{r['token']!r} {r['received']:.3f}" for r in self.sink_tokens(5))
-        tops = ", ".join(f"{r['token']!r} {r['top_heads']}" for r in self.top_key_tokens(5))
+        sinks = ", ".join(f"{r['token']!r} {r['received']:.3f}" for r in self.sink_tokens(5)) or "none"
+        tops = ", ".join(f"{r['token']!r} {r['top_heads']}" for r in self.top_key_tokens(5)) or "none"
         return {"title": f"Attention received of {self.model['spec']} ({s['input']}, {s['n_seqs']} x {s['seq_len']})",
                 "frame": self.layer_frame(),
                 "columns": {"layer": "layer", "received_first": "received @0", "top_not_first": "top key not 0",

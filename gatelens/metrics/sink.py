@@ -105,7 +105,7 @@ class Sink(Probe):
         return SinkResult(model=loaded.info.to_dict(), settings={**settings, "eps": self.eps}, layers=layers)
 
 
-@dataclass
+@dataclass(repr=False)
 class SinkResult(HeadResult):
     """First-token attention share (F-Attn) and sink rate of one model on one input set."""
 

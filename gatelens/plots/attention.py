@@ -30,8 +30,8 @@ def _draw(ax, m: AttentionMap, log: bool):
         ax.set_ylim(n, 0)
         ax.set_xticks([w0 / 2], ["1st"], fontsize=6)
     who = "mean over heads" if m.head is None else f"head {m.head}"
-    ax.set_title(f"{style.short_label(m.model)}\nlayer {m.layer}, {who}\nfirst-token share {m.first_token_share:.2f}",
-                 fontsize=8)
+    ax.set_title(f"{style.short_label(m.model)}\nlayer {m.layer}, {who}\n"
+                 f"first-token share {m.first_token_share:.2f} (this sequence, {m.n_tokens} tokens)", fontsize=8)
     if m.tokens and n <= MAX_LABELS:
         labels = [t.replace("\n", "\\n") or "␣" for t in m.tokens]
         ax.set_xticks(range(n), labels, rotation=90, fontsize=5)
