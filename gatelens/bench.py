@@ -233,7 +233,22 @@ def bench(loaded: Loaded, seq_lens: list[int], *, batch: int = 1, repeats: int =
             rows.append(row)
             if on_row:
                 on_row(row)
+    if timing_problem(rows):  # rows already handed to on_row are the same objects: they change too
+        for row in rows:
+            row.time_ratio = 1.0 if row.method == "bare" and row.seconds else None
+            row.note = "; ".join(filter(None, [row.note, "machine too noisy: no time ratio"]))
     return rows
+
+
+def timing_problem(rows: list[Row]) -> str | None:
+    """What makes the timings unusable, or None: a bare forward over more tokens cannot be faster than over
+    fewer, so when its median time falls as the length grows the machine was too noisy for any ratio."""
+    bare = sorted((r.seq_len, r.seconds) for r in rows if r.method == "bare" and r.seconds)
+    for (n0, t0), (n1, t1) in zip(bare, bare[1:]):
+        if t1 < t0:
+            return (f"the machine was too noisy: the bare forward took {t0:.3g} s at {n0} tokens but {t1:.3g} s at "
+                    f"{n1}; time ratios are not reported (rerun on a quiet machine)")
+    return None
 
 
 def _bare(model, ids, device):

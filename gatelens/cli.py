@@ -719,7 +719,7 @@ def bench_cli(model: Annotated[str, typer.Argument(help="model spec, or random:P
               seq_len: SeqLen = "512,2048,8192", batch_size: BatchSize = 1,
               repeats: Annotated[int, typer.Option(min=1, help="timed runs per cell (the median is reported)")] = 3,
               device: Device = "cpu", dtype: Dtype = "float32",
-              quick: Annotated[bool, typer.Option("--quick", help="a few seconds: tiny model, short lengths")] = False,
+              quick: Annotated[bool, typer.Option("--quick", help="tiny model, 256 and 1024 tokens, one timed run")] = False,
               methods: Annotated[Optional[str], typer.Option(
                   metavar="[" + "|".join(BENCH_METHODS) + "],...",
                   help="comma list of the passes to time (default: all of them)")] = None,
@@ -763,8 +763,12 @@ def bench_cli(model: Annotated[str, typer.Argument(help="model spec, or random:P
     df = pd.DataFrame([vars(r) for r in rows])
     settings = {"model": model, "seq_lens": lens, "batch_size": batch_size, "repeats": repeats, "dtype": dtype,
                 "device": device, "machine": bench.machine()}
-    payload = {"rows": df.to_dict(orient="records"), "provenance": report.provenance(settings, [loaded.info.to_dict()])}
+    problem = bench.timing_problem(rows)
+    payload = {"rows": df.to_dict(orient="records"), "provenance": report.provenance(settings, [loaded.info.to_dict()]),
+               "timing_problem": problem}
     files = _write(out, lambda w: (w.table("bench", df), w.json("bench.json", payload)), payload, json_out)
+    if problem:
+        err_console.print(f"note: {problem}")
     if files is None:
         return
     show({"title": f"gatelens bench: {model} on {settings['machine']}", "frame": df,

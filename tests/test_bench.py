@@ -40,3 +40,24 @@ def test_time_and_memory_can_be_measured_apart(tiny_dir):
     assert all(r.seconds > 0 and r.peak_mb is None and r.mem_ratio is None for r in timed)
     sampled = bench(loaded, [32], repeats=2, methods=["bare", "gates"], measure="memory")
     assert all(r.peak_mb is not None for r in sampled)
+
+
+def test_inconsistent_bare_timings_report_no_ratios():
+    from gatelens.bench import Row, timing_problem
+
+    quiet = [Row("m", 256, "bare", 1.0, None, 256.0), Row("m", 1024, "bare", 3.0, None, 341.0)]
+    assert timing_problem(quiet) is None
+    noisy = [Row("m", 256, "bare", 2.0, None, 128.0), Row("m", 1024, "bare", 1.5, None, 683.0)]
+    assert "too noisy" in timing_problem(noisy) and "2 s at 256 tokens but 1.5 s at 1024" in timing_problem(noisy)
+
+
+def test_bench_drops_time_ratios_when_the_machine_was_too_noisy(monkeypatch, tiny_dir):
+    import gatelens
+    from gatelens import bench
+
+    seconds = iter([5.0, 5.0, 1.0, 1.0])   # bare and sink at 8 tokens, then at 16: the longer run is faster
+    monkeypatch.setattr(bench, "_once", lambda fn, device, memory: (fn(), next(seconds), None)[1:])
+    rows = bench.bench(gatelens.load(str(tiny_dir("qwen3"))), [8, 16], repeats=1, methods=["bare", "sink"],
+                       measure="time")
+    assert all(r.time_ratio is None for r in rows if r.method != "bare")
+    assert all("too noisy" in r.note for r in rows)
