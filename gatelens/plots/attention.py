@@ -31,7 +31,7 @@ def _draw(ax, m: AttentionMap, log: bool):
         ax.set_xticks([w0 / 2], ["1st"], fontsize=6)
     who = "mean over heads" if m.head is None else f"head {m.head}"
     ax.set_title(f"{style.short_label(m.model)}\nlayer {m.layer}, {who}\n"
-                 f"first-token share {m.first_token_share:.2f} (this sequence, {m.n_tokens} tokens)", fontsize=8)
+                 f"first-token share {m.first_token_share:.2f}\nof this one sequence ({m.n_tokens} tokens)", fontsize=8)
     if m.tokens and n <= MAX_LABELS:
         labels = [t.replace("\n", "\\n") or "␣" for t in m.tokens]
         ax.set_xticks(range(n), labels, rotation=90, fontsize=5)
