@@ -11,7 +11,8 @@ def per_layer(results: list[MassiveResult]):
                                  lambda r: f"{style.short_label(r.model)}: M-Act {r.m_act:.1f}",
                                  "|hidden state| (max solid, median dotted)", "Max activation per layer", log=True)
     for i, r in enumerate(results):
-        ax.plot([ly.layer for ly in r.layers], [ly.median_abs for ly in r.layers], ls=":", lw=0.9, color=style.color(i))
+        ax.plot([ly.layer for ly in r.layers], [ly.median_abs for ly in r.layers], ls=":", lw=0.9, marker="x", ms=3,
+                color=style.color(i))   # a marker, so that a one-layer model shows its median too
     style.legend_below(ax)
     return fig
 
