@@ -97,8 +97,9 @@ class Context:
         """figures/<stem>.csv (+ .md), .png, .pdf and .meta.json, all or nothing.
 
         When the CSV and the PNG come out byte for byte as the ones already there (and the models and settings
-        are the same), the PDF and .meta.json already there are kept: a rerun elsewhere differs only in the
-        versions listed and in the PDF's 10th digits of coordinates, so a diff of figures/ means numbers changed.
+        are the same), the PDF and .meta.json already there are kept: such a rerun (another transformers version,
+        or a machine whose PDF differs in the 10th digit of a coordinate) made the same numbers and picture, so a
+        diff of figures/ means the numbers or the drawing changed.
         """
         from .report import provenance, writing
 
