@@ -929,24 +929,16 @@ def zoo_cli(json_out: Json = False):
 
 @command("cache")
 @user_errors
-def cache_cli(clear: Annotated[bool, typer.Option("--clear", help="delete everything in the cache")] = False,
+def cache_cli(clear: Annotated[bool, typer.Option("--clear", help="delete what gatelens wrote in its cache "
+                                                  "(its gguf/ and offload/ folders; nothing else)")] = False,
               json_out: Json = False):
     """Show gatelens' cache (dequantized GGUF models, offloaded weights) and its size; --clear empties it."""
-    import shutil
+    from .models import cache
 
-    from .models.load import cache_dir
-
-    root = cache_dir()
-    entries = []
-    for kind in sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []:
-        for entry in sorted(kind.iterdir()):
-            if entry.name.startswith(".") or not entry.is_dir():
-                continue
-            size = sum(f.stat().st_size for f in entry.rglob("*") if f.is_file() and not f.is_symlink())
-            entries.append({"kind": kind.name, "name": entry.name, "bytes": size, "path": str(entry)})
+    root, entries = cache.entries()
     total = sum(e["bytes"] for e in entries)
-    if clear and root.is_dir():
-        shutil.rmtree(root)
+    if clear:
+        cache.clear()
     if json_out:
         return emit_json({"cache": str(root), "entries": entries, "bytes": total, "cleared": clear})
     table = Table(title=f"gatelens cache: {root} (set GATELENS_CACHE to move it)")

@@ -333,8 +333,10 @@ def test_gguf_cache_is_keyed_by_content(tmp_path):
 
 
 def test_cache_command_lists_and_clears(tmp_path, monkeypatch):
+    from gatelens.models.cache import cache_folder
+
     monkeypatch.setenv("GATELENS_CACHE", str(tmp_path / "cache"))
-    (tmp_path / "cache" / "gguf" / "x").mkdir(parents=True)
+    (cache_folder("gguf") / "x").mkdir()   # a cache gatelens created (and marked)
     (tmp_path / "cache" / "gguf" / "x" / "w.bin").write_bytes(b"0" * 2048)
     r = run("cache", "--json")
     assert r.exit_code == 0, r.output
