@@ -502,13 +502,14 @@ def load(spec: str, *, device: str = "cpu", dtype: str = "float32", device_map: 
     folder, name = resolve(spec, revision)
     cfg_dict = read_config_json(folder, spec)
     check_tokenizer_files(folder, spec)
+    files = native.weight_files(folder)  # what the folder names, as transformers reads it; fingerprinted below
     gate = native.native_gate(cfg_dict)
 
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     if gate is not None:
         model = native.build(cfg_dict, torch_dtype, attention.ATTN_NAME)
-        native.load_weights(model, native.read_state(folder), folder)
+        native.load_weights(model, native.read_state(files), folder)
         if device_map is not None:
             model = _dispatch(model, device_map)
         family = native_family(gate)
@@ -556,7 +557,7 @@ def load(spec: str, *, device: str = "cpu", dtype: str = "float32", device_map: 
                             "save the tokenizer into the checkpoint folder") from None
 
     info = model_info(name, family, model_type, model.config, tok, cfg_dict,
-                      fingerprint=fingerprint(native.weight_files(folder)),
+                      fingerprint=fingerprint(files),
                       dtype=str(torch_dtype).replace("torch.", ""), device=device, path=str(folder),
                       attn=_first_attention(model, family))
     return Loaded(model, tok, info, family)
