@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import logging
 import os
 import re
 import sys
@@ -221,6 +222,19 @@ def _quiet_libraries() -> None:
         transformers.utils.logging.disable_progress_bar()
 
 
+class _Notes(logging.Handler):
+    """The library's warnings (a stray weight file not read ...) as `note:` lines on stderr: it logs, the CLI prints."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        err_console.print(f"note: {escape(record.getMessage())}", highlight=False, soft_wrap=True)
+
+
+def _show_notes() -> None:
+    log = logging.getLogger("gatelens")
+    if not any(isinstance(h, _Notes) for h in log.handlers):
+        log.addHandler(_Notes(logging.WARNING))
+
+
 def user_errors(fn: Callable) -> Callable:
     """Turn GatelensError (and out-of-memory) into one line on stderr and exit code 2."""
 
@@ -228,6 +242,7 @@ def user_errors(fn: Callable) -> Callable:
     def wrapper(*args, **kwargs):
         try:
             _quiet_libraries()
+            _show_notes()
             return fn(*args, **kwargs)
         except GatelensError as e:
             err_console.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
@@ -235,8 +250,8 @@ def user_errors(fn: Callable) -> Callable:
         except MemoryError:
             err_console.print("[bold red]error:[/] out of memory; use a smaller --batch-size or --seq-len")
             raise typer.Exit(2) from None
-        except KeyboardInterrupt:
-            err_console.print("interrupted; nothing was written")
+        except KeyboardInterrupt as e:  # its message, if any, says what was kept (train's checkpoint)
+            err_console.print(f"interrupted; {escape(str(e)) or 'nothing was written'}")
             raise typer.Exit(130) from None
 
     return wrapper
@@ -857,6 +872,7 @@ def models_cli(out: Annotated[Path, typer.Option("--out", help="Markdown table t
 
     import transformers
 
+    from . import report
     from .models import coverage
 
     check_writable(out.parent)
@@ -886,10 +902,12 @@ def models_cli(out: Annotated[Path, typer.Option("--out", help="Markdown table t
     if previous is not None:
         rows = coverage.merge_rows(previous, rows)
 
-    out.parent.mkdir(parents=True, exist_ok=True)
+    def fill(w):  # the table and its JSON, both or neither
+        w.path(out.name).write_text(coverage.markdown(rows, f"transformers {transformers.__version__}, "
+                                                            f"torch {torch.__version__}"))
+        w.path(out.with_suffix(".json").name).write_text(json.dumps([r.to_dict() for r in rows], indent=1) + "\n")
 
-    out.write_text(coverage.markdown(rows, f"transformers {transformers.__version__}, torch {torch.__version__}"))
-    out.with_suffix(".json").write_text(json.dumps([r.to_dict() for r in rows], indent=1) + "\n")
+    report.write_all(out.parent, fill)
     hf = [r for r in rows if r.model_type not in coverage.PAPER_FORMATS]   # the paper's format is counted apart
     paper = [r for r in rows if r.model_type in coverage.PAPER_FORMATS]
     ok = sum(r.status == "ok" for r in hf)

@@ -98,7 +98,7 @@ def weight_files(folder: Path) -> list[Path]:
                             "to read; save the checkpoint with model.save_pretrained(folder)")
     stray = sorted(p.name for p in folder.glob("*.safetensors") if p not in files)
     if stray:
-        logger.warning("note: %s: %s not read (the weights are %s, as transformers reads them)", folder,
+        logger.warning("%s: %s not read (the weights are %s, as transformers reads them)", folder,
                        ", ".join(stray), read)
     return files
 
