@@ -700,7 +700,8 @@ def train_cli(
         "device", "cpu, cuda, cuda:N or auto (CUDA if there is a GPU, else CPU)")] = None,
     save_dtype: Annotated[Optional[str], _train_option("save_dtype", "saved weights: float32 or bfloat16")] = None,
     resume: Annotated[Optional[bool], _train_option(
-        "resume", "continue from the last checkpoint of --out", "--resume/--no-resume")] = None,
+        "resume", "continue the run whose checkpoint an interruption kept in .<out>.partial/ beside --out",
+        "--resume/--no-resume")] = None,
     overwrite: Annotated[Optional[bool], _train_option(
         "overwrite", "replace an existing --out", "--overwrite/--no-overwrite")] = None,
     json_out: Annotated[bool, typer.Option("--json", metavar="", help="print the summary as one JSON object")] = False,

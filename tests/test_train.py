@@ -260,8 +260,8 @@ def _failing_loss(monkeypatch, at_call: int, error: BaseException):
 def test_a_run_stopped_before_its_first_checkpoint_leaves_nothing(tmp_path, monkeypatch, error):
     _failing_loss(monkeypatch, 1, error)   # ckpt_every 3: no checkpoint yet
     with pytest.raises(type(error)) as e:
-        train(toy(tmp_path, "early"))
-    assert list(tmp_path.iterdir()) == []
+        train(toy(tmp_path, "runs/new/early"))
+    assert list(tmp_path.iterdir()) == []   # nor the folders made for --out
     assert "--resume" not in str(e.value)
 
 

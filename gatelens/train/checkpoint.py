@@ -44,12 +44,18 @@ def work_folder(cfg: TrainConfig) -> Path:
     return work
 
 
-def discard(work: Path, cfg: TrainConfig) -> bool:
-    """After a run stopped early: remove its work folder unless it holds a checkpoint to resume (always kept for
-    a --resume run, whose folder was there before). True when a checkpoint is kept."""
+def discard(work: Path, cfg: TrainConfig, made: list[Path]) -> bool:
+    """After a run stopped early: remove its work folder, and the folders `made` for it (deepest first, while
+    empty), unless it holds a checkpoint to resume (always kept for a --resume run, whose folder was there
+    before). True when a checkpoint is kept."""
     if cfg.resume or (work / "checkpoint.pt").exists():
         return True
     shutil.rmtree(work, ignore_errors=True)
+    for folder in made:
+        try:
+            folder.rmdir()
+        except OSError:
+            break
     return False
 
 

@@ -120,20 +120,22 @@ def train(cfg: TrainConfig, on_step: Callable[[int, int, float, float], None] | 
 
     A run that stops early leaves nothing unless it wrote a checkpoint: that one is kept for --resume, and the
     error (or the interruption) says where it is."""
-    out, work = Path(cfg.out), work_folder(cfg)
+    out = Path(cfg.out)
+    made = [p for p in out.parents if not p.exists()]   # folders made for the run: removed with it if it stops early
+    work = work_folder(cfg)
     kept = f"the checkpoint in {work} is kept: --resume continues it with the same settings, --overwrite starts afresh"
     try:
         return _train(cfg, out, work, on_step)
     except KeyboardInterrupt:
-        if discard(work, cfg):
+        if discard(work, cfg, made):
             raise KeyboardInterrupt(kept) from None
         raise
     except GatelensError as e:
-        if discard(work, cfg) and not cfg.resume:
+        if discard(work, cfg, made) and not cfg.resume:
             raise GatelensError(f"{e}; {kept}") from None
         raise
     except BaseException:
-        discard(work, cfg)
+        discard(work, cfg, made)
         raise
 
 
