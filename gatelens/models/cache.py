@@ -55,10 +55,10 @@ def checked_root() -> Path:
     """The cache root, refused in one line when it exists but is not gatelens' (no marker, not empty)."""
     root = cache_dir()
     if root.exists() and not root.is_dir():
-        raise GatelensError(f"GATELENS_CACHE={root} is a file; set GATELENS_CACHE to a folder")
+        raise GatelensError(f"gatelens' cache {root} is a file; set GATELENS_CACHE to a folder")
     if root.is_dir() and not _owned(root) and any(root.iterdir()):
-        raise GatelensError(f"GATELENS_CACHE={root} is not a gatelens cache (it has files but no {MARKER}, so gatelens did not "
-                            "create it) and is left alone; set GATELENS_CACHE to a new or empty folder")
+        raise GatelensError(f"GATELENS_CACHE={root} is not a gatelens cache (it has files but no {MARKER}, so "
+                            "gatelens did not create it) and is left alone; set GATELENS_CACHE to a new or empty folder")
     return root
 
 
