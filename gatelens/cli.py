@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import logging
 import os
 import re
 import sys
@@ -221,6 +222,19 @@ def _quiet_libraries() -> None:
         transformers.utils.logging.disable_progress_bar()
 
 
+class _Notes(logging.Handler):
+    """The library's warnings (a stray weight file not read ...) as `note:` lines on stderr: it logs, the CLI prints."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        err_console.print(f"note: {escape(record.getMessage())}", highlight=False, soft_wrap=True)
+
+
+def _show_notes() -> None:
+    log = logging.getLogger("gatelens")
+    if not any(isinstance(h, _Notes) for h in log.handlers):
+        log.addHandler(_Notes(logging.WARNING))
+
+
 def user_errors(fn: Callable) -> Callable:
     """Turn GatelensError (and out-of-memory) into one line on stderr and exit code 2."""
 
@@ -228,6 +242,7 @@ def user_errors(fn: Callable) -> Callable:
     def wrapper(*args, **kwargs):
         try:
             _quiet_libraries()
+            _show_notes()
             return fn(*args, **kwargs)
         except GatelensError as e:
             err_console.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
@@ -235,8 +250,8 @@ def user_errors(fn: Callable) -> Callable:
         except MemoryError:
             err_console.print("[bold red]error:[/] out of memory; use a smaller --batch-size or --seq-len")
             raise typer.Exit(2) from None
-        except KeyboardInterrupt:
-            err_console.print("interrupted; nothing was written")
+        except KeyboardInterrupt as e:  # its message, if any, says what was kept (train's checkpoint)
+            err_console.print(f"interrupted; {escape(str(e)) or 'nothing was written'}")
             raise typer.Exit(130) from None
 
     return wrapper
@@ -685,7 +700,8 @@ def train_cli(
         "device", "cpu, cuda, cuda:N or auto (CUDA if there is a GPU, else CPU)")] = None,
     save_dtype: Annotated[Optional[str], _train_option("save_dtype", "saved weights: float32 or bfloat16")] = None,
     resume: Annotated[Optional[bool], _train_option(
-        "resume", "continue from the last checkpoint of --out", "--resume/--no-resume")] = None,
+        "resume", "continue the run whose checkpoint an interruption kept in .<out>.partial/ beside --out",
+        "--resume/--no-resume")] = None,
     overwrite: Annotated[Optional[bool], _train_option(
         "overwrite", "replace an existing --out", "--overwrite/--no-overwrite")] = None,
     json_out: Annotated[bool, typer.Option("--json", metavar="", help="print the summary as one JSON object")] = False,
@@ -857,6 +873,7 @@ def models_cli(out: Annotated[Path, typer.Option("--out", help="Markdown table t
 
     import transformers
 
+    from . import report
     from .models import coverage
 
     check_writable(out.parent)
@@ -886,10 +903,12 @@ def models_cli(out: Annotated[Path, typer.Option("--out", help="Markdown table t
     if previous is not None:
         rows = coverage.merge_rows(previous, rows)
 
-    out.parent.mkdir(parents=True, exist_ok=True)
+    def fill(w):  # the table and its JSON, both or neither
+        w.path(out.name).write_text(coverage.markdown(rows, f"transformers {transformers.__version__}, "
+                                                            f"torch {torch.__version__}"))
+        w.path(out.with_suffix(".json").name).write_text(json.dumps([r.to_dict() for r in rows], indent=1) + "\n")
 
-    out.write_text(coverage.markdown(rows, f"transformers {transformers.__version__}, torch {torch.__version__}"))
-    out.with_suffix(".json").write_text(json.dumps([r.to_dict() for r in rows], indent=1) + "\n")
+    report.write_all(out.parent, fill)
     hf = [r for r in rows if r.model_type not in coverage.PAPER_FORMATS]   # the paper's format is counted apart
     paper = [r for r in rows if r.model_type in coverage.PAPER_FORMATS]
     ok = sum(r.status == "ok" for r in hf)
@@ -929,24 +948,16 @@ def zoo_cli(json_out: Json = False):
 
 @command("cache")
 @user_errors
-def cache_cli(clear: Annotated[bool, typer.Option("--clear", help="delete everything in the cache")] = False,
+def cache_cli(clear: Annotated[bool, typer.Option("--clear", help="delete what gatelens wrote in its cache "
+                                                  "(its gguf/ and offload/ folders; nothing else)")] = False,
               json_out: Json = False):
     """Show gatelens' cache (dequantized GGUF models, offloaded weights) and its size; --clear empties it."""
-    import shutil
+    from .models import cache
 
-    from .models.load import cache_dir
-
-    root = cache_dir()
-    entries = []
-    for kind in sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []:
-        for entry in sorted(kind.iterdir()):
-            if entry.name.startswith(".") or not entry.is_dir():
-                continue
-            size = sum(f.stat().st_size for f in entry.rglob("*") if f.is_file() and not f.is_symlink())
-            entries.append({"kind": kind.name, "name": entry.name, "bytes": size, "path": str(entry)})
+    root, entries = cache.entries()
     total = sum(e["bytes"] for e in entries)
-    if clear and root.is_dir():
-        shutil.rmtree(root)
+    if clear:
+        cache.clear()
     if json_out:
         return emit_json({"cache": str(root), "entries": entries, "bytes": total, "cleared": clear})
     table = Table(title=f"gatelens cache: {root} (set GATELENS_CACHE to move it)")

@@ -1,7 +1,8 @@
 """Writing results: CSV + Markdown tables and a JSON with fingerprint, versions and settings.
 
-Every output set is written into a temporary folder beside the destination and moved into place
-file by file only when all of it was written, so an error never leaves a half-written file.
+Every output set is written into a temporary folder inside the destination and moved into place
+file by file only when all of it was written, so an error never leaves a half-written file (nor a folder
+made for the files).
 """
 
 from __future__ import annotations
@@ -72,17 +73,26 @@ class Writer:
 
 @contextmanager
 def writing(out: str | Path):
-    """`with writing(dir) as w: w.table(...)`: all files appear in `dir` only if the block succeeds."""
+    """`with writing(dir) as w: w.table(...)`: all files appear in `dir` only if the block succeeds; if it fails,
+    the folders it made for them are removed too."""
     out = Path(out)
+    made = [p for p in (out, *out.parents) if not p.exists()]   # deepest first
     out.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=out, prefix=".partial-"))
+    done = False
     try:
         w = Writer(staging)
         yield w
         for name in w.names:
             os.replace(staging / name, out / name)
+        done = True
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+        for folder in [] if done else made:
+            try:
+                folder.rmdir()   # only while empty: never a file someone else put there
+            except OSError:
+                break
 
 
 def write_all(out: str | Path, fill: Callable[[Writer], None]) -> list[str]:

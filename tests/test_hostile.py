@@ -333,8 +333,10 @@ def test_gguf_cache_is_keyed_by_content(tmp_path):
 
 
 def test_cache_command_lists_and_clears(tmp_path, monkeypatch):
+    from gatelens.models.cache import cache_folder
+
     monkeypatch.setenv("GATELENS_CACHE", str(tmp_path / "cache"))
-    (tmp_path / "cache" / "gguf" / "x").mkdir(parents=True)
+    (cache_folder("gguf") / "x").mkdir()   # a cache gatelens created (and marked)
     (tmp_path / "cache" / "gguf" / "x" / "w.bin").write_bytes(b"0" * 2048)
     r = run("cache", "--json")
     assert r.exit_code == 0, r.output
@@ -355,3 +357,289 @@ def test_zoo_fits_80_columns_without_cutting_a_name(monkeypatch):
     table_rows = [line for line in r.stdout.splitlines() if line.startswith("│")]
     for entry in zoo.entries():
         assert any(line.split("│")[1].strip() == entry["name"] for line in table_rows), entry["name"]
+
+
+# ==== issue 24, part 2: nothing is deleted or read that the user did not name (block: helper `edges`) ========
+
+def _shard(folder):
+    """Split a folder's model.safetensors into two shards and the index transformers writes for them."""
+    from safetensors.torch import load_file, save_file
+
+    state = load_file(str(folder / "model.safetensors"))
+    keys = sorted(state)
+    names = {k: f"model-0000{1 + (i >= len(keys) // 2)}-of-00002.safetensors" for i, k in enumerate(keys)}
+    for name in set(names.values()):
+        save_file({k: state[k] for k in keys if names[k] == name}, str(folder / name), metadata={"format": "pt"})
+    (folder / "model.safetensors").unlink()
+    (folder / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": names}))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def edge(tiny_dir, tmp_path_factory):
+    """Folders and files for this block's rows: name -> path."""
+    root = tmp_path_factory.mktemp("edges")
+    p = {"root": root}
+    for kind in ("llama", "paper_elementwise"):
+        sharded = _shard(shutil.copytree(tiny_dir(kind), root / f"sharded-{kind}"))
+        p[f"sharded-{kind}"] = sharded
+        missing = shutil.copytree(sharded, root / f"missing-shard-{kind}")
+        (missing / "model-00002-of-00002.safetensors").unlink()
+        p[f"missing-shard-{kind}"] = missing
+    outside = shutil.copytree(p["sharded-llama"], root / "index-outside")
+    index = json.loads((outside / "model.safetensors.index.json").read_text())
+    index["weight_map"] = {k: "../" + v for k, v in index["weight_map"].items()}
+    (outside / "model.safetensors.index.json").write_text(json.dumps(index))
+    p["index-outside"] = outside
+    broken = shutil.copytree(p["sharded-paper_elementwise"], root / "index-broken")
+    (broken / "model.safetensors.index.json").write_text('{"weight_map": ')
+    p["index-broken"] = broken
+    for name, content in {"nul.txt": TEXT.encode() + b"\0" + TEXT.encode(),
+                          "nul-corpus.txt": (TEXT + "\n<|doc|>\n").encode() * 4 + b"\0"}.items():
+        (root / name).write_bytes(content)
+        p[name] = root / name
+    # passes train's byte-count check (300 bytes >= --seq-len 32) but BPE makes it a few tokens: refused after
+    # the run has started (its tokenizer trained), which used to leave the work folder behind
+    (root / "aaa.txt").write_text("a" * 300)
+    p["aaa.txt"] = root / "aaa.txt"
+    return p
+
+
+EDGE_CASES = [
+    ("index-names-missing-shard", ("sink", "{missing-shard-llama}"), "which is not in the folder"),
+    ("index-names-missing-shard-native", ("sink", "{missing-shard-paper_elementwise}"), "which is not in the folder"),
+    ("index-names-missing-shard-gates", ("gates", "{missing-shard-paper_elementwise}"), "model-00002-of-00002"),
+    ("index-outside-the-folder", ("sink", "{index-outside}"), "outside the checkpoint folder"),
+    ("index-not-json", ("sink", "{index-broken}"), "not a safetensors index"),
+    ("text-nul-bytes", ("sink", "{llama}", "--text", "{nul.txt}"), "NUL bytes"),
+    ("text-nul-bytes-massive", ("massive", "{llama}", "--text", "{nul.txt}"), "NUL bytes"),
+    ("attn-map-text-nul-bytes", ("attn-map", "{llama}", "--text", "{nul.txt}"), "NUL bytes"),
+    ("train-corpus-nul-bytes", ("train", "--data", "{nul-corpus.txt}", "--steps", "1"), "NUL bytes"),
+    ("train-corpus-fails-after-start", ("train", "--data", "{aaa.txt}", "--steps", "1", "--seq-len", "32",
+                                        "--bpe-vocab", "300"), "fewer than one training"),
+]
+
+
+@pytest.mark.parametrize("argv, phrase", [c[1:] for c in EDGE_CASES], ids=[c[0] for c in EDGE_CASES])
+def test_edges_one_clean_line_and_nothing_left(argv, phrase, edge, bad, tmp_path):
+    argv = [_fill(a, {**bad, **edge}) for a in argv] + ["--out", str(tmp_path / "o")]
+    assert_clean_failure(run(*argv), phrase, out=tmp_path / "o")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [], "the run left something beside --out"
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch):
+    """A fake home with files of its owner, the default cache under it, and a foreign folder with files."""
+    from pathlib import Path
+
+    h = tmp_path / "home"
+    (h / "gguf").mkdir(parents=True)            # folders named like the cache's own: still the user's
+    (h / "gguf" / "mine.gguf").write_bytes(b"mine")
+    (h / "offload").mkdir()
+    (h / "offload" / "mine.dat").write_bytes(b"mine")
+    (h / "notes.txt").write_text("mine")
+    (tmp_path / "foreign" / "gguf").mkdir(parents=True)
+    (tmp_path / "foreign" / "gguf" / "theirs.bin").write_bytes(b"theirs")
+    (tmp_path / "work" / "rel" / "cache" / "gguf").mkdir(parents=True)
+    (tmp_path / "work" / "rel" / "cache" / "gguf" / "theirs.bin").write_bytes(b"theirs")
+    import matplotlib
+
+    matplotlib.get_configdir(), matplotlib.get_cachedir()   # found (and cached) under the real home, not this one
+    monkeypatch.setenv("HOME", str(h))
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    monkeypatch.chdir(tmp_path / "work")
+    rmtree = shutil.rmtree
+
+    def guarded(path, *args, **kwargs):  # a broken cache command fails this test; it never deletes outside it
+        assert Path(path).resolve().is_relative_to(tmp_path.resolve()), f"rmtree({path}) outside the test's folder"
+        return rmtree(path, *args, **kwargs)
+
+    monkeypatch.setattr(shutil, "rmtree", guarded)
+    return h
+
+
+def _files(root):
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*"))
+
+
+CACHE_LOCATIONS = [
+    ("cache-empty", "", "is set but empty"),
+    ("cache-blank", "  ", "is set but empty"),
+    ("cache-relative", "rel/cache", "relative path"),
+    ("cache-dot", ".", "relative path"),
+    ("cache-root", "/", "the root folder"),
+    ("cache-home", "{home}", "your home folder"),
+    ("cache-home-tilde", "~", "your home folder"),
+    ("cache-above-home", "{home}/..", "holds your home folder"),
+    ("cache-foreign", "{foreign}", "not a gatelens cache"),
+]
+
+
+@pytest.mark.parametrize("value, phrase", [c[1:] for c in CACHE_LOCATIONS], ids=[c[0] for c in CACHE_LOCATIONS])
+@pytest.mark.parametrize("clear", [True, False], ids=["clear", "list"])
+def test_cache_location_refused_and_nothing_deleted(value, phrase, clear, home, tmp_path, monkeypatch):
+    before = _files(tmp_path)
+    monkeypatch.setenv("GATELENS_CACHE", value.replace("{home}", str(home)).replace("{foreign}",
+                                                                                      str(tmp_path / "foreign")))
+    assert_clean_failure(run("cache", *(["--clear"] if clear else [])), phrase)
+    assert "GATELENS_CACHE" in run("cache").stderr   # the fix names the setting
+    assert _files(tmp_path) == before
+
+
+@pytest.mark.parametrize("value, phrase", [("", "is set but empty"), ("rel/cache", "relative path"),
+                                           ("{foreign}", "not a gatelens cache")])
+def test_cache_location_refused_when_a_gguf_is_cached(value, phrase, home, bad, tmp_path, monkeypatch):
+    before = _files(tmp_path)
+    monkeypatch.setenv("GATELENS_CACHE", value.replace("{foreign}", str(tmp_path / "foreign")))
+    assert_clean_failure(run("sink", bad["root"] / "ok.gguf", "--out", tmp_path / "o"), phrase, out=tmp_path / "o")
+    assert _files(tmp_path) == before
+
+
+def test_cache_clear_deletes_nothing_gatelens_did_not_write(home, monkeypatch):
+    from gatelens.models.cache import MARKER, cache_folder
+
+    monkeypatch.delenv("GATELENS_CACHE")
+    root = home / ".cache" / "gatelens"               # the default location, under the fake home
+    (home / ".cache" / "other-app").mkdir(parents=True)
+    (home / ".cache" / "other-app" / "x").write_bytes(b"theirs")
+    (cache_folder("gguf") / "m-0123").mkdir()
+    (root / "gguf" / "m-0123" / "model.safetensors").write_bytes(b"0" * 4096)
+    (cache_folder("offload") / "w.dat").write_bytes(b"0" * 64)
+    (root / "mine.txt").write_text("mine")              # the user's, beside gatelens' own folders
+    (root / "keep").mkdir()
+    (root / "keep" / "a.bin").write_bytes(b"mine")
+    r = run("cache", "--json")
+    assert r.exit_code == 0, r.output
+    assert [e["name"] for e in json.loads(r.stdout)["entries"]] == ["m-0123"]
+    assert json.loads(r.stdout)["cache"] == str(root)
+    before = _files(home)
+    r = run("cache", "--clear")
+    assert r.exit_code == 0, r.output
+    gone = {"gguf", "gguf/m-0123", "gguf/m-0123/model.safetensors", "offload", "offload/w.dat"}
+    assert _files(home) == [f for f in before if f.removeprefix(".cache/gatelens/") not in gone
+                            or not f.startswith(".cache/gatelens/")]
+    assert (root / MARKER).is_file() and (root / "mine.txt").read_text() == "mine"
+    assert (home / "gguf" / "mine.gguf").read_bytes() == b"mine" and (home / "notes.txt").read_text() == "mine"
+
+
+def test_cache_folder_marks_what_it_creates_and_refuses_a_foreign_folder(tmp_path, monkeypatch):
+    from gatelens import GatelensError
+    from gatelens.models.cache import MARKER, cache_dir, cache_folder
+
+    monkeypatch.delenv("GATELENS_CACHE")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert cache_dir() == tmp_path / "xdg" / "gatelens"
+    monkeypatch.setenv("XDG_CACHE_HOME", "relative/xdg")   # the XDG spec: a relative value is ignored
+    monkeypatch.setenv("HOME", str(tmp_path / "h"))
+    assert cache_dir() == tmp_path / "h" / ".cache" / "gatelens"
+    monkeypatch.setenv("GATELENS_CACHE", str(tmp_path / "new"))
+    assert cache_folder("gguf") == tmp_path / "new" / "gguf" and (tmp_path / "new" / MARKER).is_file()
+    (tmp_path / "empty").mkdir()
+    monkeypatch.setenv("GATELENS_CACHE", str(tmp_path / "empty"))
+    cache_folder("offload")
+    assert (tmp_path / "empty" / MARKER).is_file()
+    (tmp_path / "used").mkdir()
+    (tmp_path / "used" / "f").write_text("theirs")
+    monkeypatch.setenv("GATELENS_CACHE", str(tmp_path / "used"))
+    with pytest.raises(GatelensError, match="not a gatelens cache"):
+        cache_folder("gguf")
+    assert _files(tmp_path / "used") == ["f"]
+
+
+def _measured(argv):
+    r = run(*argv, "--json")
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.stdout)
+    return r, {"f_attn": out["f_attn"], "layers": out["layers"], "fingerprint": out["model"]["fingerprint"],
+               "n_tokens": out["settings"]["n_tokens"]}
+
+
+@pytest.mark.parametrize("kind", ["llama", "paper_elementwise"])
+def test_stray_safetensors_file_is_not_read(kind, tiny_dir, tmp_path):
+    """A backup beside model.safetensors (here with NaN weights, sorted after it) is ignored with one note."""
+    from safetensors.torch import load_file, save_file
+
+    folder = shutil.copytree(tiny_dir(kind), tmp_path / "m")
+    _, clean = _measured(["sink", folder, "--seq-len", "32", "--n-seqs", "2", "--out", tmp_path / "o1"])
+    state = {k: torch_full_nan(v) for k, v in load_file(str(folder / "model.safetensors")).items()}
+    save_file(state, str(folder / "model.safetensors.bak.safetensors"), metadata={"format": "pt"})
+    save_file(state, str(folder / "zz-backup.safetensors"), metadata={"format": "pt"})
+    r, stray = _measured(["sink", folder, "--seq-len", "32", "--n-seqs", "2", "--out", tmp_path / "o2"])
+    assert stray == clean
+    notes = [line for line in r.stderr.splitlines() if line.strip()]
+    assert len(notes) == 1 and "zz-backup.safetensors" in notes[0] and "not read" in notes[0], r.stderr
+
+
+def torch_full_nan(t):
+    return t.clone().fill_(float("nan")) if t.is_floating_point() else t
+
+
+@pytest.mark.parametrize("kind", ["llama", "paper_elementwise"])
+def test_sharded_folder_reads_what_its_index_names(kind, tiny_dir, edge, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    _, single = _measured(["sink", tiny_dir(kind), "--seq-len", "32", "--n-seqs", "2", "--out", tmp_path / "o1"])
+    folder = shutil.copytree(edge[f"sharded-{kind}"], tmp_path / "m")
+    _, sharded = _measured(["sink", folder, "--seq-len", "32", "--n-seqs", "2", "--out", tmp_path / "o2"])
+    stray = load_file(str(folder / "model-00001-of-00002.safetensors"))
+    save_file({k: torch_full_nan(v) for k, v in stray.items()}, str(folder / "model-00003-of-00002.safetensors"))
+    _, with_stray = _measured(["sink", folder, "--seq-len", "32", "--n-seqs", "2", "--out", tmp_path / "o3"])
+    assert single["f_attn"] == sharded["f_attn"] == with_stray["f_attn"]
+    assert single["layers"] == sharded["layers"] == with_stray["layers"]
+    assert sharded["fingerprint"] == with_stray["fingerprint"]
+
+
+def test_byte_order_mark_is_not_text(bad, tmp_path):
+    plain, bom = tmp_path / "plain.txt", tmp_path / "bom.txt"
+    plain.write_text(TEXT, encoding="utf-8")
+    bom.write_bytes(b"\xef\xbb\xbf" + TEXT.encode())
+    args = ("sink", bad["llama"], "--seq-len", "32", "--n-seqs", "3")
+    _, a = _measured([*args, "--text", plain, "--out", tmp_path / "o1"])
+    _, b = _measured([*args, "--text", bom, "--out", tmp_path / "o2"])
+    assert a == b
+
+
+def test_special_token_strings_in_a_text_are_text(tiny_dir):
+    import gatelens
+    from gatelens import data
+    from gatelens.models.tokenizer import byte_tokenizer
+
+    tok = byte_tokenizer()
+    tok.add_special_tokens({"additional_special_tokens": ["<|endoftext|>"]})
+    special = tok.convert_tokens_to_ids("<|endoftext|>")
+    text = "one<|endoftext|>two <|bos|> three <|eos|><|pad|>"
+    ids = data.token_ids(tok, text)
+    assert ids == byte_tokenizer()(text, add_special_tokens=False, split_special_tokens=True)["input_ids"]
+    assert len(ids) == len(text.encode()) and special not in ids and not set(ids) & set(tok.all_special_ids)
+    assert tok.decode(ids) == text
+    seqs = data.sequences(tok, text * 4, seq_len=16, n_seqs=3)
+    assert all(int(s[0]) == tok.bos_token_id and tok.bos_token_id not in s[1:].tolist() for s in seqs)
+    assert special not in {t for s in seqs for t in s.tolist()}
+    loaded = gatelens.load(str(tiny_dir("llama")))
+    seq = gatelens.prepare_inputs(loaded, text=text * 4, seq_len=24, n_seqs=1, bos=False).seqs[0].tolist()
+    assert not set(seq) & set(loaded.tokenizer.all_special_ids)
+    assert loaded.tokenizer.decode(seq) == (text * 4).encode()[:24].decode("utf-8", "replace")
+
+
+def test_failed_write_leaves_no_folder(tmp_path):
+    from gatelens import report
+
+    def fill(w):
+        w.json("a.json", {"x": 1})
+        raise ValueError("boom")
+
+    with pytest.raises(ValueError):
+        report.write_all(tmp_path / "new" / "deeper", fill)
+    assert list(tmp_path.iterdir()) == []
+    (tmp_path / "given").mkdir()
+    (tmp_path / "given" / "theirs.txt").write_text("x")
+    with pytest.raises(ValueError):
+        report.write_all(tmp_path / "given", fill)
+    assert _files(tmp_path / "given") == ["theirs.txt"]
+
+
+def test_edges_rows():
+    assert len(EDGE_CASES) + len(CACHE_LOCATIONS) >= 12 and len({c[0] for c in EDGE_CASES + CACHE_LOCATIONS}) == \
+        len(EDGE_CASES) + len(CACHE_LOCATIONS)
+
+# ==== end of block: helper `edges` ============================================================================

@@ -129,7 +129,7 @@ def _eager_reference(model_type: str, folder: Path):
 
     cfg = json.loads((folder / "config.json").read_text())
     ref = native.build(cfg, attn_implementation="eager")
-    native.load_weights(ref, native.read_state(folder), folder)
+    native.load_weights(ref, native.read_state(native.weight_files(folder)), folder)
     return ref.eval()
 
 

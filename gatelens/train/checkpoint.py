@@ -2,7 +2,9 @@
 
 Work happens in a hidden sibling folder `.<out>.partial/` (checkpoint.pt, train_log.csv, a corpus
 run's tokenizer/), renamed to `out` only when training has finished; every file in it is written
-to a temporary name first and moved into place, so a kill never leaves half a file.
+to a temporary name first and moved into place, so a kill never leaves half a file. A run that stops
+after its first checkpoint keeps the work folder, and `--resume` continues it; a run that stops before
+(a refused input, an error in the first steps) removes it: nothing of it is left (`discard`).
 """
 
 from __future__ import annotations
@@ -33,10 +35,28 @@ def work_folder(cfg: TrainConfig) -> Path:
         raise GatelensError(f"{out} already exists; choose another --out or pass --overwrite")
     if cfg.resume and not (work / "checkpoint.pt").exists():
         raise GatelensError(f"no checkpoint to resume in {work}; start without --resume")
+    if not cfg.resume and (work / "checkpoint.pt").exists() and not cfg.overwrite:
+        raise GatelensError(f"{work} holds the checkpoint of an interrupted run of {out}; continue it with --resume, "
+                            "or pass --overwrite to start afresh")
     if not cfg.resume and work.exists():
         shutil.rmtree(work)
     work.mkdir(parents=True, exist_ok=True)
     return work
+
+
+def discard(work: Path, cfg: TrainConfig, made: list[Path]) -> bool:
+    """After a run stopped early: remove its work folder, and the folders `made` for it (deepest first, while
+    empty), unless it holds a checkpoint to resume (always kept for a --resume run, whose folder was there
+    before). True when a checkpoint is kept."""
+    if cfg.resume or (work / "checkpoint.pt").exists():
+        return True
+    shutil.rmtree(work, ignore_errors=True)
+    for folder in made:
+        try:
+            folder.rmdir()
+        except OSError:
+            break
+    return False
 
 
 def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:

@@ -30,7 +30,7 @@ from .. import attention
 from ..errors import GatelensError
 from ..measure import Inputs, measure
 from ..models.load import Loaded, model_info, native_family
-from .checkpoint import last_loss, load_checkpoint, publish, save_checkpoint, work_folder, write_log
+from .checkpoint import discard, last_loss, load_checkpoint, publish, save_checkpoint, work_folder, write_log
 from .config import TrainConfig
 from .data import load_data
 from .init import initial_state, twin_model
@@ -116,8 +116,30 @@ def _is_cpu_oom(e: RuntimeError) -> bool:
 
 
 def train(cfg: TrainConfig, on_step: Callable[[int, int, float, float], None] | None = None) -> dict:
-    """Train (or resume) one model; write the finished folder to cfg.out; return a summary dict."""
-    out, work = Path(cfg.out), work_folder(cfg)
+    """Train (or resume) one model; write the finished folder to cfg.out; return a summary dict.
+
+    A run that stops early leaves nothing unless it wrote a checkpoint: that one is kept for --resume, and the
+    error (or the interruption) says where it is."""
+    out = Path(cfg.out)
+    made = [p for p in out.parents if not p.exists()]   # folders made for the run: removed with it if it stops early
+    work = work_folder(cfg)
+    kept = f"the checkpoint in {work} is kept: --resume continues it with the same settings, --overwrite starts afresh"
+    try:
+        return _train(cfg, out, work, on_step)
+    except KeyboardInterrupt:
+        if discard(work, cfg, made):
+            raise KeyboardInterrupt(kept) from None
+        raise
+    except GatelensError as e:
+        if discard(work, cfg, made) and not cfg.resume:
+            raise GatelensError(f"{e}; {kept}") from None
+        raise
+    except BaseException:
+        discard(work, cfg, made)
+        raise
+
+
+def _train(cfg: TrainConfig, out: Path, work: Path, on_step) -> dict:
     ckpt_path = work / "checkpoint.pt"
     device = resolve_device(cfg.device)
     if device.type == "cuda":
@@ -173,8 +195,7 @@ def train(cfg: TrainConfig, on_step: Callable[[int, int, float, float], None] | 
             raise
         where = "CUDA" if isinstance(e, torch.OutOfMemoryError) else "the CPU"
         raise GatelensError(f"{where} ran out of memory at --batch-size {cfg.batch_size} x --seq-len {cfg.seq_len}; "
-                            f"retry with a smaller --batch-size (the run resumes from its last checkpoint with "
-                            f"--resume)") from None
+                            "retry with a smaller --batch-size") from None
     if math.isnan(loss_value):  # resumed after the last step: the checkpoint holds the final loss
         loss_value = last_loss(ckpt_path)
 
