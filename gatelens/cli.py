@@ -145,12 +145,15 @@ class Measuring:
 
         return measure.as_loaded(spec, device=_device(self.device), dtype=self.dtype, revision=self.revision)
 
-    def inputs(self, loaded, seq_len: int | None = None):
+    def inputs(self, loaded, seq_len: int | None = None, check: Callable | None = None):
+        """The command's sequences; `check(inputs)` refuses what the text really gave before the note on it."""
         from . import measure
 
         inputs = measure.prepare_inputs(loaded, text_file=str(self.text) if self.text else None,
                                         dataset=self.dataset, seq_len=seq_len or self.length(), n_seqs=self.n_seqs,
                                         bos=self.bos)
+        if check is not None:
+            check(inputs)
         if inputs.shortfall:  # fewer or shorter sequences than asked: said once, here, for every command
             err_console.print(f"note: {escape(inputs.shortfall)}", highlight=False, soft_wrap=True)
         return inputs
@@ -419,8 +422,7 @@ def sinks_cli(model: Model,
     check_received_options(top_k, min_queries, opts.length())
     out = opts.output("sinks", model)
     loaded = opts.load(model)
-    inputs = opts.inputs(loaded)
-    check_received_options(top_k, min_queries, inputs.longest)  # a short text: fewer queries than asked
+    inputs = opts.inputs(loaded, check=lambda i: check_received_options(top_k, min_queries, i.longest))  # short text
     with progress(f"sinks {loaded.info.spec} @ {inputs.seq_len}") as bar:
         task = bar.add_task("", total=len(inputs.seqs))
         r = sinks(loaded, inputs, top_k=top_k, min_queries=min_queries, batch_size=opts.batch_size,
