@@ -592,6 +592,8 @@ def _train_option(field: str, text: str, *names: str):
     from .train.config import TrainConfig
 
     f = next(f for f in fields(TrainConfig) if f.name == field)
+    if f.metadata.get("range") is not None:  # the range the field declares, shown where the option is
+        text = f"{text}, {f.metadata['range']}"
     default = f.default_factory() if f.default_factory is not MISSING else f.default
     flag = isinstance(default, bool)
     if flag:
@@ -669,12 +671,12 @@ def train_cli(
     batch_size: Annotated[Optional[int], _train_option("batch_size", "sequences per step")] = None,
     steps: Annotated[Optional[int], _train_option("steps", "optimiser steps")] = None,
     lr: Annotated[Optional[float], _train_option("lr", "peak learning rate (AdamW)")] = None,
-    min_lr: Annotated[Optional[float], _train_option("min_lr", "learning rate at the end of the cosine")] = None,
+    min_lr: Annotated[Optional[float], _train_option("min_lr", "learning rate at the end of the cosine (at most --lr)")] = None,
     warmup_steps: Annotated[Optional[int], _train_option("warmup_steps", "linear warm-up steps")] = None,
     weight_decay: Annotated[Optional[float], _train_option("weight_decay", "AdamW weight decay on matrices")] = None,
     beta1: Annotated[Optional[float], _train_option("beta1", "AdamW beta1")] = None,
     beta2: Annotated[Optional[float], _train_option("beta2", "AdamW beta2")] = None,
-    grad_clip: Annotated[Optional[float], _train_option("grad_clip", "gradient-norm clip")] = None,
+    grad_clip: Annotated[Optional[float], _train_option("grad_clip", "gradient-norm clip (0: none)")] = None,
     eval_every: Annotated[Optional[int], _train_option("eval_every", "steps between validation passes")] = None,
     eval_seqs: Annotated[Optional[int], _train_option("eval_seqs", "validation sequences")] = None,
     ckpt_every: Annotated[Optional[int], _train_option("ckpt_every", "steps between checkpoints")] = None,

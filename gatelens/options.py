@@ -30,6 +30,8 @@ class Range:
 
     def __str__(self) -> str:
         def num(x):
+            if isinstance(x, int) and x >= 2**32 and x & (x - 1) == 0:
+                return f"2^{x.bit_length() - 1}"
             return str(x) if isinstance(x, int) else f"{x:g}"
         low = f"[{num(self.ge)}" if self.ge is not None else f"({num(self.gt)}" if self.gt is not None else None
         high = f"{num(self.le)}]" if self.le is not None else f"{num(self.lt)})" if self.lt is not None else None

@@ -117,7 +117,7 @@ class TrainConfig:
 
     def _check_corpus(self) -> None:
         path = Path(self.data)
-        if not path.exists() and path.suffix == "" and "/" not in self.data:
+        if not _exists(path) and path.suffix == "" and "/" not in self.data:
             from ..tasks import TASKS
 
             raise GatelensError(f"unknown task {self.data!r}; known tasks: {', '.join(TASKS)} "
@@ -132,15 +132,23 @@ class TrainConfig:
             _documents("--val-data", Path(self.val_data))
 
 
+def _exists(path: Path) -> bool:
+    try:
+        return path.exists()
+    except OSError:   # a name too long for the file system names no file
+        return False
+
+
 def _documents(flag: str, path: Path) -> list[str]:
     """The documents of a corpus file the config names, or a one-line error: missing, a folder, not UTF-8, empty."""
     from ..data import DOC_SEPARATOR
     from .documents import read_documents
 
-    if not path.exists():
+    if not _exists(path):
         raise GatelensError(f"corpus file {path} not found ({flag})")
     if not path.is_file():
-        raise GatelensError(f"{flag} {path} is a folder; give a text file (documents split by {DOC_SEPARATOR})")
+        what = "a folder" if path.is_dir() else "not a regular file"
+        raise GatelensError(f"{flag} {path} is {what}; give a text file (documents split by {DOC_SEPARATOR})")
     try:
         docs = read_documents(path)
     except (UnicodeDecodeError, OSError) as e:
@@ -180,6 +188,8 @@ def check_setting(name: str, value, recipe: Path | None = None):
     if isinstance(value, str):
         if not value.strip():
             raise GatelensError(f"{label} is empty: give a value{fix}")
+        if name in PATHS and "\0" in value:
+            raise GatelensError(f"{label} holds a NUL character, which no path can{fix}")
         if meta.get("choices") and value not in meta["choices"]:
             where = f"recipe {recipe}: " if recipe else ""
             raise GatelensError(f"{where}unknown {name.replace('_', ' ')} {value!r}; use one of "
