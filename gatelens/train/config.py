@@ -1,10 +1,12 @@
-"""TrainConfig: every setting of a training run, checked on construction, and recipes as TOML files.
+"""TrainConfig: every setting of a training run with its declared range, checked on construction; recipes as TOML.
 
     cfg = TrainConfig(out="runs/base", gate="elementwise")
     cfg = TrainConfig(out="runs/mech", **read_recipe(RECIPES / "mech.toml"))   # the zoo's recipe
 
 A recipe is a TOML file whose keys are TrainConfig fields (`task_params` a table); `gatelens train
---config FILE` reads one, and each option given on the command line overrides the file.
+--config FILE` reads one, and each option given on the command line overrides the file. Each field declares
+what it may hold in its metadata (`setting(3e-3, gt=0)`); `check_setting` is the one check of a value against
+it, for options, code and recipes alike.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from ..options import Range
 RECIPES = Path(__file__).resolve().parent.parent / "zoo" / "recipes"   # mech.toml, text.toml
 
 
-def setting(default=MISSING, *, factory=MISSING, gt=None, ge=None, lt=None, le=None, choices=(),
+def setting(default=MISSING, *, gt=None, ge=None, lt=None, le=None, choices=(),
             pattern: tuple[str, str] | None = None):
     """A TrainConfig field with what it may hold, declared in its metadata (so the range is documented where the
     field is defined): a Range for numbers (gt/ge/lt/le), `choices` or a `pattern` (regular expression, and the
@@ -33,11 +35,12 @@ def setting(default=MISSING, *, factory=MISSING, gt=None, ge=None, lt=None, le=N
     bounds = (gt, ge, lt, le)
     meta = {"range": Range(*bounds) if any(b is not None for b in bounds) else None, "choices": tuple(choices),
             "pattern": pattern}
-    return field(default=default, default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
 
 
 SEED = {"ge": 0, "lt": 2**63}
 DEVICE = (r"cpu|auto|mps|cuda(:\d+)?", "cpu, cuda, cuda:N, mps or auto")
+BPE_LEAST = 256 + len(SPECIALS)   # a byte-level BPE holds every byte and the special tokens
 
 
 @dataclass
@@ -61,10 +64,10 @@ class TrainConfig:
     gate_init_std: float = setting(0.02, ge=0)  # gate rows; logits start near 0 (sigmoid 0.5)
     # data
     seq_len: int = setting(256, ge=2)     # BOS and at least one token; also the model's max_position_embeddings
-    task_params: dict = setting(factory=dict)  # e.g. {"vocab": 64, "n_triggers": 3}, checked by the task
+    task_params: dict = field(default_factory=dict)  # e.g. {"vocab": 64, "n_triggers": 3}, checked by the task
     eval_seed: int = setting(1234, **SEED)  # held-out task sequences (a seed namespace apart from training)
     val_data: str | None = None           # corpus only: a text file; None: the last 5% of the corpus' tokens
-    bpe_vocab: int = setting(4096, ge=256 + len(SPECIALS))  # corpus only: byte-level BPE (bytes + specials at least)
+    bpe_vocab: int = setting(4096, ge=BPE_LEAST)  # corpus only: byte-level BPE trained on the training split
     # optimisation
     batch_size: int = setting(32, ge=1)
     steps: int = setting(500, ge=1)
