@@ -28,6 +28,7 @@ from .measure import Inputs, as_loaded, pad_id, prepare_inputs, run, settings_of
 from .metrics import Massive, Perplexity, Sink
 from .metrics.base import Probe, gate_logits, with_gate_logits
 from .models.load import Loaded
+from .options import LAYERS
 
 WHAT = ("sink", "sink-value", "gate-mean", "gate-one")
 GATE_ONE_LOGIT = 100.0   # sigmoid(100) is 1.0 in float32, bfloat16 and float16
@@ -172,16 +173,16 @@ def check_ablation(loaded: Loaded, what: str, layers: list[int] | None) -> list[
     return valid
 
 
-def parse_layers(value: str | None) -> tuple[list[int] | None, bool]:
-    """--layers: None/'each' (each layer alone, then all), 'all' (all at once only) or a comma list (each alone)."""
+def parse_layers(value: str | tuple | None) -> tuple[list[int] | None, bool]:
+    """--layers: None/'each' (each layer alone, then all), 'all' (all at once only) or a comma list (each alone);
+    text is read by the one comma-list parser (gatelens.options.LAYERS), which the CLI has already applied."""
+    if isinstance(value, str):
+        value = LAYERS.parse(value)
     if value is None or value == "each":
         return None, True
     if value == "all":
         return [], True
-    try:
-        return [int(x) for x in value.split(",") if x.strip()], False
-    except ValueError:
-        raise GatelensError(f"--layers {value!r}: give a comma list of layer numbers, 'each' or 'all'") from None
+    return list(value), False
 
 
 def _one(loaded: Loaded, inputs: Inputs, batch_size: int, edit: Ablation | None, on_batch) -> tuple:

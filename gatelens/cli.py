@@ -28,6 +28,7 @@ from rich.table import Table
 
 from .errors import GatelensError
 from .models.gate_kinds import GATES
+from .options import LAYERS, SEQ_LENS, ListOption
 
 
 
@@ -62,7 +63,8 @@ class _Group(typer.core.TyperGroup):
             if not hasattr(e, "format_message"):
                 raise
             where = e.ctx.command_path if getattr(e, "ctx", None) is not None else "gatelens"
-            message = " ".join(e.format_message().split())
+            cause = e.__cause__  # a list option's own one line (gatelens.options), as every GatelensError reads
+            message = " ".join((str(cause) if isinstance(cause, GatelensError) else e.format_message()).split())
             print(f"error: {message} (see `{where} --help`)", file=sys.stderr)
             sys.exit(getattr(e, "exit_code", 2))
         sys.exit(rv if isinstance(rv, int) else 0)
@@ -84,14 +86,17 @@ DEVICES = "cpu, cuda, cuda:N or auto (accelerate device map)"
 DTYPES = ("float32", "bfloat16", "float16")
 DATASETS = ("eval_sample",)  # gatelens.data.DATASETS, without importing torch (tests check they agree)
 BENCH_METHODS = ("bare", "sink", "massive", "gates", "all", "tl_cache", "eager")  # gatelens.bench.METHODS
+METHODS = ListOption("--methods", str, "passes", choices=BENCH_METHODS, example="bare,sink",
+                     omitted="every pass is timed")
+TYPES = ListOption("--types", str, "model types", example="llama,qwen3", omitted="every type is checked")
 
 # Options shared by many commands, declared once so they mean the same everywhere.
 Model = Annotated[str, typer.Argument(help="zoo name, smollm2-135m, checkpoint folder, .gguf file or hub id")]
 TextFile = Annotated[Optional[Path], typer.Option("--text", help="UTF-8 text file to measure on")]
 Dataset = Annotated[Optional[str], typer.Option("--dataset", metavar="[" + "|".join(DATASETS) + "]",
                                                 help="shipped dataset (default: the model's own evaluation data)")]
-SeqLen = Annotated[str, typer.Option("--seq-len", metavar="N[,N...]",
-                                     help="tokens per sequence; a comma list sweeps lengths (sink)")]
+SeqLen = Annotated[tuple, typer.Option("--seq-len", metavar="N[,N...]", parser=SEQ_LENS.typer(),
+                                       help="tokens per sequence; a comma list sweeps lengths (sink)")]
 NSeqs = Annotated[int, typer.Option("--n-seqs", min=1, help="number of sequences")]
 BatchSize = Annotated[int, typer.Option("--batch-size", min=1, help="sequences per forward pass")]
 Device = Annotated[str, typer.Option("--device", metavar="[cpu|cuda|cuda:N|auto]", help=DEVICES)]
@@ -119,11 +124,13 @@ class Measuring:
     revision: Revision = None
 
     def __post_init__(self):
+        if isinstance(self.seq_len, str):  # built in code rather than by Typer, which parses it already
+            self.seq_len = SEQ_LENS.parse(self.seq_len)
         check_device(self.device)
         check_dtype(self.dtype)
 
     def lengths(self) -> list[int]:
-        return seq_lens(self.seq_len)
+        return list(self.seq_len)
 
     def length(self) -> int:
         lens = self.lengths()
@@ -139,12 +146,15 @@ class Measuring:
 
         return measure.as_loaded(spec, device=_device(self.device), dtype=self.dtype, revision=self.revision)
 
-    def inputs(self, loaded, seq_len: int | None = None):
+    def inputs(self, loaded, seq_len: int | None = None, check: Callable | None = None):
+        """The command's sequences; `check(inputs)` refuses what the text really gave before the note on it."""
         from . import measure
 
         inputs = measure.prepare_inputs(loaded, text_file=str(self.text) if self.text else None,
                                         dataset=self.dataset, seq_len=seq_len or self.length(), n_seqs=self.n_seqs,
                                         bos=self.bos)
+        if check is not None:
+            check(inputs)
         if inputs.shortfall:  # fewer or shorter sequences than asked: said once, here, for every command
             err_console.print(f"note: {escape(inputs.shortfall)}", highlight=False, soft_wrap=True)
         return inputs
@@ -321,18 +331,6 @@ def publish(command: str, loaded, result, opts: Measuring, out: Path, extra: dic
         out_console.print(f"wrote {len(files)} files to {out}/")
 
 
-def seq_lens(value: str) -> list[int]:
-    try:
-        lens = [int(x) for x in value.split(",")]
-    except ValueError:
-        raise GatelensError(f"--seq-len {value!r}: give an integer or a comma list such as 256,1024") from None
-    if not lens:
-        raise GatelensError("--seq-len is empty")
-    if min(lens) < 2:
-        raise GatelensError(f"--seq-len {min(lens)}: a sequence needs at least 2 tokens")
-    return lens
-
-
 def emit_json(obj: dict) -> None:
     sys.stdout.write(json.dumps(obj, default=str) + "\n")
 
@@ -436,10 +434,10 @@ def sinks_cli(model: Model,
     from .metrics.received import check_received_options
     from .sinks import sinks
 
-    check_received_options(top_k, min_queries)
+    check_received_options(top_k, min_queries, opts.length())
     out = opts.output("sinks", model)
     loaded = opts.load(model)
-    inputs = opts.inputs(loaded)
+    inputs = opts.inputs(loaded, check=lambda i: check_received_options(top_k, min_queries, i.longest))  # short text
     with progress(f"sinks {loaded.info.spec} @ {inputs.seq_len}") as bar:
         task = bar.add_task("", total=len(inputs.seqs))
         r = sinks(loaded, inputs, top_k=top_k, min_queries=min_queries, batch_size=opts.batch_size,
@@ -457,8 +455,8 @@ def ablate_cli(model: Model,
                what: Annotated[str, typer.Option("--what", metavar="[" + "|".join(ABLATIONS) + "]",
                                                  help="remove the sink (key 0 masked), its value, or replace the "
                                                       "gate by its mean over tokens / by 1")] = "sink",
-               layers: Annotated[Optional[str], typer.Option(
-                   "--layers", metavar="each|all|N[,N...]",
+               layers: Annotated[Optional[tuple], typer.Option(
+                   "--layers", metavar="each|all|N[,N...]", parser=LAYERS.typer(),
                    help="each layer alone then all at once (each, default), all at once only, or these layers "
                         "one at a time")] = None,
                *, opts: Measuring):
@@ -553,7 +551,8 @@ def compare_cli(models: Annotated[list[str], typer.Argument(help="BASELINE GATED
 
         c = compare_models(models, text_file=str(opts.text) if opts.text else None, dataset=opts.dataset, seq_len=n,
                            n_seqs=opts.n_seqs, bos=opts.bos, batch_size=opts.batch_size, eps=eps,
-                           device=_device(opts.device), dtype=opts.dtype, on_model=on_model)
+                           device=_device(opts.device), dtype=opts.dtype, revision=opts.revision,
+                           on_model=on_model)
     df = c.to_frame()
     payload = {**c.to_dict(), "provenance": report.provenance(c.settings, [r.info for r in c.reports])}
 
@@ -608,6 +607,8 @@ def _train_option(field: str, text: str, *names: str):
     from .train.config import TrainConfig
 
     f = next(f for f in fields(TrainConfig) if f.name == field)
+    if f.metadata.get("range") is not None:  # the range the field declares, shown where the option is
+        text = f"{text}, {f.metadata['range']}"
     default = f.default_factory() if f.default_factory is not MISSING else f.default
     flag = isinstance(default, bool)
     if flag:
@@ -641,8 +642,7 @@ def train_config_from_options(config: Path | None = None, **options):
     settings.update(given)
     if "out" not in settings:
         raise GatelensError("no output folder: pass --out DIR (or set out in the --config file)")
-    cfg = TrainConfig(**settings)
-    check_device(cfg.device)
+    cfg = TrainConfig(**settings)   # every field against its declared range, then the files it names
     check_writable(Path(cfg.out))
     return cfg
 
@@ -686,12 +686,12 @@ def train_cli(
     batch_size: Annotated[Optional[int], _train_option("batch_size", "sequences per step")] = None,
     steps: Annotated[Optional[int], _train_option("steps", "optimiser steps")] = None,
     lr: Annotated[Optional[float], _train_option("lr", "peak learning rate (AdamW)")] = None,
-    min_lr: Annotated[Optional[float], _train_option("min_lr", "learning rate at the end of the cosine")] = None,
+    min_lr: Annotated[Optional[float], _train_option("min_lr", "learning rate at the end of the cosine (at most --lr)")] = None,
     warmup_steps: Annotated[Optional[int], _train_option("warmup_steps", "linear warm-up steps")] = None,
     weight_decay: Annotated[Optional[float], _train_option("weight_decay", "AdamW weight decay on matrices")] = None,
     beta1: Annotated[Optional[float], _train_option("beta1", "AdamW beta1")] = None,
     beta2: Annotated[Optional[float], _train_option("beta2", "AdamW beta2")] = None,
-    grad_clip: Annotated[Optional[float], _train_option("grad_clip", "gradient-norm clip")] = None,
+    grad_clip: Annotated[Optional[float], _train_option("grad_clip", "gradient-norm clip (0: none)")] = None,
     eval_every: Annotated[Optional[int], _train_option("eval_every", "steps between validation passes")] = None,
     eval_seqs: Annotated[Optional[int], _train_option("eval_seqs", "validation sequences")] = None,
     ckpt_every: Annotated[Optional[int], _train_option("ckpt_every", "steps between checkpoints")] = None,
@@ -736,8 +736,8 @@ def bench_cli(model: Annotated[str, typer.Argument(help="model spec, or random:P
               repeats: Annotated[int, typer.Option(min=1, help="timed runs per cell (the median is reported)")] = 3,
               device: Device = "cpu", dtype: Dtype = "float32",
               quick: Annotated[bool, typer.Option("--quick", help="a few seconds: tiny model, short lengths")] = False,
-              methods: Annotated[Optional[str], typer.Option(
-                  metavar="[" + "|".join(BENCH_METHODS) + "],...",
+              methods: Annotated[Optional[tuple], typer.Option(
+                  metavar="[" + "|".join(BENCH_METHODS) + "],...", parser=METHODS.typer(),
                   help="comma list of the passes to time (default: all of them)")] = None,
               out: Out = None, json_out: Json = False):
     """Time and peak memory of each gatelens pass against the bare forward, TransformerLens and eager."""
@@ -747,15 +747,12 @@ def bench_cli(model: Annotated[str, typer.Argument(help="model spec, or random:P
     from .models import random as random_models
     from .models.load import load
 
-    wanted = [m.strip() for m in methods.split(",") if m.strip()] if methods is not None else None
-    unknown = sorted(set(wanted or ()) - set(BENCH_METHODS))
-    if unknown or wanted == []:
-        raise GatelensError(f"--methods {methods!r}: give a comma list of {', '.join(BENCH_METHODS)}")
+    wanted = list(methods) if methods is not None else None
     check_device(device)
     check_dtype(dtype)
     if quick:
-        model, seq_len, repeats = "random:tiny-qwen3", "256,1024", 1
-    lens = seq_lens(seq_len)
+        model, seq_len, repeats = "random:tiny-qwen3", (256, 1024), 1
+    lens = list(seq_len)
     out = output_folder(out, "bench", [model])
     if model.startswith("random:"):
         spec = str(random_models.build_folder(model.split(":", 1)[1], max_context=max(lens)))
@@ -858,11 +855,24 @@ def figures_cli(config: Annotated[Path, typer.Option("--config", help="models an
     out_console.print(f"wrote {len(files)} files to {cfg.out}/")
 
 
+def check_table_path(out: Path) -> None:
+    """`models --out`: a Markdown file whose .json can sit beside it, in a folder we can write; checked before
+    the sweep (minutes) rather than when writing."""
+    if out.is_dir():
+        raise GatelensError(f"--out {out} is a folder; give the Markdown file to write, e.g. {out / 'MODELS.md'}")
+    if out.suffix.lower() != ".md":
+        raise GatelensError(f"--out {out}: give a Markdown file ending in .md (its rows go to the .json beside it)")
+    if out.with_suffix(".json").is_dir():
+        raise GatelensError(f"--out {out}: {out.with_suffix('.json')} is a folder, where the table's .json goes; "
+                            "choose another --out")
+    check_writable(out.parent)
+
+
 @command("models")
 @user_errors
 def models_cli(out: Annotated[Path, typer.Option("--out", help="Markdown table to write (a .json of the rows "
                                                               "is written beside it)")] = Path("results/MODELS.md"),
-               types: Annotated[Optional[str], typer.Option("--types", metavar="TYPE[,TYPE...]",
+               types: Annotated[Optional[tuple], typer.Option("--types", metavar="TYPE[,TYPE...]", parser=TYPES.typer(),
                                                             help="only these model types (default: every one)")] = None,
                merge: Annotated[bool, typer.Option("--merge", help="replace the --types rows in the table already "
                                                    "at --out (its .json) and rewrite it, instead of a table of "
@@ -876,8 +886,8 @@ def models_cli(out: Annotated[Path, typer.Option("--out", help="Markdown table t
     from . import report
     from .models import coverage
 
-    check_writable(out.parent)
-    wanted = types.split(",") if types else None
+    check_table_path(out)
+    wanted = list(types) if types is not None else None
     known = set(coverage.causal_lm_types()) | set(coverage.PAPER_FORMATS)
     unknown = [t for t in wanted or [] if t not in known]
     if unknown:

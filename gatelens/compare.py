@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from .measure import Inputs, Report, as_loaded, prepare_inputs, report
 from .metrics import METRICS
-from .models.load import Loaded
+from .models.load import Loaded, check_revision
 
 
 @dataclass
@@ -48,11 +48,16 @@ class Comparison:
 def compare_models(models: list[Loaded | str], *, text: str | None = None, text_file: str | None = None,
                    dataset: str | None = None, seq_len: int = 256, n_seqs: int = 8, bos: bool = True,
                    batch_size: int = 4, eps: float = 0.3, device: str = "cpu", dtype: str = "float32",
+                   revision: str | None = None,
                    on_model: Callable[[str, Inputs], Callable[[int], None]] | None = None) -> Comparison:
-    """Measure every model (first = baseline) with all standard metrics on one forward per batch."""
+    """Measure every model (first = baseline) with all standard metrics on one forward per batch; `revision`
+    selects the version of every model given as a hub id (each is checked before any is loaded)."""
+    for spec in models:
+        if not isinstance(spec, Loaded):
+            check_revision(spec, revision)
     reports, tokenizers = [], []
     for spec in models:
-        loaded = as_loaded(spec, device=device, dtype=dtype)
+        loaded = as_loaded(spec, device=device, dtype=dtype, revision=revision)
         inputs = prepare_inputs(loaded, text=text, text_file=text_file, dataset=dataset, seq_len=seq_len,
                                 n_seqs=n_seqs, bos=bos)
         tokenizers.append(_tokenizer_key(loaded.tokenizer))

@@ -131,3 +131,38 @@ def test_attn_map_reads_text_from_a_file(tmp_path):
     assert r.exit_code == 0, r.output
     assert json.loads(r.stdout)["provenance"]["settings"]["text"] == f.read_text()
 
+
+
+# ---- option values reach the library as given ------------------------------------------------------------------
+
+def test_compare_loads_every_hub_model_at_the_revision_given(monkeypatch, tmp_path):
+    """--revision is honoured by compare as by every one-model command (it was dropped before)."""
+    import gatelens.compare
+    from gatelens import GatelensError
+
+    seen = []
+
+    def loaded_at(spec, **kw):
+        seen.append((spec, kw.get("revision")))
+        raise GatelensError("stop after the first load")
+
+    monkeypatch.setattr(gatelens.compare, "as_loaded", loaded_at)
+    r = run("compare", "someorg/base", "someorg/gated", "--revision", "abc123", "--out", tmp_path / "o")
+    assert r.exit_code == 2 and "stop after the first load" in r.stderr, r.output
+    assert seen == [("someorg/base", "abc123")]
+
+
+def test_list_options_arrive_stripped_and_in_order(monkeypatch, tmp_path):
+    """The one list parser's result is what the command measures: `--seq-len ' 16, 8'` sweeps 16 then 8."""
+    from gatelens import GatelensError, cli
+
+    lengths = []
+
+    def load(self, spec):
+        lengths.extend(self.lengths())
+        raise GatelensError("stop before loading")
+
+    monkeypatch.setattr(cli.Measuring, "load", load)
+    r = run("sink", "mech-baseline", "--seq-len", " 16, 8", "--out", tmp_path / "o")
+    assert r.exit_code == 2 and "stop before loading" in r.stderr, r.output
+    assert lengths == [16, 8]

@@ -62,6 +62,12 @@ def bad(tiny_dir, tmp_path_factory):
         p[name] = root / name
     (root / "adir").mkdir()
     p["adir"] = root / "adir"
+    for name, content in VALIDATION_FILES.items():  # the option-validation block's files (below CASES)
+        p[name] = root / name
+        if content is None:
+            p[name].mkdir()
+        else:
+            p[name].write_text(content.replace("{root}", str(root)))
     return p
 
 
@@ -179,6 +185,62 @@ CASES = [
     ("bench-out-is-a-file", ("bench", M, "--out", "{taken}"), "is a file"),
     ("figures-unknown-analysis", ("figures", "--only", "table_nope"), "table_nope"),
 ]
+
+# ---- option validation (issue 24, part 3): one list parser, TrainConfig's declared ranges, --revision,
+# ---- --min-queries, models --out. Files for these rows: VALIDATION_FILES (None: a folder), built by `bad`.
+VALIDATION_FILES = {
+    "lr-nan.toml": "lr = nan\n", "lr-inf.toml": "lr = inf\n", "lr-negative.toml": "lr = -1\n",
+    "beta1-one.toml": "beta1 = 1\n", "steps-zero.toml": "steps = 0\n", "grad-clip-negative.toml": "grad_clip = -1.0\n",
+    "unknown-key.toml": 'learning_rate = 0.1\n', "device-tpu.toml": 'device = "tpu"\n',
+    "missing-corpus.toml": 'data = "{root}/no-such-corpus.txt"\n',
+    "missing-val-data.toml": 'data = "{root}/english.txt"\nval_data = "{root}/no-such-val.txt"\nseq_len = 8\n',
+    "temperature-nan.toml": "[task_params]\ntemperature = nan\n",
+    "clash.json": None,
+}
+CASES += [
+    ("seq-len-empty", ("sink", M, "--seq-len", ""), "--seq-len '': empty"),
+    ("seq-len-trailing-comma", ("sink", M, "--seq-len", "0,"), "item 2 is empty"),
+    ("seq-len-duplicate", ("sink", M, "--seq-len", "16, 16"), "16 is given twice"),
+    ("bench-seq-len-zero", ("bench", M, "--seq-len", "0"), "lengths of at least 2 tokens"),
+    ("ablate-layers-empty-item", ("ablate", M, "--layers", "0,,1"), "item 2 is empty"),
+    ("ablate-layers-duplicate", ("ablate", M, "--layers", "0,0"), "0 is given twice"),
+    ("ablate-layers-negative", ("ablate", M, "--layers", "-1"), "layer numbers of at least 0"),
+    ("bench-methods-duplicate", ("bench", M, "--methods", "bare,bare"), "'bare' is given twice"),
+    ("bench-methods-empty", ("bench", M, "--methods", ""), "--methods '': empty"),
+    ("models-types-empty", ("models", "--types", "", "--out", "{root}/m/MODELS.md"), "without --types every type"),
+    ("models-types-duplicate", ("models", "--types", "llama,llama", "--out", "{root}/m/MODELS.md"), "given twice"),
+    ("train-lr-nan", ("train", "--config", "{lr-nan.toml}"), "lr = nan is out of range"),
+    ("train-lr-inf", ("train", "--config", "{lr-inf.toml}"), "lr = inf is out of range"),
+    ("train-lr-negative-recipe", ("train", "--config", "{lr-negative.toml}"), "lr = -1 is out of range"),
+    ("train-lr-negative-option", ("train", "--lr", "-1"), "--lr -1.0 is out of range"),
+    ("train-min-lr-above-lr", ("train", "--lr", "0.001", "--min-lr", "0.01"), "give --min-lr at most --lr"),
+    ("train-beta1-one", ("train", "--config", "{beta1-one.toml}"), "beta1 = 1 is out of range"),
+    ("train-beta2-option", ("train", "--beta2", "1.5"), "in [0, 1)"),
+    ("train-steps-zero", ("train", "--config", "{steps-zero.toml}"), "steps = 0 is out of range"),
+    ("train-grad-clip-negative", ("train", "--config", "{grad-clip-negative.toml}"), "grad_clip = -1.0"),
+    ("train-grad-clip-negative-option", ("train", "--grad-clip", "-0.5"), "--grad-clip -0.5"),
+    ("train-eval-every-zero", ("train", "--eval-every", "0"), "--eval-every 0"),
+    ("train-seed-negative", ("train", "--seed", "-1"), "--seed -1"),
+    ("train-unknown-key", ("train", "--config", "{unknown-key.toml}"), "unknown setting 'learning_rate'"),
+    ("train-device-recipe", ("train", "--config", "{device-tpu.toml}"), "use cpu, cuda"),
+    ("train-missing-corpus", ("train", "--config", "{missing-corpus.toml}"), "no-such-corpus.txt not found"),
+    ("train-missing-val-data", ("train", "--config", "{missing-val-data.toml}"), "no-such-val.txt not found"),
+    ("train-val-data-with-task", ("train", "--val-data", "{english.txt}"), "drop --val-data"),
+    ("train-task-temperature-nan", ("train", "--config", "{temperature-nan.toml}"), "temperature"),
+    ("compare-revision-zoo", ("compare", M, "mech-gated", "--revision", "v1"), "drop --revision"),
+    ("compare-revision-local", ("compare", "{llama}", "{gated}", "--revision", "main"), "drop --revision"),
+    ("attn-map-revision", ("attn-map", M, "--revision", "v1"), "--revision"),
+    ("bench-revision", ("bench", M, "--revision", "v1"), "--revision"),
+    ("sinks-min-queries-unreachable", ("sinks", M, "--seq-len", "16", "--min-queries", "16"),
+     "no key is seen by more than 15 queries"),
+    ("sinks-min-queries-beyond-text", ("sinks", "{llama}", "--text", "{one.txt}", "--min-queries", "200"),
+     "--min-queries 200"),
+    ("models-out-a-folder", ("models", "--types", "llama", "--out", "{adir}"), "is a folder"),
+    ("models-out-json", ("models", "--types", "llama", "--out", "{root}/m/MODELS.json"), "ending in .md"),
+    ("models-out-json-is-a-folder", ("models", "--types", "llama", "--out", "{root}/clash.md"),
+     "clash.json is a folder"),
+]
+# ---- end of the option-validation block ------------------------------------------------------------------
 
 
 def _fill(arg: str, paths: dict) -> str:

@@ -187,6 +187,17 @@ def test_corpus_training_with_bpe(tmp_path):
     assert loaded.tokenizer.decode(loaded.tokenizer("the lazy dog")["input_ids"]) == "the lazy dog"
 
 
+def test_grad_clip_zero_means_no_clipping(tmp_path, monkeypatch):
+    """nanoGPT's and PyTorch users' convention: grad_clip = 0 turns clipping off (max_norm 0 would zero every
+    gradient); a positive value clips at that norm every step."""
+    norms = []
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", lambda params, max_norm, *a, **k: norms.append(max_norm))
+    train(toy(tmp_path, "no-clip", grad_clip=0.0, steps=2, eval_every=2, ckpt_every=2))
+    assert norms == []
+    train(toy(tmp_path, "clip", grad_clip=0.5, steps=2, eval_every=2, ckpt_every=2))
+    assert norms == [0.5, 0.5]
+
+
 # --- hostile inputs ---------------------------------------------------------------------------------
 
 def test_bad_inputs_raise_one_line_errors(tmp_path):

@@ -225,11 +225,17 @@ def _top_per_head(k: int):
     return reduce
 
 
-def check_received_options(top_k: int, min_queries: int | None) -> None:
+def check_received_options(top_k: int, min_queries: int | None, seq_len: int | None = None) -> None:
+    """top_k and min_queries in range; with the (longest) sequence length, min_queries within what a key can
+    reach: key 0 is seen by the most counted queries, the seq_len - 1 positions after it."""
     if top_k < 1:
         raise GatelensError(f"--top-k {top_k}: give at least 1")
     if min_queries is not None and min_queries < 1:
         raise GatelensError(f"--min-queries {min_queries}: give at least 1 (keys seen by fewer queries are not ranked)")
+    if min_queries is not None and seq_len is not None and min_queries > seq_len - 1:
+        raise GatelensError(f"--min-queries {min_queries}: no key is seen by more than {seq_len - 1} queries in "
+                            f"sequences of {seq_len} tokens; give at most {seq_len - 1}, or leave it out (a quarter "
+                            "of each sequence's)")
 
 
 class Received(Probe):

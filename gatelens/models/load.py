@@ -336,11 +336,16 @@ def _hub_folder(spec: str, revision: str | None = None) -> Path:
     return folder
 
 
-def resolve(spec: str, revision: str | None = None) -> tuple[Path, str]:
-    """Spec -> (local folder, display name). Hub ids are downloaded (or found in the hub cache) first."""
+def check_revision(spec: str, revision: str | None) -> None:
+    """A revision selects a version of a hub id; a shipped model or a local path has one version."""
     if revision is not None and (spec in zoo_names() or spec == SMOLLM2 or Path(spec).expanduser().exists()):
         raise GatelensError(f"--revision {revision!r} selects a version of a hub id; {spec} is a shipped model or a "
                             "local path, which has one version: drop --revision")
+
+
+def resolve(spec: str, revision: str | None = None) -> tuple[Path, str]:
+    """Spec -> (local folder, display name). Hub ids are downloaded (or found in the hub cache) first."""
+    check_revision(spec, revision)
     if spec in zoo_names():
         return ZOO_DIR / spec, spec
     if spec == SMOLLM2:
