@@ -415,19 +415,21 @@ def sinks_cli(model: Model,
               min_queries: Annotated[Optional[int], typer.Option(
                   min=1, help="rank only keys seen by at least this many queries (default: a quarter of the "
                               "sequence's)")] = None,
-              *, opts: Measuring):
-    """Which tokens are sinks (attention received per key, top keys, sink tokens) and what they contribute
-    (value norms, norm-weighted F-Attn)."""
+              eps: Eps = 0.3, *, opts: Measuring):
+    """Which tokens are sinks (attention received per key, top keys, sink tokens, Gu et al.'s sink score of every
+    position) and what they contribute (value norms, norm-weighted F-Attn)."""
     from .metrics.received import check_received_options
+    from .metrics.sink import check_eps
     from .sinks import sinks
 
     check_received_options(top_k, min_queries)
+    check_eps(eps)
     out = opts.output("sinks", model)
     loaded = opts.load(model)
     inputs = opts.inputs(loaded)
     with progress(f"sinks {loaded.info.spec} @ {inputs.seq_len}") as bar:
         task = bar.add_task("", total=len(inputs.seqs))
-        r = sinks(loaded, inputs, top_k=top_k, min_queries=min_queries, batch_size=opts.batch_size,
+        r = sinks(loaded, inputs, top_k=top_k, min_queries=min_queries, eps=eps, batch_size=opts.batch_size,
                   on_batch=lambda k: bar.advance(task, k))
     publish("sinks", loaded, r, opts, out)
 

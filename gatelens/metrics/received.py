@@ -435,7 +435,12 @@ class ReceivedResult(HeadResult):
                             "top_received": "top key received"},
                 "total": {"layer": "model", "received_first": self.overall("received_first"),
                           "top_not_first": self.top_not_first},
-                "notes": [f"tokens (>= 5 occurrences) receiving most attention besides position 0: {sinks}",
+                "notes": [f"sink score (Gu et al. 2024: share of sequence x layer x head whose received attention "
+                          f"exceeds {self.settings.get('eps', DEFAULT_EPS):g}): position 0 "
+                          f"{float(self.sink_score()[0]):.3f}; other positions passing: "
+                          + (", ".join(f"{p['pos']} {p['sink_score']:.3f}" for p in self.sink_positions(6)
+                                       if p["pos"] != 0) or "none"),
+                          f"tokens (>= 5 occurrences) receiving most attention besides position 0: {sinks}",
                           f"tokens most often a head's top key besides position 0 (sequence x layer x head): {tops}"]}
 
 
