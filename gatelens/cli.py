@@ -496,6 +496,17 @@ def gates_cli(model: Model, *, opts: Measuring):
     publish("gates", loaded, r, opts, out, extra={"note": r.note})
 
 
+@command("norms")
+@user_errors
+@measuring
+def norms_cli(model: Model, *, opts: Measuring):
+    """Norms of every token's hidden state, key and value per layer (Gu et al. 2024, Sun et al. 2024): the first
+    token against the median, per position and per token string."""
+    out = opts.output("norms", model)
+    loaded = opts.load(model)
+    publish("norms", loaded, run_metric("norms", loaded, opts.inputs(loaded), opts), opts, out)
+
+
 @command("rank")
 @user_errors
 @measuring
