@@ -434,7 +434,7 @@ def sinks_cli(model: Model,
     publish("sinks", loaded, r, opts, out)
 
 
-ABLATIONS = ("sink", "sink-value", "gate-mean", "gate-one")  # gatelens.ablate.WHAT, without importing torch
+ABLATIONS = ("sink", "sink-value", "gate-mean", "gate-one", "massive-zero", "massive-mean")  # ablate.WHAT, no torch
 
 
 @command("ablate")
@@ -442,8 +442,9 @@ ABLATIONS = ("sink", "sink-value", "gate-mean", "gate-one")  # gatelens.ablate.W
 @measuring
 def ablate_cli(model: Model,
                what: Annotated[str, typer.Option("--what", metavar="[" + "|".join(ABLATIONS) + "]",
-                                                 help="remove the sink (key 0 masked), its value, or replace the "
-                                                      "gate by its mean over tokens / by 1")] = "sink",
+                                                 help="remove the sink (key 0 masked), its value, replace the "
+                                                      "gate by its mean over tokens / by 1, or set the massive "
+                                                      "activations to zero / their mean (Sun et al. 2024)")] = "sink",
                layers: Annotated[Optional[str], typer.Option(
                    "--layers", metavar="each|all|N[,N...]",
                    help="each layer alone then all at once (each, default), all at once only, or these layers "
