@@ -8,6 +8,8 @@
   gate-mean   every gate score replaced by its mean over the sequence's tokens (per head and dimension): the
               query dependence removed, the paper's "linearised" gate (gated models only)
   gate-one    every gate score replaced by 1: the gate removed (gated models only)
+  head        the output of the given heads (--heads) zeroed before W_O, in each given layer: does a (dormant)
+              head matter? each (layer, head) alone, then all of them at once
   massive-zero / massive-mean
               Sun et al. 2024's experiment: the massive activations of a decoder layer's output, found in the
               unablated pass by `massive`'s rule (|h| > abs_threshold and > ratio x the median |h| of that sequence's
@@ -36,7 +38,7 @@ from .metrics.base import Probe, gate_logits, hidden, with_gate_logits
 from .metrics.massive import ABS_THRESHOLD, RATIO, histogram_medians, massive_mask, sequence_histograms
 from .models.load import Loaded
 
-WHAT = ("sink", "sink-value", "gate-mean", "gate-one", "massive-zero", "massive-mean")
+WHAT = ("sink", "sink-value", "gate-mean", "gate-one", "head", "massive-zero", "massive-mean")
 MASSIVE = ("massive-zero", "massive-mean")
 GATE_ONE_LOGIT = 100.0   # sigmoid(100) is 1.0 in float32, bfloat16 and float16
 
@@ -110,9 +112,9 @@ class Ablation(Probe):
     name = "ablation"
     standard = False
 
-    def __init__(self, what: str, layers: list[int], sites: tuple | None = None):
+    def __init__(self, what: str, layers: list[int], sites: tuple | None = None, heads: list[tuple] = ()):
         super().__init__()
-        self.what, self.layers, self.sites = what, set(layers), sites
+        self.what, self.layers, self.sites, self.heads = what, set(layers), sites, list(heads)
 
     def attach(self, loaded):
         super().attach(loaded)
@@ -121,6 +123,10 @@ class Ablation(Probe):
         if self.what in MASSIVE:
             return [loaded.layers()[layer].register_forward_hook(self._massive_hook(layer))
                     for layer in sorted(self.layers)]
+        if self.what == "head":
+            d = loaded.info.d_head
+            return [loaded.attention(layer).get_submodule(loaded.family.o_proj).register_forward_pre_hook(
+                self._zero_heads([h for ly, h in self.heads if ly == layer], d)) for layer in sorted(self.layers)]
         path = loaded.family.gate_module
         return [loaded.attention(layer).get_submodule(path).register_forward_hook(self._gate_hook(loaded))
                 for layer in sorted(self.layers)]
@@ -145,6 +151,15 @@ class Ablation(Probe):
                 mean = (s * valid).sum(1, keepdim=True) / valid.sum(1, keepdim=True).clamp(min=1)
                 new = _logit(mean).expand_as(s).to(logits.dtype)
             return with_gate_logits(loaded, output, new, module)  # back in the module's own layout
+        return hook
+
+    @staticmethod
+    def _zero_heads(heads: list[int], d: int):
+        def hook(module, args):
+            x = args[0].clone()                                   # [b, pos, head * d_head]: W_O's input
+            for h in heads:
+                x[..., h * d:(h + 1) * d] = 0
+            return (x, *args[1:])
         return hook
 
     def _massive_hook(self, layer: int):
@@ -236,9 +251,19 @@ class AblationResult:
                 "notes": notes}
 
 
-def check_ablation(loaded: Loaded, what: str, layers: list[int] | None) -> list[int]:
+def check_ablation(loaded: Loaded, what: str, layers: list[int] | None, heads: list[int] | None = None) -> list[int]:
     if what not in WHAT:
         raise GatelensError(f"--what {what!r}: use one of {', '.join(WHAT)}")
+    if (what == "head") != bool(heads):
+        raise GatelensError("--heads goes with --what head (and --what head needs --heads H[,H...] and --layers L[,L...])"
+                            if heads else "--what head needs --heads H[,H...] (and --layers L[,L...]): which heads to zero")
+    if what == "head":
+        if not layers:
+            raise GatelensError("--what head needs --layers L[,L...]: the layers whose --heads are zeroed")
+        bad = [h for h in heads if not 0 <= h < loaded.info.n_heads]
+        if bad:
+            raise GatelensError(f"--heads {','.join(map(str, bad))}: {loaded.info.spec} has heads "
+                                f"0-{loaded.info.n_heads - 1}")
     if what.startswith("gate") and not loaded.info.gated:
         raise GatelensError(f"{loaded.info.spec} has no gate: --what {what} needs a gated model; "
                             "use --what sink or sink-value")
@@ -264,6 +289,16 @@ def parse_layers(value: str | None) -> tuple[list[int] | None, bool]:
         raise GatelensError(f"--layers {value!r}: give a comma list of layer numbers, 'each' or 'all'") from None
 
 
+def parse_heads(value: str | None) -> list[int] | None:
+    """--heads: a comma list of head numbers."""
+    if value is None:
+        return None
+    try:
+        return [int(x) for x in value.split(",") if x.strip()]
+    except ValueError:
+        raise GatelensError(f"--heads {value!r}: give a comma list of head numbers") from None
+
+
 def _one(loaded: Loaded, inputs: Inputs, batch_size: int, edit: Ablation | None, on_batch,
          extra: list[Probe] = ()) -> tuple:
     probes = [Sink(), Massive(top_k=1), Perplexity(), *extra]
@@ -274,21 +309,28 @@ def _one(loaded: Loaded, inputs: Inputs, batch_size: int, edit: Ablation | None,
 
 def ablate(model: Loaded | str, what: str, layers: list[int] | None = None, *, all_layers: bool = True,
            inputs: Inputs | None = None, batch_size: int = 4, on_run: Callable[[str], Callable] | None = None,
-           abs_threshold: float = ABS_THRESHOLD, ratio: float = RATIO, **input_kw) -> AblationResult:
+           heads: list[int] | None = None, abs_threshold: float = ABS_THRESHOLD, ratio: float = RATIO,
+           **input_kw) -> AblationResult:
     """The unablated model, then `what` in each of `layers` alone (default: every attention layer, every decoder
     layer for the massive ablations) and, with all_layers, in all of them at once; one forward per batch each.
-    abs_threshold / ratio: the massive-activation rule of the massive ablations (as `massive`)."""
+    abs_threshold / ratio: the massive-activation rule of the massive ablations (as `massive`). `heads`: the heads
+    `what="head"` zeroes in each of `layers`, each (layer, head) alone, then (all_layers) all of them at once."""
     loaded = as_loaded(model)
-    valid = check_ablation(loaded, what, layers)
+    valid = check_ablation(loaded, what, layers, heads)
     inputs = inputs or prepare_inputs(loaded, **input_kw)
     each = valid if layers is None else layers
     whole = all_layers and (len(valid) > 1 or not each)   # one attention layer: "all" is that layer again
     configs = [("none", "", None)] + [(what, str(x), [x]) for x in each] + ([(what, "all", valid)] if whole else [])
+    if what == "head":
+        pairs = [(ly, h) for ly in each for h in heads]
+        configs = [("none", "", None)] + [(what, f"{ly}.h{h}", [(ly, h)]) for ly, h in pairs] + \
+            ([(what, "all", pairs)] if len(pairs) > 1 else [])
     runs, sites, extra = [], None, {}
     for w, label, ls in configs:
         cb = on_run(f"{w} {label}".strip()) if on_run else None
         finder = [MassiveSites(abs_threshold, ratio)] if what in MASSIVE and not ls else []
-        sink, massive, ppl, *found = _one(loaded, inputs, batch_size, Ablation(w, ls, sites) if ls else None, cb, finder)
+        edit = None if not ls else Ablation(w, [ly for ly, _ in ls], heads=ls) if w == "head" else Ablation(w, ls, sites)
+        sink, massive, ppl, *found = _one(loaded, inputs, batch_size, edit, cb, finder)
         if found:
             sites = found[0]
         runs.append(Run(w, label, ppl.loss, sink.f_attn, massive.m_act, [ly.mean_of("f_attn") for ly in sink.layers],
@@ -300,5 +342,7 @@ def ablate(model: Loaded | str, what: str, layers: list[int] | None = None, *, a
                  "massive_sites": {str(layer): int(c.sum()) for layer, c in sorted(sites[2].items())},
                  "massive_channels": {str(layer): [int(x) for x in c.nonzero().flatten().tolist()][:20]
                                       for layer, c in sorted(sites[2].items()) if c.sum() > 0}}
+    if what == "head":
+        extra = {"heads": heads}
     settings = settings_of(inputs, batch_size, what=what, layers=each, all_layers=all_layers, **extra)
     return AblationResult(loaded.info.to_dict(), settings, runs)

@@ -434,7 +434,7 @@ def sinks_cli(model: Model,
     publish("sinks", loaded, r, opts, out)
 
 
-ABLATIONS = ("sink", "sink-value", "gate-mean", "gate-one", "massive-zero", "massive-mean")  # ablate.WHAT, no torch
+ABLATIONS = ("sink", "sink-value", "gate-mean", "gate-one", "head", "massive-zero", "massive-mean")  # ablate.WHAT, no torch
 
 
 @command("ablate")
@@ -449,13 +449,16 @@ def ablate_cli(model: Model,
                    "--layers", metavar="each|all|N[,N...]",
                    help="each layer alone then all at once (each, default), all at once only, or these layers "
                         "one at a time")] = None,
+               heads: Annotated[Optional[str], typer.Option(
+                   "--heads", metavar="H[,H...]", help="with --what head: the heads zeroed in each of --layers")] = None,
                *, opts: Measuring):
     """Causal tests, one forward each: loss change, F-Attn and M-Act with the sink or the gate ablated."""
-    from .ablate import ablate, parse_layers
+    from .ablate import ablate, parse_heads, parse_layers
 
     if what not in ABLATIONS:
         raise GatelensError(f"--what {what!r}: use one of {', '.join(ABLATIONS)}")
     chosen, whole = parse_layers(layers)
+    head_list = parse_heads(heads)
     out = opts.output("ablate", model)
     loaded = opts.load(model)
     inputs = opts.inputs(loaded)
@@ -464,7 +467,8 @@ def ablate_cli(model: Model,
             task = bar.add_task(name, total=len(inputs.seqs))
             return lambda k: bar.advance(task, k)
 
-        r = ablate(loaded, what, chosen, all_layers=whole, inputs=inputs, batch_size=opts.batch_size, on_run=on_run)
+        r = ablate(loaded, what, chosen, all_layers=whole, inputs=inputs, batch_size=opts.batch_size, on_run=on_run,
+                   heads=head_list)
     publish("ablate", loaded, r, opts, out)
 
 
@@ -506,6 +510,25 @@ def norms_cli(model: Model, *, opts: Measuring):
     out = opts.output("norms", model)
     loaded = opts.load(model)
     publish("norms", loaded, run_metric("norms", loaded, opts.inputs(loaded), opts), opts, out)
+
+
+@command("heads")
+@user_errors
+@measuring
+def heads_cli(model: Model,
+              sink_weight: Annotated[float, typer.Option(help="dormant: at least this weight on key 0, in (0, 1]")] = 0.5,
+              output_ratio: Annotated[float, typer.Option(
+                  help="dormant: output norm below this fraction of the layer's mean head output")] = 0.5,
+              *, opts: Measuring):
+    """Dormant and active heads (Guo et al. 2024, Sandoval-Segura et al. 2025): per head, the share of queries parked
+    on the sink with a small output, first-token weight and output norm, ranked; test one with `ablate --what head`."""
+    from .metrics.heads import check_dormant_options
+
+    check_dormant_options(sink_weight, output_ratio)
+    out = opts.output("heads", model)
+    loaded = opts.load(model)
+    r = run_metric("heads", loaded, opts.inputs(loaded), opts, sink_weight=sink_weight, output_ratio=output_ratio)
+    publish("heads", loaded, r, opts, out)
 
 
 @command("rank")
