@@ -28,7 +28,7 @@ from rich.table import Table
 
 from .errors import GatelensError
 from .models.gate_kinds import GATES
-from .options import LAYERS, SEQ_LENS, ListOption
+from .options import HEADS, LAYERS, SEQ_LENS, ListOption
 
 
 
@@ -428,24 +428,26 @@ def sinks_cli(model: Model,
               min_queries: Annotated[Optional[int], typer.Option(
                   min=1, help="rank only keys seen by at least this many queries (default: a quarter of the "
                               "sequence's)")] = None,
-              *, opts: Measuring):
-    """Which tokens are sinks (attention received per key, top keys, sink tokens) and what they contribute
-    (value norms, norm-weighted F-Attn)."""
+              eps: Eps = 0.3, *, opts: Measuring):
+    """Which tokens are sinks (attention received per key, top keys, sink tokens, Gu et al.'s sink score of every
+    position) and what they contribute (value norms, norm-weighted F-Attn)."""
     from .metrics.received import check_received_options
+    from .metrics.sink import check_eps
     from .sinks import sinks
 
     check_received_options(top_k, min_queries, opts.length())
+    check_eps(eps)
     out = opts.output("sinks", model)
     loaded = opts.load(model)
     inputs = opts.inputs(loaded, check=lambda i: check_received_options(top_k, min_queries, i.longest))  # short text
     with progress(f"sinks {loaded.info.spec} @ {inputs.seq_len}") as bar:
         task = bar.add_task("", total=len(inputs.seqs))
-        r = sinks(loaded, inputs, top_k=top_k, min_queries=min_queries, batch_size=opts.batch_size,
+        r = sinks(loaded, inputs, top_k=top_k, min_queries=min_queries, eps=eps, batch_size=opts.batch_size,
                   on_batch=lambda k: bar.advance(task, k))
     publish("sinks", loaded, r, opts, out)
 
 
-ABLATIONS = ("sink", "sink-value", "gate-mean", "gate-one")  # gatelens.ablate.WHAT, without importing torch
+ABLATIONS = ("sink", "sink-value", "gate-mean", "gate-one", "head", "massive-zero", "massive-mean")  # ablate.WHAT, no torch
 
 
 @command("ablate")
@@ -453,12 +455,17 @@ ABLATIONS = ("sink", "sink-value", "gate-mean", "gate-one")  # gatelens.ablate.W
 @measuring
 def ablate_cli(model: Model,
                what: Annotated[str, typer.Option("--what", metavar="[" + "|".join(ABLATIONS) + "]",
-                                                 help="remove the sink (key 0 masked), its value, or replace the "
-                                                      "gate by its mean over tokens / by 1")] = "sink",
+                                                 help="remove the sink (key 0 masked), its value, replace the "
+                                                      "gate by its mean over tokens / by 1, zero --heads, or set the "
+                                                      "massive activations to zero / their mean (Sun et al. 2024)")
+                     ] = "sink",
                layers: Annotated[Optional[tuple], typer.Option(
                    "--layers", metavar="each|all|N[,N...]", parser=LAYERS.typer(),
                    help="each layer alone then all at once (each, default), all at once only, or these layers "
                         "one at a time")] = None,
+               heads: Annotated[Optional[tuple], typer.Option(
+                   "--heads", metavar="H[,H...]", parser=HEADS.typer(),
+                   help="with --what head: the heads zeroed in each of --layers (each alone, then together)")] = None,
                *, opts: Measuring):
     """Causal tests, one forward each: loss change, F-Attn and M-Act with the sink or the gate ablated."""
     from .ablate import ablate, parse_layers
@@ -466,6 +473,7 @@ def ablate_cli(model: Model,
     if what not in ABLATIONS:
         raise GatelensError(f"--what {what!r}: use one of {', '.join(ABLATIONS)}")
     chosen, whole = parse_layers(layers)
+    head_list = None if heads is None else list(heads)
     out = opts.output("ablate", model)
     loaded = opts.load(model)
     inputs = opts.inputs(loaded)
@@ -474,7 +482,8 @@ def ablate_cli(model: Model,
             task = bar.add_task(name, total=len(inputs.seqs))
             return lambda k: bar.advance(task, k)
 
-        r = ablate(loaded, what, chosen, all_layers=whole, inputs=inputs, batch_size=opts.batch_size, on_run=on_run)
+        r = ablate(loaded, what, chosen, all_layers=whole, inputs=inputs, batch_size=opts.batch_size, on_run=on_run,
+                   heads=head_list)
     publish("ablate", loaded, r, opts, out)
 
 
@@ -505,6 +514,36 @@ def gates_cli(model: Model, *, opts: Measuring):
     loaded = opts.load(model)
     r = run_metric("gates", loaded, opts.inputs(loaded), opts)
     publish("gates", loaded, r, opts, out, extra={"note": r.note})
+
+
+@command("norms")
+@user_errors
+@measuring
+def norms_cli(model: Model, *, opts: Measuring):
+    """Norms of every token's hidden state, key and value per layer (Gu et al. 2024, Sun et al. 2024): the first
+    token against the median, per position and per token string."""
+    out = opts.output("norms", model)
+    loaded = opts.load(model)
+    publish("norms", loaded, run_metric("norms", loaded, opts.inputs(loaded), opts), opts, out)
+
+
+@command("heads")
+@user_errors
+@measuring
+def heads_cli(model: Model,
+              sink_weight: Annotated[float, typer.Option(help="dormant: at least this weight on key 0, in (0, 1]")] = 0.5,
+              output_ratio: Annotated[float, typer.Option(
+                  help="dormant: output norm below this fraction of the layer's mean head output")] = 0.5,
+              *, opts: Measuring):
+    """Dormant and active heads (Guo et al. 2024, Sandoval-Segura et al. 2025): per head, the share of queries parked
+    on the sink with a small output, first-token weight and output norm, ranked; test one with `ablate --what head`."""
+    from .metrics.heads import check_dormant_options
+
+    check_dormant_options(sink_weight, output_ratio)
+    out = opts.output("heads", model)
+    loaded = opts.load(model)
+    r = run_metric("heads", loaded, opts.inputs(loaded), opts, sink_weight=sink_weight, output_ratio=output_ratio)
+    publish("heads", loaded, r, opts, out)
 
 
 @command("rank")

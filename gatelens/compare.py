@@ -62,7 +62,7 @@ def compare_models(models: list[Loaded | str], *, text: str | None = None, text_
                                 n_seqs=n_seqs, bos=bos)
         tokenizers.append(_tokenizer_key(loaded.tokenizer))
         cb = on_model(loaded.info.spec, inputs) if on_model else None
-        reports.append(report(loaded, inputs, batch_size=batch_size, options={"sink": {"eps": eps}}, on_batch=cb))
+        reports.append(report(loaded, inputs, batch_size=batch_size, options={"sink": {"eps": eps}, "received": {"eps": eps}}, on_batch=cb))
     sources = [r.sink.settings["input"] for r in reports]
     settings = {"seq_len": seq_len, "n_seqs": n_seqs, "bos": bos, "batch_size": batch_size, "eps": eps,
                 "input": sources[0]}

@@ -113,5 +113,6 @@ class ListOption:
 
 
 SEQ_LENS = ListOption("--seq-len", int, "lengths", "tokens", Range(ge=2), example="256,1024")   # BOS and a token
+HEADS = ListOption("--heads", int, "head numbers", "", Range(ge=0), example="0,3")
 LAYERS = ListOption("--layers", int, "layer numbers", "", Range(ge=0), words=("each", "all"), example="0,2",
                     omitted="each layer alone, then all")

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from .measure import Inputs, as_loaded, measure
 from .metrics.contribution import Contribution, ContributionResult
 from .metrics.received import DEFAULT_MIN_QUERIES, DEFAULT_TOP_K, Received, ReceivedResult
+from .metrics.sink import DEFAULT_EPS
 from .models.load import Loaded
 
 
@@ -53,10 +54,10 @@ class SinksResult:
 
 
 def sinks(model: Loaded | str, inputs: Inputs | None = None, *, top_k: int = DEFAULT_TOP_K,
-          min_queries: int | None = DEFAULT_MIN_QUERIES, batch_size: int = 4, on_batch: Callable[[int], None] | None = None,
+          min_queries: int | None = DEFAULT_MIN_QUERIES, eps: float = DEFAULT_EPS, batch_size: int = 4, on_batch: Callable[[int], None] | None = None,
           **input_kw) -> SinksResult:
     """Attention received per key and the sink's contribution of `model` on `inputs`, one forward per batch."""
     loaded = as_loaded(model)
-    rec, con = measure(loaded, [Received(top_k=top_k, min_queries=min_queries), Contribution()], inputs,
+    rec, con = measure(loaded, [Received(top_k=top_k, min_queries=min_queries, eps=eps), Contribution()], inputs,
                        batch_size=batch_size, on_batch=on_batch, **input_kw)
     return SinksResult(rec, con)
