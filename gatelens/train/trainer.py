@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 import os
 import platform
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import asdict
@@ -152,6 +153,11 @@ def train(cfg: TrainConfig, on_step: Callable[[int, int, float, float], None] | 
             opt.step()
             sched.step()
             loss_value = float(loss.detach())
+            if not math.isfinite(loss_value):
+                shutil.rmtree(work)  # nothing to resume: the run diverged (--out itself was never touched)
+                raise GatelensError(f"the training loss is {loss_value} at step {step + 1} of {cfg.steps}: the run "
+                                    f"diverged; lower --lr (now {cfg.lr:g}) or --grad-clip (now {cfg.grad_clip:g}), "
+                                    f"or raise --warmup-steps (now {cfg.warmup_steps})")
             state["recent"].append(loss_value)
             state["step"], state["tokens"] = step + 1, state["tokens"] + x.numel()
             state["wall_s"] = wall0 + time.perf_counter() - t0
