@@ -168,10 +168,34 @@ def measuring(fn: Callable) -> Callable:
 
 
 def output_folder(out: Path | None, command: str, specs) -> Path:
-    """The output folder (default results/<command>/<models>), checked writable before any work."""
+    """The output folder (default results/<command>/<models>), checked before any work: writable, and new, empty or
+    gatelens' own earlier output (rewritten in place), so that no file of the user's is ever replaced."""
+    from .report import is_output_folder
+
     out = out or Path("results") / command / "_vs_".join(_safe(s) for s in specs)
     check_writable(out)
+    if out.is_dir() and not is_output_folder(out):
+        raise GatelensError(f"--out {out} is a folder of other files, not gatelens output; give a new or empty folder")
     return out
+
+
+def check_table_out(out: Path) -> None:
+    """`gatelens models --out`: a Markdown file (its rows are written beside it as .json), checked before the sweep:
+    not a folder, not the .json itself, and not a file that gatelens did not write."""
+    from .models.coverage import read_rows
+
+    check_writable(out.parent)
+    if out.is_dir():
+        raise GatelensError(f"--out {out} is a folder; give the Markdown file to write, e.g. {out / 'MODELS.md'}")
+    if out.suffix.lower() == ".json":
+        raise GatelensError(f"--out {out}: the rows are written beside the table as .json; give a .md file")
+    rows = out.with_suffix(".json")
+    for taken in (p for p in (out, rows) if p.exists()):
+        try:
+            read_rows(rows)
+        except (GatelensError, OSError):
+            raise GatelensError(f"--out {out}: {taken} exists and is not a table of `gatelens models`; "
+                                "choose another --out") from None
 
 
 def _safe(spec: str) -> str:
@@ -380,10 +404,16 @@ def sink_cli(model: Model, eps: Eps = 0.3, *, opts: Measuring):
     lens = opts.lengths()
     out = opts.output("sink", model)
     loaded = opts.load(model)
-    results = [run_metric("sink", loaded, opts.inputs(loaded, n), opts, eps=eps) for n in lens]
+    inputs = [opts.inputs(loaded, n) for n in lens]
+    measured = [min(i.seq_len, i.longest) for i in inputs]   # a short text gives shorter sequences than asked
+    if len(set(measured)) < len(set(lens)):
+        raise GatelensError(f"--seq-len {opts.seq_len}: the text gives at most {max(measured)} tokens per sequence, "
+                            f"so several lengths would measure the same {max(measured)}; sweep lengths up to it")
+    results = [run_metric("sink", loaded, i, opts, eps=eps) for i in inputs]
     if len(results) == 1:
         return publish("sink", loaded, results[0], opts, out)
-    prov = report.provenance({"seq_lens": lens, **results[-1].settings}, [loaded.info.to_dict()])
+    prov = report.provenance({"seq_lens": measured, **({"seq_lens_asked": lens} if measured != lens else {}),
+                              **results[-1].settings}, [loaded.info.to_dict()])
     payload = {"f_attn": {r.settings["seq_len"]: r.f_attn for r in results},
                "lengths": [{"seq_len": r.settings["seq_len"], **r.to_dict()} for r in results], "provenance": prov}
 
@@ -802,8 +832,10 @@ def attn_map_cli(models: Annotated[list[str], typer.Argument(help="one model, or
     maps = [text_map(measure.as_loaded(m, device=device, dtype=dtype), body, layer, head, seq_len, bos, max_size)
             for m in models]
     shares = {mp.model["spec"]: mp.first_token_share for mp in maps}
-    payload = {"layer": layer, "head": head, "seq_len": seq_len, "first_token_share": shares,
-               "provenance": report.provenance({"layer": layer, "head": head, "seq_len": seq_len, "bos": bos,
+    n = max(mp.n_tokens for mp in maps)  # what was mapped: a short --prompt gives fewer tokens than --seq-len
+    measured = {"seq_len": n, **({"seq_len_asked": seq_len} if n < seq_len else {})}
+    payload = {"layer": layer, "head": head, **measured, "first_token_share": shares,
+               "provenance": report.provenance({"layer": layer, "head": head, **measured, "bos": bos,
                                                 "text": (body or "default data")[:200]}, [mp.model for mp in maps])}
     stem = f"attn_map_L{layer}" + ("_mean" if head is None else f"_H{head}")
 
@@ -859,7 +891,7 @@ def models_cli(out: Annotated[Path, typer.Option("--out", help="Markdown table t
 
     from .models import coverage
 
-    check_writable(out.parent)
+    check_table_out(out)
     wanted = types.split(",") if types else None
     known = set(coverage.causal_lm_types()) | set(coverage.PAPER_FORMATS)
     unknown = [t for t in wanted or [] if t not in known]
