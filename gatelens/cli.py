@@ -138,14 +138,21 @@ class Measuring:
 
         return measure.as_loaded(spec, device=_device(self.device), dtype=self.dtype, revision=self.revision)
 
-    def inputs(self, loaded, seq_len: int | None = None):
+    def inputs(self, loaded, seq_len: int | None = None, check: Callable | None = None):
+        return self.sweep_inputs(loaded, [seq_len or self.length()], check)[0]
+
+    def sweep_inputs(self, loaded, lengths: list[int], check: Callable | None = None) -> list:
+        """The inputs at each length; `check(inputs)` may refuse them before any note is printed."""
         from . import measure
 
-        inputs = measure.prepare_inputs(loaded, text_file=str(self.text) if self.text else None,
-                                        dataset=self.dataset, seq_len=seq_len or self.length(), n_seqs=self.n_seqs,
-                                        bos=self.bos)
-        if inputs.shortfall:  # fewer or shorter sequences than asked: said once, here, for every command
-            err_console.print(f"note: {escape(inputs.shortfall)}", highlight=False, soft_wrap=True)
+        inputs = [measure.prepare_inputs(loaded, text_file=str(self.text) if self.text else None,
+                                         dataset=self.dataset, seq_len=n, n_seqs=self.n_seqs, bos=self.bos)
+                  for n in lengths]
+        if check is not None:
+            check(inputs)
+        for i in inputs:
+            if i.shortfall:  # fewer or shorter sequences than asked: said once, here, for every command
+                err_console.print(f"note: {escape(i.shortfall)}", highlight=False, soft_wrap=True)
         return inputs
 
 
@@ -404,14 +411,11 @@ def sink_cli(model: Model, eps: Eps = 0.3, *, opts: Measuring):
     lens = opts.lengths()
     out = opts.output("sink", model)
     loaded = opts.load(model)
-    inputs = [opts.inputs(loaded, n) for n in lens]
-    measured = [min(i.seq_len, i.longest) for i in inputs]   # a short text gives shorter sequences than asked
-    if len(set(measured)) < len(set(lens)):
-        raise GatelensError(f"--seq-len {opts.seq_len}: the text gives at most {max(measured)} tokens per sequence, "
-                            f"so several lengths would measure the same {max(measured)}; sweep lengths up to it")
+    inputs = opts.sweep_inputs(loaded, lens, check=lambda xs: check_distinct(opts.seq_len, xs))
     results = [run_metric("sink", loaded, i, opts, eps=eps) for i in inputs]
     if len(results) == 1:
         return publish("sink", loaded, results[0], opts, out)
+    measured = [r.settings["seq_len"] for r in results]   # a short text gives shorter sequences than asked
     prov = report.provenance({"seq_lens": measured, **({"seq_lens_asked": lens} if measured != lens else {}),
                               **results[-1].settings}, [loaded.info.to_dict()])
     payload = {"f_attn": {r.settings["seq_len"]: r.f_attn for r in results},
@@ -435,6 +439,14 @@ def sink_cli(model: Model, eps: Eps = 0.3, *, opts: Measuring):
         for r in results:
             show(r.display())
         out_console.print(f"wrote {len(files)} files to {out}/")
+
+
+def check_distinct(asked: str, inputs: list) -> None:
+    """A sweep whose text is too short for several of its lengths would measure the same sequences twice."""
+    measured = [min(i.seq_len, i.longest) for i in inputs]
+    if len(set(measured)) < len({i.seq_len for i in inputs}):
+        raise GatelensError(f"--seq-len {asked}: the text gives at most {max(measured)} tokens per sequence, so "
+                            f"several lengths would measure the same {max(measured)}; sweep lengths up to it")
 
 
 @command("sinks")
@@ -478,14 +490,14 @@ def ablate_cli(model: Model,
                         "one at a time")] = None,
                *, opts: Measuring):
     """Causal tests, one forward each: loss change, F-Attn and M-Act with the sink or the gate ablated."""
-    from .ablate import ablate, parse_layers
+    from .ablate import ablate, check_measurable, parse_layers
 
     if what not in ABLATIONS:
         raise GatelensError(f"--what {what!r}: use one of {', '.join(ABLATIONS)}")
     chosen, whole = parse_layers(layers)
     out = opts.output("ablate", model)
     loaded = opts.load(model)
-    inputs = opts.inputs(loaded)
+    inputs = opts.inputs(loaded, check=lambda xs: check_measurable(what, xs[0]))
     with progress(f"ablate {what} {loaded.info.spec}") as bar:
         def on_run(name):
             task = bar.add_task(name, total=len(inputs.seqs))

@@ -156,8 +156,8 @@ def train(cfg: TrainConfig, on_step: Callable[[int, int, float, float], None] | 
             if not math.isfinite(loss_value):
                 shutil.rmtree(work)  # nothing to resume: the run diverged (--out itself was never touched)
                 raise GatelensError(f"the training loss is {loss_value} at step {step + 1} of {cfg.steps}: the run "
-                                    f"diverged; lower --lr (now {cfg.lr:g}) or --grad-clip (now {cfg.grad_clip:g}), "
-                                    f"or raise --warmup-steps (now {cfg.warmup_steps})")
+                                    f"diverged; lower --lr (now {cfg.lr:g}) or raise --warmup-steps "
+                                    f"(now {cfg.warmup_steps})")
             state["recent"].append(loss_value)
             state["step"], state["tokens"] = step + 1, state["tokens"] + x.numel()
             state["wall_s"] = wall0 + time.perf_counter() - t0
