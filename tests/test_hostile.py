@@ -235,11 +235,11 @@ def degenerate(bad, tmp_path_factory):
     root = tmp_path_factory.mktemp("degenerate")
     p = {**bad}
 
-    def poisoned(name, key, value):
+    def poisoned(name, key, value, model="llama", row=0):
         folder = root / name
-        shutil.copytree(bad["llama"], folder)
+        shutil.copytree(bad[model], folder)
         state = load_file(str(folder / "model.safetensors"))
-        state[key][0, 0] = value
+        state[key][row, 0] = value
         save_file(state, str(folder / "model.safetensors"), metadata={"format": "pt"})
         p[name] = folder
 
@@ -248,6 +248,7 @@ def degenerate(bad, tmp_path_factory):
     poisoned("inf-mlp", "model.layers.0.mlp.down_proj.weight", float("inf"))     # inf activations after layer 0
     poisoned("nan-key", "model.layers.0.self_attn.k_proj.weight", float("nan"))
     poisoned("nan-value", "model.layers.1.self_attn.v_proj.weight", float("nan"))
+    poisoned("nan-gate", "model.layers.1.self_attn.q_proj.weight", float("nan"), "gated", row=-1)  # a gate row
 
     def built(name, **over):
         cfg = transformers.LlamaConfig(**{**factories.COMMON, "hidden_size": 32, "intermediate_size": 48,
@@ -288,6 +289,8 @@ DEGENERATE = [
     ("rank-nan-weights", ("rank", "{nan-value}", "--weights-only"), "W_V / W_O of layer 1"),
     ("sinks-nan-activations", ("sinks", "{nan-key}", *SMALL), "attention of layer 0"),
     ("attn-map-nan-scores", ("attn-map", "{nan-key}"), "attention scores of layer 0"),
+    ("gates-nan-gate", ("gates", "{nan-gate}", *SMALL), "gate scores of layer 1"),
+    ("compare-nan-gate", ("compare", "{llama}", "{nan-gate}", *SMALL), "gate scores of layer 1"),
     ("compare-nan-activations", ("compare", "{llama}", "{nan-key}", *SMALL), "attention of layer 0"),
     ("train-diverges", ("train", *TRAIN, "--steps", "5", "--lr", "1e30", "--warmup-steps", "0"),
      "the training loss is nan at step 3 of 5"),
@@ -356,6 +359,20 @@ def test_a_diverging_training_leaves_an_overwritten_out_untouched(degenerate, tm
     assert_clean_failure(r, "at step 3 of 5")
     assert _listing(out) == [("model.safetensors", b"the previous model")]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+
+
+def test_a_non_finite_validation_names_the_training_step(tmp_path, monkeypatch):
+    from gatelens.metrics.base import check_result
+    from gatelens.metrics.perplexity import PerplexityResult
+    from gatelens.train import trainer
+
+    def evaluate(loaded, val):  # what a NaN in the LM head gives the validation pass
+        check_result(PerplexityResult(loaded.info.to_dict(), {}, float("nan"), 10))
+
+    monkeypatch.setattr(trainer, "evaluate", evaluate)
+    r = run("train", *TRAIN, "--steps", "2", "--eval-every", "1", "--out", tmp_path / "o")
+    assert_clean_failure(r, "validation at step 1 of 2: ", out=tmp_path / "o")
+    assert "perplexity is nan" in r.stderr
 
 
 def test_gatelens_own_output_folder_is_rewritten(tmp_path):

@@ -164,8 +164,12 @@ def train(cfg: TrainConfig, on_step: Callable[[int, int, float, float], None] | 
             last = state["step"] == cfg.steps
             if state["step"] % cfg.eval_every == 0 or last:
                 recent = state["recent"]
+                try:
+                    val = evaluate(loaded, data.val)
+                except GatelensError as e:  # a NaN/inf validation number: say at which step it appeared
+                    raise GatelensError(f"validation at step {state['step']} of {cfg.steps}: {e}") from None
                 state["log"].append({"step": state["step"], "tokens": state["tokens"],
-                                     "train_loss": sum(recent) / len(recent), **evaluate(loaded, data.val),
+                                     "train_loss": sum(recent) / len(recent), **val,
                                      "lr": opt.param_groups[0]["lr"], "wall_s": round(state["wall_s"], 2)})
                 state["recent"] = []
                 write_log(work / "train_log.csv", state["log"])
