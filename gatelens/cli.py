@@ -254,6 +254,7 @@ def _quiet_libraries() -> None:
 
 def user_errors(fn: Callable) -> Callable:
     """Turn GatelensError (and out-of-memory) into one line on stderr and exit code 2."""
+    own = inspect.signature(fn).parameters  # the command's options: a message names only those it has
 
     @wraps(fn)
     def wrapper(*args, **kwargs):
@@ -264,7 +265,9 @@ def user_errors(fn: Callable) -> Callable:
             err_console.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
         except MemoryError:
-            err_console.print("[bold red]error:[/] out of memory; use a smaller --batch-size or --seq-len")
+            smaller = " or ".join(f"--{n.replace('_', '-')}" for n in ("batch_size", "seq_len") if n in own)
+            fix = f"use a smaller {smaller}" if smaller else "close other programs"
+            err_console.print(f"[bold red]error:[/] out of memory; {fix}")
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
             err_console.print("interrupted; nothing was written")

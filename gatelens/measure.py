@@ -92,8 +92,9 @@ def prepare_inputs(loaded: Loaded, *, text: str | None = None, text_file: str | 
         n_unknown = sum(int((s == unknown).sum()) for s in seqs) if unknown is not None else 0
         if n_unknown:
             raise GatelensError(f"{info.spec} was trained on the synthetic task {info.eval_data['task']}: "
-                                f"{n_unknown} token(s) of the text are outside its vocabulary; drop --text to "
-                                "measure it on its task sequences, or write the text in its tokens (t0 t1 ...)")
+                                f"{n_unknown} token(s) of the text are outside its vocabulary; drop "
+                                f"{'--text' if text_file is not None else '--prompt'} to measure it on its task "
+                                "sequences, or write the text in its tokens (t0 t1 ...)")  # a text itself: attn-map
     return Inputs(seqs, source, seq_len, bos, n_seqs)
 
 

@@ -306,6 +306,7 @@ DEGENERATE = [
     ("vocabulary-smaller-than-tokenizer", ("sink", "{small-vocab}", *SMALL), "larger than the model's vocabulary"),
     ("vocabulary-smaller-compare", ("compare", "{llama}", "{small-vocab}", *SMALL),
      "token id 256 is outside {small-vocab}'s embedding (40 rows)"),
+    ("attn-map-task-model-english-prompt", ("attn-map", M, "--prompt", "hello world"), "drop --prompt"),
     ("vocabulary-smaller-attn-map", ("attn-map", "{small-vocab}", "--prompt", "hello"), "larger than the model's"),
     # ---- --out: a folder of the user's, a file, an unwritable place: refused before any work -----------------
     *[(f"{cmd}-out-folder-of-other-files", (cmd, *args, "--out", "{mine}"), "not gatelens output")
@@ -373,6 +374,19 @@ def test_a_non_finite_validation_names_the_training_step(tmp_path, monkeypatch):
     r = run("train", *TRAIN, "--steps", "2", "--eval-every", "1", "--out", tmp_path / "o")
     assert_clean_failure(r, "validation at step 1 of 2: ", out=tmp_path / "o")
     assert "perplexity is nan" in r.stderr
+
+
+@pytest.mark.parametrize("argv", [("attn-map", M), ("sink", M)])
+def test_out_of_memory_names_options_the_command_has(argv, tmp_path, monkeypatch):
+    import gatelens.measure
+
+    def oom(*a, **k):
+        raise MemoryError
+
+    monkeypatch.setattr(gatelens.measure, "as_loaded", oom)
+    r = run(*argv, "--out", tmp_path / "o")
+    assert_clean_failure(r, "out of memory; use a smaller ", out=tmp_path / "o")
+    assert_options_exist(argv[0], r.stderr)
 
 
 def test_gatelens_own_output_folder_is_rewritten(tmp_path):
