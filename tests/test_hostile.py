@@ -389,6 +389,21 @@ def test_out_of_memory_names_options_the_command_has(argv, tmp_path, monkeypatch
     assert_options_exist(argv[0], r.stderr)
 
 
+def test_a_non_finite_result_names_its_metric_layer_and_head():
+    from gatelens.errors import GatelensError
+    from gatelens.metrics.base import HeadLayer, check_result
+    from gatelens.metrics.sink import SinkResult
+
+    model = {"spec": "m", "dtype": "bfloat16"}
+    fine = [HeadLayer(0, {"f_attn": [0.1, 0.2], "sink_rate": [0.0, 0.5]})]
+    check_result(SinkResult(model, {}, fine))
+    broken = fine + [HeadLayer(1, {"f_attn": [0.3, float("inf")], "sink_rate": [0.0, 0.5]})]
+    with pytest.raises(GatelensError) as e:
+        check_result(SinkResult(model, {}, broken), " with --what sink in layer(s) 1")
+    assert str(e.value).startswith("m: f_attn is inf (first in layer 1 head 1) with --what sink in layer(s) 1, ")
+    assert str(e.value).endswith("bfloat16 may be too narrow for these values: retry with --dtype float32")
+
+
 def test_gatelens_own_output_folder_is_rewritten(tmp_path):
     out = tmp_path / "o"
     for _ in range(2):
