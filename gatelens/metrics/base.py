@@ -129,7 +129,8 @@ def check_result(result, during: str = "") -> None:
 
 
 def _first_non_finite(obj, key: str, at: str = "") -> str | None:
-    """' in layer L head H': where `key` first holds NaN/inf in a result's dict (children before their summary)."""
+    """' (first in layer L head H)': where `key` first holds NaN/inf in a result's dict, children (heads) before
+    their summary (the layer mean); '' when only a top-level number is, None when none is."""
     if isinstance(obj, list):
         return next((w for x in obj if (w := _first_non_finite(x, key, at)) is not None), None)
     if not isinstance(obj, dict):
