@@ -32,7 +32,7 @@ import torch
 from . import attention, data
 from .errors import GatelensError
 from .kernels import explicit_mask
-from .measure import Inputs, as_loaded, pad_id, prepare_inputs, run, settings_of
+from .measure import Inputs, as_loaded, finish, pad_id, prepare_inputs, run, settings_of
 from .metrics import Massive, Perplexity, Sink
 from .metrics.base import Probe, gate_logits, hidden, with_gate_logits
 from .metrics.massive import ABS_THRESHOLD, RATIO, histogram_medians, massive_mask, sequence_histograms
@@ -278,6 +278,19 @@ def check_ablation(loaded: Loaded, what: str, layers: list[int] | None, heads: l
     return valid
 
 
+MIN_TOKENS_SINK = 3  # position 1 must predict a token: the loss counts positions 0..n-2, the ablation changes >= 1
+
+
+def check_measurable(what: str, inputs: Inputs) -> None:
+    """Refuse a sink ablation whose loss cannot change: with n tokens the loss counts the predictions made at
+    positions 0..n-2, and masking key 0 changes only queries at positions >= 1 (position 0 sees key 0 alone)."""
+    n = inputs.longest
+    if what == "sink" and n < MIN_TOKENS_SINK:
+        given = f"--seq-len {n}" if n >= inputs.seq_len else f"a text of {n} tokens"
+        raise GatelensError(f"--what sink with {given} measures nothing: the loss's only prediction is made at "
+                            f"position 0, which sees key 0 alone; use at least --seq-len {MIN_TOKENS_SINK}")
+
+
 def parse_layers(value: str | tuple | None) -> tuple[list[int] | None, bool]:
     """--layers: None/'each' (each layer alone, then all), 'all' (all at once only) or a comma list (each alone);
     text is read by the one comma-list parser (gatelens.options.LAYERS), which the CLI has already applied."""
@@ -295,7 +308,8 @@ def _one(loaded: Loaded, inputs: Inputs, batch_size: int, edit: Ablation | None,
     probes = [Sink(), Massive(top_k=1), Perplexity(), *extra]
     batches = data.batches(inputs.seqs, batch_size, pad_id(loaded))
     run(loaded, batches, ([edit] if edit else []) + probes, on_batch)  # the edit's hooks first: probes see its output
-    return tuple(p.finish(loaded, settings_of(inputs, batch_size)) for p in probes)
+    during = "" if edit is None else f" with --what {edit.what} in layer(s) {','.join(map(str, sorted(edit.layers)))}"
+    return tuple(finish(loaded, probes, settings_of(inputs, batch_size), during))
 
 
 def ablate(model: Loaded | str, what: str, layers: list[int] | None = None, *, all_layers: bool = True,
@@ -309,6 +323,7 @@ def ablate(model: Loaded | str, what: str, layers: list[int] | None = None, *, a
     loaded = as_loaded(model)
     valid = check_ablation(loaded, what, layers, heads)
     inputs = inputs or prepare_inputs(loaded, **input_kw)
+    check_measurable(what, inputs)
     each = valid if layers is None else layers
     whole = all_layers and (len(valid) > 1 or not each)   # one attention layer: "all" is that layer again
     configs = [("none", "", None)] + [(what, str(x), [x]) for x in each] + ([(what, "all", valid)] if whole else [])

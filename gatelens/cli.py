@@ -148,15 +148,21 @@ class Measuring:
 
     def inputs(self, loaded, seq_len: int | None = None, check: Callable | None = None):
         """The command's sequences; `check(inputs)` refuses what the text really gave before the note on it."""
+        one = None if check is None else (lambda xs: check(xs[0]))
+        return self.sweep_inputs(loaded, [seq_len or self.length()], one)[0]
+
+    def sweep_inputs(self, loaded, lengths: list[int], check: Callable | None = None) -> list:
+        """The inputs at each length; `check(inputs)` may refuse them before any note is printed."""
         from . import measure
 
-        inputs = measure.prepare_inputs(loaded, text_file=str(self.text) if self.text else None,
-                                        dataset=self.dataset, seq_len=seq_len or self.length(), n_seqs=self.n_seqs,
-                                        bos=self.bos)
+        inputs = [measure.prepare_inputs(loaded, text_file=str(self.text) if self.text else None,
+                                         dataset=self.dataset, seq_len=n, n_seqs=self.n_seqs, bos=self.bos)
+                  for n in lengths]
         if check is not None:
             check(inputs)
-        if inputs.shortfall:  # fewer or shorter sequences than asked: said once, here, for every command
-            err_console.print(f"note: {escape(inputs.shortfall)}", highlight=False, soft_wrap=True)
+        for i in inputs:
+            if i.shortfall:  # fewer or shorter sequences than asked: said once, here, for every command
+                err_console.print(f"note: {escape(i.shortfall)}", highlight=False, soft_wrap=True)
         return inputs
 
 
@@ -179,10 +185,39 @@ def measuring(fn: Callable) -> Callable:
 
 
 def output_folder(out: Path | None, command: str, specs) -> Path:
-    """The output folder (default results/<command>/<models>), checked writable before any work."""
+    """The output folder (default results/<command>/<models>), checked before any work: writable, and new, empty or
+    gatelens' own earlier output (rewritten in place), so that no file of the user's is ever replaced."""
+    from .report import is_output_folder
+
     out = out or Path("results") / command / "_vs_".join(_safe(s) for s in specs)
     check_writable(out)
+    if out.is_dir() and not is_output_folder(out):
+        raise GatelensError(f"--out {out} is a folder of other files, not gatelens output; give a new or empty folder")
     return out
+
+
+def check_table_out(out: Path) -> None:
+    """`gatelens models --out`: a Markdown file (its rows are written beside it as .json), checked before the sweep:
+    not a folder, not the .json itself, and not a file that gatelens did not write."""
+    from .models.coverage import read_rows
+
+    if out.is_dir():
+        raise GatelensError(f"--out {out} is a folder; give the Markdown file to write, e.g. {out / 'MODELS.md'}")
+    if out.suffix.lower() == ".json":
+        raise GatelensError(f"--out {out}: the rows are written beside the table as .json; give a .md file")
+    if out.suffix.lower() != ".md":
+        raise GatelensError(f"--out {out}: give a Markdown file ending in .md (its rows go to the .json beside it)")
+    if out.with_suffix(".json").is_dir():
+        raise GatelensError(f"--out {out}: {out.with_suffix('.json')} is a folder, where the table's .json goes; "
+                            "choose another --out")
+    check_writable(out.parent)
+    rows = out.with_suffix(".json")
+    for taken in (p for p in (out, rows) if p.exists()):
+        try:
+            read_rows(rows)
+        except (GatelensError, OSError):
+            raise GatelensError(f"--out {out}: {taken} exists and is not a table of `gatelens models`; "
+                                "choose another --out") from None
 
 
 def _safe(spec: str) -> str:
@@ -247,6 +282,7 @@ def _show_notes() -> None:
 
 def user_errors(fn: Callable) -> Callable:
     """Turn GatelensError (and out-of-memory) into one line on stderr and exit code 2."""
+    own = inspect.signature(fn).parameters  # the command's options: a message names only those it has
 
     @wraps(fn)
     def wrapper(*args, **kwargs):
@@ -258,7 +294,9 @@ def user_errors(fn: Callable) -> Callable:
             err_console.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
         except MemoryError:
-            err_console.print("[bold red]error:[/] out of memory; use a smaller --batch-size or --seq-len")
+            smaller = " or ".join(f"--{n.replace('_', '-')}" for n in ("batch_size", "seq_len") if n in own)
+            fix = f"use a smaller {smaller}" if smaller else "close other programs"
+            err_console.print(f"[bold red]error:[/] out of memory; {fix}")
             raise typer.Exit(2) from None
         except KeyboardInterrupt as e:  # its message, if any, says what was kept (train's checkpoint)
             err_console.print(f"interrupted; {escape(str(e)) or 'nothing was written'}")
@@ -393,10 +431,13 @@ def sink_cli(model: Model, eps: Eps = 0.3, *, opts: Measuring):
     lens = opts.lengths()
     out = opts.output("sink", model)
     loaded = opts.load(model)
-    results = [run_metric("sink", loaded, opts.inputs(loaded, n), opts, eps=eps) for n in lens]
+    inputs = opts.sweep_inputs(loaded, lens, check=lambda xs: check_distinct(opts.seq_len, xs))
+    results = [run_metric("sink", loaded, i, opts, eps=eps) for i in inputs]
     if len(results) == 1:
         return publish("sink", loaded, results[0], opts, out)
-    prov = report.provenance({"seq_lens": lens, **results[-1].settings}, [loaded.info.to_dict()])
+    measured = [r.settings["seq_len"] for r in results]   # a short text gives shorter sequences than asked
+    prov = report.provenance({"seq_lens": measured, **({"seq_lens_asked": lens} if measured != lens else {}),
+                              **results[-1].settings}, [loaded.info.to_dict()])
     payload = {"f_attn": {r.settings["seq_len"]: r.f_attn for r in results},
                "lengths": [{"seq_len": r.settings["seq_len"], **r.to_dict()} for r in results], "provenance": prov}
 
@@ -418,6 +459,14 @@ def sink_cli(model: Model, eps: Eps = 0.3, *, opts: Measuring):
         for r in results:
             show(r.display())
         out_console.print(f"wrote {len(files)} files to {out}/")
+
+
+def check_distinct(asked: str, inputs: list) -> None:
+    """A sweep whose text is too short for several of its lengths would measure the same sequences twice."""
+    measured = [min(i.seq_len, i.longest) for i in inputs]
+    if len(set(measured)) < len({i.seq_len for i in inputs}):
+        raise GatelensError(f"--seq-len {asked}: the text gives at most {max(measured)} tokens per sequence, so "
+                            f"several lengths would measure the same {max(measured)}; sweep lengths up to it")
 
 
 @command("sinks")
@@ -468,7 +517,7 @@ def ablate_cli(model: Model,
                    help="with --what head: the heads zeroed in each of --layers (each alone, then together)")] = None,
                *, opts: Measuring):
     """Causal tests, one forward each: loss change, F-Attn and M-Act with the sink or the gate ablated."""
-    from .ablate import ablate, parse_layers
+    from .ablate import ablate, check_measurable, parse_layers
 
     if what not in ABLATIONS:
         raise GatelensError(f"--what {what!r}: use one of {', '.join(ABLATIONS)}")
@@ -476,7 +525,7 @@ def ablate_cli(model: Model,
     head_list = None if heads is None else list(heads)
     out = opts.output("ablate", model)
     loaded = opts.load(model)
-    inputs = opts.inputs(loaded)
+    inputs = opts.inputs(loaded, check=lambda xs: check_measurable(what, xs[0]))
     with progress(f"ablate {what} {loaded.info.spec}") as bar:
         def on_run(name):
             task = bar.add_task(name, total=len(inputs.seqs))
@@ -854,8 +903,10 @@ def attn_map_cli(models: Annotated[list[str], typer.Argument(help="one model, or
     maps = [text_map(measure.as_loaded(m, device=device, dtype=dtype), body, layer, head, seq_len, bos, max_size)
             for m in models]
     shares = {mp.model["spec"]: mp.first_token_share for mp in maps}
-    payload = {"layer": layer, "head": head, "seq_len": seq_len, "first_token_share": shares,
-               "provenance": report.provenance({"layer": layer, "head": head, "seq_len": seq_len, "bos": bos,
+    n = max(mp.n_tokens for mp in maps)  # what was mapped: a short --prompt gives fewer tokens than --seq-len
+    measured = {"seq_len": n, **({"seq_len_asked": seq_len} if n < seq_len else {})}
+    payload = {"layer": layer, "head": head, **measured, "first_token_share": shares,
+               "provenance": report.provenance({"layer": layer, "head": head, **measured, "bos": bos,
                                                 "text": (body or "default data")[:200]}, [mp.model for mp in maps])}
     stem = f"attn_map_L{layer}" + ("_mean" if head is None else f"_H{head}")
 
@@ -894,19 +945,6 @@ def figures_cli(config: Annotated[Path, typer.Option("--config", help="models an
     out_console.print(f"wrote {len(files)} files to {cfg.out}/")
 
 
-def check_table_path(out: Path) -> None:
-    """`models --out`: a Markdown file whose .json can sit beside it, in a folder we can write; checked before
-    the sweep (minutes) rather than when writing."""
-    if out.is_dir():
-        raise GatelensError(f"--out {out} is a folder; give the Markdown file to write, e.g. {out / 'MODELS.md'}")
-    if out.suffix.lower() != ".md":
-        raise GatelensError(f"--out {out}: give a Markdown file ending in .md (its rows go to the .json beside it)")
-    if out.with_suffix(".json").is_dir():
-        raise GatelensError(f"--out {out}: {out.with_suffix('.json')} is a folder, where the table's .json goes; "
-                            "choose another --out")
-    check_writable(out.parent)
-
-
 @command("models")
 @user_errors
 def models_cli(out: Annotated[Path, typer.Option("--out", help="Markdown table to write (a .json of the rows "
@@ -925,7 +963,7 @@ def models_cli(out: Annotated[Path, typer.Option("--out", help="Markdown table t
     from . import report
     from .models import coverage
 
-    check_table_path(out)
+    check_table_out(out)
     wanted = list(types) if types is not None else None
     known = set(coverage.causal_lm_types()) | set(coverage.PAPER_FORMATS)
     unknown = [t for t in wanted or [] if t not in known]

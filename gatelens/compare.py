@@ -64,8 +64,11 @@ def compare_models(models: list[Loaded | str], *, text: str | None = None, text_
         cb = on_model(loaded.info.spec, inputs) if on_model else None
         reports.append(report(loaded, inputs, batch_size=batch_size, options={"sink": {"eps": eps}, "received": {"eps": eps}}, on_batch=cb))
     sources = [r.sink.settings["input"] for r in reports]
-    settings = {"seq_len": seq_len, "n_seqs": n_seqs, "bos": bos, "batch_size": batch_size, "eps": eps,
-                "input": sources[0]}
+    first = reports[0].sink.settings   # what was measured: a short text gives fewer or shorter sequences than asked
+    settings = {"seq_len": first["seq_len"], "n_seqs": first["n_seqs"], "bos": bos, "batch_size": batch_size,
+                "eps": eps, "input": sources[0]}
+    if (first["seq_len"], first["n_seqs"]) != (seq_len, n_seqs):
+        settings.update(seq_len_asked=seq_len, n_seqs_asked=n_seqs)
     if len(set(sources)) > 1 or len({(r.sink.settings["n_seqs"], r.sink.settings["seq_len"]) for r in reports}) > 1:
         settings.update(inputs_differ=True, inputs=[{"model": r.info["spec"], **{k: r.sink.settings[k] for k in
                                                     ("input", "n_seqs", "seq_len", "n_tokens")}} for r in reports])

@@ -16,7 +16,7 @@ from . import data
 from .errors import GatelensError
 from .kernels import chunk_scores
 from .measure import as_loaded, run
-from .metrics.base import Probe
+from .metrics.base import Probe, check_finite
 from .models.load import Loaded
 
 
@@ -29,6 +29,7 @@ class AttentionMap:
     pooled: int                  # tokens per cell (1 = exact map)
     model: dict
     first_token_share: float     # mean weight on key 0 over queries >= 1 (unpooled)
+    n_tokens: int = 0            # tokens of the text mapped (BOS included)
 
 
 class Pattern(Probe):
@@ -54,6 +55,8 @@ class Pattern(Probe):
             e = min(s + self.chunk, n)
             mask = None if ev.mask is None else ev.mask[:1]
             scores = chunk_scores(q, k, ev.scale, mask, mask is None, s, e)       # [1, h, c, n]
+            # -inf is a masked key; NaN or +inf is a broken model, which softmax would turn into a blank map
+            check_finite(f"the attention scores of layer {ev.layer}", scores.masked_fill(scores.isneginf(), 0))
             p = scores.softmax(-1).nan_to_num(0.0).mean(1)[0]                   # [c, n], mean over heads
             rows = torch.arange(s, e)
             first += p[rows >= 1, 0].sum()
@@ -80,7 +83,7 @@ def attention_map(model: Loaded | str, ids: torch.Tensor, layer: int, head: int 
     run(loaded, data.batches([ids], 1), [probe])
     pattern, share, pool = probe.result
     tokens = [loaded.tokenizer.decode([int(t)]) for t in ids] if pool == 1 else []
-    return AttentionMap(pattern, tokens, layer, head, pool, info.to_dict(), share)
+    return AttentionMap(pattern, tokens, layer, head, pool, info.to_dict(), share, len(ids))
 
 
 def text_map(model: Loaded | str, text: str | None = None, layer: int = 0, head: int | None = None,
@@ -94,4 +97,6 @@ def text_map(model: Loaded | str, text: str | None = None, layer: int = 0, head:
 
 
 def _ranges(xs: list[int]) -> str:
+    if not xs:
+        return "none"
     return f"{xs[0]}..{xs[-1]}" if xs == list(range(xs[0], xs[-1] + 1)) else ", ".join(map(str, xs))

@@ -37,6 +37,23 @@ def provenance(settings: dict, models: list[dict], seed: int | None = 0) -> dict
             "versions": versions()}
 
 
+def is_output_folder(folder: Path) -> bool:
+    """Whether `folder` may receive gatelens' files: it holds nothing visible, or an earlier gatelens output (a JSON
+    with provenance naming gatelens' version, as every command writes)."""
+    visible = [p for p in Path(folder).iterdir() if not p.name.startswith(".")]
+    return not visible or any(_is_gatelens_json(p) for p in visible if p.suffix == ".json" and p.is_file())
+
+
+def _is_gatelens_json(path: Path) -> bool:
+    try:
+        obj = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    prov = obj.get("provenance") if isinstance(obj, dict) else None
+    versions = prov.get("versions") if isinstance(prov, dict) else None
+    return isinstance(versions, dict) and "gatelens" in versions
+
+
 def markdown(df: pd.DataFrame, floatfmt: str = ".4f") -> str:
     cols = list(df.columns)
     lines = ["| " + " | ".join(map(str, cols)) + " |", "|" + "---|" * len(cols)]

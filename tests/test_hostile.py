@@ -118,7 +118,7 @@ CASES = [
     ("bench-device", ("bench", M, "--device", "tpu"), "--device 'tpu'"),
     ("train-gate", ("train", "--gate", "sideways"), "sideways"),
     ("train-device", ("train", "--device", "tpu"), "tpu"),
-    ("train-task-params", ("train", "--task", "bigram-backcopy", "--task-params", "{not json"), "--task-params"),
+    ("train-task-params", ("train", "--data", "bigram-backcopy", "--task-params", "{not json"), "--task-params"),
     ("attn-map-text-and-prompt", ("attn-map", M, "--text", "{english.txt}", "--prompt", "t1 t2"), "not both"),
     ("attn-map-device", ("attn-map", M, "--device", "tpu"), "--device 'tpu'"),
     ("compare-one-model", ("compare", "{llama}"), "baseline and at least one gated"),
@@ -267,7 +267,285 @@ def test_user_mistake_is_one_clean_line(argv, phrase, bad, tmp_path):
     out = tmp_path / "o"
     if "--out" not in argv and argv[0] != "figures" and len(argv) > 1:
         argv += ["--out", str(out)]
-    assert_clean_failure(run(*argv), phrase, out=out)
+    r = run(*argv)
+    assert_clean_failure(r, phrase, out=out)
+    assert_options_exist(argv[0], r.stderr)
+
+
+# ---- issue 24 part 4: a degenerate result is never printed as a finding (begin) ---------------------------
+# Non-finite weights or activations, a diverging training, inputs that cannot measure anything, and --out
+# folders or files that are not gatelens' own: one line naming where or what, exit 2, nothing written.
+
+def _options(command: str) -> set[str]:
+    import typer.main
+
+    params = typer.main.get_command(app).commands[command].params
+    return {"--help"} | {o for p in params for o in (*p.opts, *getattr(p, "secondary_opts", ())) if o.startswith("--")}
+
+
+def assert_options_exist(command: str, text: str) -> None:
+    """Every --option an error names exists on the command that printed it (or, inside `gatelens CMD ...`, on CMD);
+    other quoted commands (`pip install --no-deps ...`) are not gatelens'."""
+    import re
+
+    spans = re.findall(r"`([^`]*)`", text)
+    for span in spans:
+        words = span.split()
+        if words[:1] == ["gatelens"] and len(words) > 1:
+            for opt in re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*", span):
+                assert opt in _options(words[1]), f"`{span}` names {opt}, which gatelens {words[1]} does not have"
+    text = re.sub(r"No such option: --[\w-]+", "", text)                # the user's own typo, repeated
+    for opt in re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*", re.sub(r"`[^`]*`", "", text)):
+        assert opt in _options(command), f"gatelens {command} has no {opt}, but its error names it: {text}"
+
+
+@pytest.fixture(scope="module")
+def degenerate(bad, tmp_path_factory):
+    """Tiny models whose weights hold NaN/inf, a zero-layer model, a vocabulary smaller than its tokenizer, a folder
+    of the user's, and short texts: name -> path."""
+    import transformers
+    from safetensors.torch import load_file, save_file
+
+    root = tmp_path_factory.mktemp("degenerate")
+    p = {**bad}
+
+    def poisoned(name, key, value, model="llama", row=0):
+        folder = root / name
+        shutil.copytree(bad[model], folder)
+        state = load_file(str(folder / "model.safetensors"))
+        state[key][row, 0] = value
+        save_file(state, str(folder / "model.safetensors"), metadata={"format": "pt"})
+        p[name] = folder
+
+    poisoned("nan-lm-head", "lm_head.weight", float("nan"))
+    poisoned("inf-lm-head", "lm_head.weight", float("inf"))
+    poisoned("inf-mlp", "model.layers.0.mlp.down_proj.weight", float("inf"))     # inf activations after layer 0
+    poisoned("nan-key", "model.layers.0.self_attn.k_proj.weight", float("nan"))
+    poisoned("nan-value", "model.layers.1.self_attn.v_proj.weight", float("nan"))
+    poisoned("nan-gate", "model.layers.1.self_attn.q_proj.weight", float("nan"), "gated", row=-1)  # a gate row
+
+    def built(name, **over):
+        cfg = transformers.LlamaConfig(**{**factories.COMMON, "hidden_size": 32, "intermediate_size": 48,
+                                          "num_hidden_layers": 2, "num_attention_heads": 2,
+                                          "max_position_embeddings": 64, **over})
+        transformers.AutoModelForCausalLM.from_config(cfg).save_pretrained(root / name)
+        factories.TOK.save_pretrained(root / name)
+        p[name] = root / name
+
+    built("zero-layers", num_hidden_layers=0)
+    built("small-vocab", vocab_size=40, pad_token_id=0, bos_token_id=1, eos_token_id=2)  # the byte tokenizer: 259
+
+    (root / "mine").mkdir()
+    (root / "mine" / "notes.txt").write_text("the user's own file\n")
+    p["mine"] = root / "mine"
+    (root / "mine-too.md").write_text("# a table of the user's\n")
+    p["mine-too.md"] = root / "mine-too.md"
+    for name, text in {"a.txt": "a", "abc.txt": "abc"}.items():
+        (root / name).write_text(text)
+        p[name] = root / name
+    return p
+
+
+SMALL = ("--seq-len", "16", "--n-seqs", "2")
+TRAIN = ("--d-model", "16", "--ffn", "32", "--seq-len", "16", "--batch-size", "2", "--eval-seqs", "2",
+         "--eval-every", "100", "--ckpt-every", "100")
+# command -> the arguments it needs besides --out, for the --out rows of every command
+OUT_ARGS = {"sink": (M,), "sinks": (M,), "massive": (M,), "gates": ("mech-gated",), "rank": (M,), "ablate": (M,),
+            "compare": (M, "mech-gated"), "attn-map": (M,), "bench": (M,)}
+DEGENERATE = [
+    # ---- non-finite numbers: the metric, layer or step where the first one appeared ------------------------
+    ("compare-nan-lm-head", ("compare", "{llama}", "{nan-lm-head}", *SMALL), "{nan-lm-head}: perplexity is nan"),
+    ("compare-inf-lm-head", ("compare", "{llama}", "{inf-lm-head}", *SMALL), "{inf-lm-head}: perplexity is nan"),
+    ("ablate-nan-lm-head", ("ablate", "{nan-lm-head}", *SMALL), "perplexity is nan"),
+    ("sink-inf-activations", ("sink", "{inf-mlp}", *SMALL), "non-finite values (NaN/inf) in attention of layer 1"),
+    ("massive-inf-activations", ("massive", "{inf-mlp}", *SMALL), "hidden state after layer 0"),
+    ("rank-nan-activations", ("rank", "{nan-key}", *SMALL), "attention output of layer 0"),
+    ("rank-nan-weights", ("rank", "{nan-value}", "--weights-only"), "W_V / W_O of layer 1"),
+    ("sinks-nan-activations", ("sinks", "{nan-key}", *SMALL), "attention of layer 0"),
+    ("attn-map-nan-scores", ("attn-map", "{nan-key}"), "attention scores of layer 0"),
+    ("gates-nan-gate", ("gates", "{nan-gate}", *SMALL), "gate scores of layer 1"),
+    ("compare-nan-gate", ("compare", "{llama}", "{nan-gate}", *SMALL), "gate scores of layer 1"),
+    ("compare-nan-activations", ("compare", "{llama}", "{nan-key}", *SMALL), "attention of layer 0"),
+    ("train-diverges", ("train", *TRAIN, "--steps", "5", "--lr", "1e30", "--warmup-steps", "0"),
+     "the training loss is nan at step 3 of 5"),
+    # ---- inputs that cannot measure anything ---------------------------------------------------------------
+    ("ablate-sink-seq-len-2", ("ablate", M, "--seq-len", "2"), "--what sink with --seq-len 2 measures nothing"),
+    ("ablate-sink-two-token-text", ("ablate", "{llama}", "--text", "{a.txt}"), "a text of 2 tokens measures nothing"),
+    ("sink-sweep-collapsed-by-short-text", ("sink", "{llama}", "--text", "{abc.txt}", "--seq-len", "8,16"),
+     "at most 4 tokens per sequence"),
+    ("zero-layers-sink", ("sink", "{zero-layers}", *SMALL), "has 0 decoder layers"),
+    ("zero-layers-massive", ("massive", "{zero-layers}", *SMALL), "has 0 decoder layers"),
+    ("zero-layers-ablate", ("ablate", "{zero-layers}", *SMALL), "has 0 decoder layers"),
+    ("zero-layers-attn-map", ("attn-map", "{zero-layers}"), "attention layers: none"),
+    ("vocabulary-smaller-than-tokenizer", ("sink", "{small-vocab}", *SMALL), "larger than the model's vocabulary"),
+    ("vocabulary-smaller-compare", ("compare", "{llama}", "{small-vocab}", *SMALL),
+     "token id 256 is outside {small-vocab}'s embedding (40 rows)"),
+    ("attn-map-task-model-english-prompt", ("attn-map", M, "--prompt", "hello world"), "drop --prompt"),
+    ("vocabulary-smaller-attn-map", ("attn-map", "{small-vocab}", "--prompt", "hello"), "larger than the model's"),
+    # ---- --out: a folder of the user's, a file, an unwritable place: refused before any work -----------------
+    *[(f"{cmd}-out-folder-of-other-files", (cmd, *args, "--out", "{mine}"), "not gatelens output")
+      for cmd, args in OUT_ARGS.items()],
+    *[(f"{cmd}-out-unwritable", (cmd, *args, "--out", "/proc/gatelens-out"), "choose another --out")
+      for cmd, args in OUT_ARGS.items() if cmd != "sink"],
+    *[(f"{cmd}-out-is-a-file", (cmd, *args, "--out", "{taken}"), "is a file")
+      for cmd, args in OUT_ARGS.items() if cmd in ("sinks", "gates", "rank", "ablate")],
+    ("train-out-existing-folder", ("train", "--steps", "1", "--out", "{mine}"), "already exists"),
+    ("train-out-unwritable", ("train", "--steps", "1", "--out", "/proc/gatelens-out"), "choose another --out"),
+    ("models-out-folder", ("models", "--types", "llama", "--out", "{mine}"), "is a folder"),
+    ("models-out-json", ("models", "--types", "llama", "--out", "{root}/m/MODELS.json"), "give a .md file"),
+    ("models-out-file-of-the-user", ("models", "--types", "llama", "--out", "{mine-too.md}"),
+     "is not a table of `gatelens models`"),
+    ("models-out-unwritable", ("models", "--types", "llama", "--out", "/proc/gatelens-out/MODELS.md"),
+     "choose another --out"),
+]
+
+
+def _listing(folder) -> list:
+    return sorted((str(p.relative_to(folder)), p.read_bytes()) for p in folder.rglob("*") if p.is_file())
+
+
+@pytest.mark.parametrize("argv, phrase", [c[1:] for c in DEGENERATE], ids=[c[0] for c in DEGENERATE])
+def test_degenerate_result_is_one_clean_line(argv, phrase, degenerate, tmp_path, monkeypatch):
+    import gatelens.models.coverage
+
+    argv = [_fill(a, degenerate) for a in argv]
+    out = tmp_path / "o"
+    if "--out" not in argv:
+        argv += ["--out", str(out)]
+    mine = _listing(degenerate["mine"]), degenerate["mine-too.md"].read_bytes()
+    monkeypatch.setattr(gatelens.models.coverage, "sweep", lambda *a, **k: pytest.fail("swept before checking --out"))
+    r = run(*argv)
+    assert_clean_failure(r, _fill(phrase, degenerate), out=out)
+    assert_options_exist(argv[0], r.stderr)
+    assert (_listing(degenerate["mine"]), degenerate["mine-too.md"].read_bytes()) == mine  # the user's files untouched
+    assert not list(tmp_path.glob(".o*")), list(tmp_path.glob(".o*"))                   # no work folder left beside
+
+
+def test_there_are_at_least_thirteen_degenerate_rows():
+    assert len(DEGENERATE) >= 13 and len({c[0] for c in DEGENERATE}) == len(DEGENERATE)
+    assert len({c[0] for c in DEGENERATE} & {c[0] for c in CASES}) == 0
+
+
+def test_a_diverging_training_leaves_an_overwritten_out_untouched(degenerate, tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "model.safetensors").write_bytes(b"the previous model")
+    r = run("train", *TRAIN, "--steps", "5", "--lr", "1e30", "--warmup-steps", "0", "--overwrite", "--out", out)
+    assert_clean_failure(r, "at step 3 of 5")
+    assert _listing(out) == [("model.safetensors", b"the previous model")]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+
+
+def test_a_non_finite_validation_names_the_training_step(tmp_path, monkeypatch):
+    from gatelens.metrics.base import check_result
+    from gatelens.metrics.perplexity import PerplexityResult
+    from gatelens.train import trainer
+
+    def evaluate(loaded, val):  # what a NaN in the LM head gives the validation pass
+        check_result(PerplexityResult(loaded.info.to_dict(), {}, float("nan"), 10))
+
+    monkeypatch.setattr(trainer, "evaluate", evaluate)
+    r = run("train", *TRAIN, "--steps", "2", "--eval-every", "1", "--out", tmp_path / "o")
+    assert_clean_failure(r, "validation at step 1 of 2: ", out=tmp_path / "o")
+    assert "perplexity is nan" in r.stderr
+
+
+@pytest.mark.parametrize("argv", [("attn-map", M), ("sink", M)])
+def test_out_of_memory_names_options_the_command_has(argv, tmp_path, monkeypatch):
+    import gatelens.measure
+
+    def oom(*a, **k):
+        raise MemoryError
+
+    monkeypatch.setattr(gatelens.measure, "as_loaded", oom)
+    r = run(*argv, "--out", tmp_path / "o")
+    assert_clean_failure(r, "out of memory; use a smaller ", out=tmp_path / "o")
+    assert_options_exist(argv[0], r.stderr)
+
+
+def test_a_non_finite_result_names_its_metric_layer_and_head():
+    from gatelens.errors import GatelensError
+    from gatelens.metrics.base import HeadLayer, check_result
+    from gatelens.metrics.sink import SinkResult
+
+    model = {"spec": "m", "dtype": "bfloat16"}
+    fine = [HeadLayer(0, {"f_attn": [0.1, 0.2], "sink_rate": [0.0, 0.5]})]
+    check_result(SinkResult(model, {}, fine))
+    broken = fine + [HeadLayer(1, {"f_attn": [0.3, float("inf")], "sink_rate": [0.0, 0.5]})]
+    with pytest.raises(GatelensError) as e:
+        check_result(SinkResult(model, {}, broken), " with --what sink in layer(s) 1")
+    assert str(e.value).startswith("m: f_attn is inf (first in layer 1 head 1) with --what sink in layer(s) 1, ")
+    assert str(e.value).endswith("bfloat16 may be too narrow for these values: retry with --dtype float32")
+
+
+def test_gatelens_own_output_folder_is_rewritten(tmp_path):
+    out = tmp_path / "o"
+    for _ in range(2):
+        r = run("sink", M, "--seq-len", 16, "--n-seqs", 1, "--out", out)
+        assert r.exit_code == 0, r.output
+    assert (out / "sink.json").is_file()
+
+
+def test_attn_map_json_records_the_prompts_real_token_count(tmp_path):
+    r = run("attn-map", M, "--prompt", "t1 t2 t3", "--json", "--out", tmp_path / "o")
+    assert r.exit_code == 0, r.output
+    obj = json.loads(r.stdout)
+    n = obj["provenance"]["settings"]["seq_len"]
+    assert obj["seq_len"] == n < 64 and obj["seq_len_asked"] == obj["provenance"]["settings"]["seq_len_asked"] == 64
+    shown = json.loads((tmp_path / "o" / "attn_map_L0_mean.json").read_text())
+    assert shown["seq_len"] == n
+    assert n == 4  # BOS + t1 t2 t3 in the task's word-level vocabulary
+
+
+def test_compare_settings_are_what_was_measured(degenerate, tmp_path):
+    r = run("compare", degenerate["llama"], degenerate["llama"], "--text", degenerate["abc.txt"], "--json",
+            "--out", tmp_path / "o")
+    assert r.exit_code == 0, r.output
+    s = json.loads(r.stdout)["settings"]
+    assert (s["n_seqs"], s["seq_len"], s["n_seqs_asked"], s["seq_len_asked"]) == (1, 4, 8, 256), s
+
+
+def test_a_sink_ablation_needs_three_tokens_and_no_more():
+    """At 2 tokens the loss counts position 0's prediction only, which never sees past key 0: no change at all;
+    at 3 tokens position 1's prediction changes (the refusal's threshold is exact)."""
+    from gatelens import ablate as ab
+    from gatelens.measure import Inputs
+
+    loaded = ab.as_loaded(M)
+    seqs = ab.prepare_inputs(loaded, seq_len=8, n_seqs=2).seqs
+    two = Inputs([s[:2] for s in seqs], "test", 2, True)
+    with pytest.raises(ab.GatelensError, match="measures nothing"):
+        ab.ablate(loaded, "sink", inputs=two)
+    three = ab.ablate(loaded, "sink", inputs=Inputs([s[:3] for s in seqs], "test", 3, True))
+    assert any(abs(r.loss_change) > 1e-6 for r in three.runs[1:])
+    value = ab.ablate(loaded, "sink-value", inputs=two)   # sink-value changes position 0's own output: measured
+    assert any(abs(r.loss_change) > 1e-6 for r in value.runs[1:])
+
+
+def test_error_messages_name_only_options_some_command_has():
+    """Every --option named in a GatelensError message of the package is an option of a gatelens command."""
+    import ast
+    import re
+    from pathlib import Path
+
+    import typer.main
+
+    import gatelens
+
+    known = set().union(*(_options(name) for name in typer.main.get_command(app).commands))
+    named = {}
+    for path in Path(gatelens.__file__).parent.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "GatelensError":
+                text = " ".join(c.value for c in ast.walk(node) if isinstance(c, ast.Constant)
+                                and isinstance(c.value, str))
+                text = re.sub(r"`(?!gatelens )[^`]*`", "", text)           # `pip install --no-deps ...`
+                for opt in re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*", text):
+                    named.setdefault(opt, f"{path.name}:{node.lineno}")
+    unknown = {opt: where for opt, where in named.items() if opt not in known}
+    assert not unknown, unknown
+    assert {"--seq-len", "--lr", "--what", "--dtype"} <= named.keys()   # the scan does find them
+# ---- issue 24 part 4 (end) ------------------------------------------------------------------------------
 
 
 def test_there_are_at_least_sixty_rows():

@@ -49,7 +49,10 @@ class PerplexityResult:
 
     @property
     def perplexity(self) -> float:
-        return math.exp(self.loss)
+        try:
+            return math.exp(self.loss)
+        except OverflowError:  # a finite loss above ~709 nats: reported (and refused) as inf, not a traceback
+            return float("inf")
 
     def columns(self) -> dict:
         return {"perplexity": self.perplexity}

@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 import os
 import platform
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import asdict
@@ -175,14 +176,23 @@ def _train(cfg: TrainConfig, out: Path, work: Path, on_step) -> dict:
             opt.step()
             sched.step()
             loss_value = float(loss.detach())
+            if not math.isfinite(loss_value):
+                shutil.rmtree(work)  # nothing to resume: the run diverged (--out itself was never touched)
+                raise GatelensError(f"the training loss is {loss_value} at step {step + 1} of {cfg.steps}: the run "
+                                    f"diverged; lower --lr (now {cfg.lr:g}) or raise --warmup-steps "
+                                    f"(now {cfg.warmup_steps})")
             state["recent"].append(loss_value)
             state["step"], state["tokens"] = step + 1, state["tokens"] + x.numel()
             state["wall_s"] = wall0 + time.perf_counter() - t0
             last = state["step"] == cfg.steps
             if state["step"] % cfg.eval_every == 0 or last:
                 recent = state["recent"]
+                try:
+                    val = evaluate(loaded, data.val)
+                except GatelensError as e:  # a NaN/inf validation number: say at which step it appeared
+                    raise GatelensError(f"validation at step {state['step']} of {cfg.steps}: {e}") from None
                 state["log"].append({"step": state["step"], "tokens": state["tokens"],
-                                     "train_loss": sum(recent) / len(recent), **evaluate(loaded, data.val),
+                                     "train_loss": sum(recent) / len(recent), **val,
                                      "lr": opt.param_groups[0]["lr"], "wall_s": round(state["wall_s"], 2)})
                 state["recent"] = []
                 write_log(work / "train_log.csv", state["log"])
