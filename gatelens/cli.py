@@ -198,13 +198,12 @@ def output_folder(out: Path | None, command: str, specs) -> Path:
 
 def check_table_out(out: Path) -> None:
     """`gatelens models --out`: a Markdown file (its rows are written beside it as .json), checked before the sweep:
-    not a folder, not the .json itself, and not a file that gatelens did not write."""
+    not a folder, a .md file whose .json is no folder, in a folder we can write, and not a file gatelens did not
+    write."""
     from .models.coverage import read_rows
 
     if out.is_dir():
         raise GatelensError(f"--out {out} is a folder; give the Markdown file to write, e.g. {out / 'MODELS.md'}")
-    if out.suffix.lower() == ".json":
-        raise GatelensError(f"--out {out}: the rows are written beside the table as .json; give a .md file")
     if out.suffix.lower() != ".md":
         raise GatelensError(f"--out {out}: give a Markdown file ending in .md (its rows go to the .json beside it)")
     if out.with_suffix(".json").is_dir():
@@ -525,7 +524,7 @@ def ablate_cli(model: Model,
     head_list = None if heads is None else list(heads)
     out = opts.output("ablate", model)
     loaded = opts.load(model)
-    inputs = opts.inputs(loaded, check=lambda xs: check_measurable(what, xs[0]))
+    inputs = opts.inputs(loaded, check=lambda i: check_measurable(what, i))
     with progress(f"ablate {what} {loaded.info.spec}") as bar:
         def on_run(name):
             task = bar.add_task(name, total=len(inputs.seqs))

@@ -392,7 +392,6 @@ DEGENERATE = [
     ("train-out-existing-folder", ("train", "--steps", "1", "--out", "{mine}"), "already exists"),
     ("train-out-unwritable", ("train", "--steps", "1", "--out", "/proc/gatelens-out"), "choose another --out"),
     ("models-out-folder", ("models", "--types", "llama", "--out", "{mine}"), "is a folder"),
-    ("models-out-json", ("models", "--types", "llama", "--out", "{root}/m/MODELS.json"), "give a .md file"),
     ("models-out-file-of-the-user", ("models", "--types", "llama", "--out", "{mine-too.md}"),
      "is not a table of `gatelens models`"),
     ("models-out-unwritable", ("models", "--types", "llama", "--out", "/proc/gatelens-out/MODELS.md"),
