@@ -26,7 +26,7 @@ SAMPLE = ["mistral", "qwen2_moe", "gemma2", "gemma3_text", "phi3", "deepseek_v3"
 # and the paper's release format (gatelens' build, its gate scores against q_proj's gate rows recomputed).
 GATED_TYPES = ["qwen3_next", "qwen3_5_text", "qwen3_5_moe_text", "qwen4_exp_text", "beam", "afmoe", "bailing_hybrid",
                "lfm3", "hy_v4", "inkling2_text", "inkling2_loop_text", "axk2", "dory", "dots3_note", "dots3_note_text",
-               *coverage.PAPER_FORMATS]
+               "minicpm5_moe", *coverage.PAPER_FORMATS]
 SINK_TYPES = ["gpt_oss", "flint", "granite_swa", "granitemoe_swa", "mimo_v2_flash", "deepseek_v4", "hy_v4",
               "inkling2_text", "inkling2_loop_text"]
 # Position biases (inkling_text), DSA top-k key selection (deepseek_v32).

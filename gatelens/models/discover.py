@@ -35,7 +35,8 @@ _NOT_TEXT = ("vision", "visual", "audio", "speech", "image", "encoder", "vqmodel
 class GateReader:
     """Where a family's output gate logits come from: `module`'s forward output, under the attention module.
 
-    layout "interleaved": q_proj rows per head [q_h | g_h] (Qwen3-Next, Qwen3.5); "per_head": the module's output
+    layout "interleaved": the module's rows per head [q_h | g_h] (Qwen3-Next, Qwen3.5's q_proj; MiniCPM5-MoE's
+    q_gate_proj); "per_head": the module's output
     is [.., head * g] (g = d_head elementwise, 1 headwise), plus the attention module's `bias` [head] if named;
     "query_rows": the module's rows per head are [q_h | g_h], g_h the last `v_head_dim` of them (AXK2's fused
     q_gate_proj under latent attention). `scale`: the attention module's (s, s_scale) attributes, the logits
@@ -58,6 +59,7 @@ GATED: dict[str, GateReader] = {
     "qwen3_5": GateReader("q_proj", "interleaved"),
     "qwen3_5_moe": GateReader("q_proj", "interleaved"),
     "qwen4_exp": GateReader("q_proj", "interleaved"),
+    "minicpm5_moe": GateReader("q_gate_proj", "interleaved"),
     "beam": GateReader("gate_proj", "per_head", bias="gate_bias"),
     "inkling2": GateReader("o_proj.gate_proj", "per_head"),
     "inkling2_loop": GateReader("o_proj.gate_proj", "per_head"),
