@@ -6,12 +6,9 @@ attention, gate scores equal to W_O's input divided by the SDPA output, the lear
 column of softmax([logits, sink]) rebuilt from the eager function's own inputs.
 """
 
-import ast
-import os
-import re
-
 import pytest
 import torch
+import transformers
 
 import gatelens
 from gatelens import measure
@@ -44,46 +41,63 @@ def test_tiny_instance_matches_eager(model_type):
         assert row.learned_sink and row.sink_err <= 1e-6
 
 
-def _modeling_files():
-    import transformers
-    from transformers.models.auto.configuration_auto import model_type_to_module_name
-
-    root = os.path.join(os.path.dirname(transformers.__file__), "models")
-    folders = {model_type_to_module_name(t) for t in coverage.causal_lm_types()}
-    for folder in sorted(folders):
-        path = os.path.join(root, folder, f"modeling_{folder}.py")
-        if os.path.exists(path):
-            yield folder, path
+@pytest.fixture(scope="module")
+def gate_scan():
+    return coverage.scan_gates()
 
 
-_TIMES_OUTPUT = re.compile(r"(attn_output|attention_output|attn_out)\s*=.*\*|\*\s*(attn_output|attention_output)\b"
-                           r"|output\s*=\s*output\s*\*")
+def test_gate_scan_finds_the_gated_families(gate_scan):
+    """The scan `gatelens models --scan-gates` runs still finds the gates it was written for, in any transformers."""
+    assert {"qwen3_next", "qwen3_5", "beam", "inkling2"} <= set(gate_scan)
+    assert "Qwen3NextAttention" in gate_scan["qwen3_next"]
+    assert "llama" not in gate_scan and "mistral" not in gate_scan  # a plain attention is not a gate
+    assert coverage.unrecognised_gates({"qwen3_next": ["Qwen3NextAttention"], "minimax": ["M"], "zz_new": ["ZzAttn"]}
+                                       ) == {"zz_new": ["ZzAttn"]}
 
 
-def sigmoid_gated_folders() -> dict[str, list[str]]:
-    """Modeling folders (of causal-LM types) with a forward that multiplies an attention output by a sigmoid."""
-    found = {}
-    for folder, path in _modeling_files():
-        src = open(path, encoding="utf-8").read()
-        if "sigmoid" not in src:
-            continue
-        for cls in (n for n in ast.parse(src).body if isinstance(n, ast.ClassDef)):
-            for fn in cls.body:
-                if isinstance(fn, ast.FunctionDef) and fn.name == "forward":
-                    body = ast.get_source_segment(src, fn)
-                    attends = "attention_interface" in body or "ALL_ATTENTION_FUNCTIONS" in body
-                    if "sigmoid" in body and (attends or _TIMES_OUTPUT.search(body)):
-                        found.setdefault(folder, []).append(cls.name)
-    return found
-
-
-def test_every_sigmoid_output_gate_in_installed_transformers_is_recognised():
-    """A gated family added by a future transformers release fails here the day it lands."""
-    found = sigmoid_gated_folders()
-    assert {"qwen3_next", "qwen3_5", "beam", "inkling2"} <= set(found)  # the scan itself still works
-    known = set(discover.GATED) | set(discover.LINEAR_ATTENTION_GATES)
-    missing = {f: found[f] for f in sorted(set(found) - known)}
+@pytest.mark.skipif(transformers.__version__ != coverage.VERIFIED_TRANSFORMERS,
+                    reason="not the verified transformers: `gatelens models --scan-gates` reports its gates")
+def test_every_sigmoid_output_gate_of_the_verified_transformers_is_recognised(gate_scan):
+    """On the pinned transformers every gated family is read; a newer release is checked by the maintainer's report
+    (`gatelens models --scan-gates`) before VERIFIED_TRANSFORMERS and constraints.txt move to it."""
+    missing = coverage.unrecognised_gates(gate_scan)
     assert not missing, f"sigmoid-gated attention gatelens does not recognise: {missing}; add a GateReader"
+
+
+def test_scan_gates_report_exits_1_naming_what_is_unrecognised(monkeypatch):
+    from typer.testing import CliRunner
+
+    from gatelens.cli import app
+
+    monkeypatch.setattr(coverage, "scan_gates", lambda: {"qwen3_next": ["Qwen3NextAttention"]})
+    res = CliRunner().invoke(app, ["models", "--scan-gates"])
+    assert res.exit_code == 0 and "recognises every one" in res.output
+    monkeypatch.setattr(coverage, "scan_gates", lambda: {"qwen3_next": ["Qwen3NextAttention"], "zz_new": ["ZzAttn"]})
+    res = CliRunner().invoke(app, ["models", "--scan-gates"])
+    assert res.exit_code == 1 and "not recognised: zz_new (ZzAttn)" in res.output and "GateReader" in res.output
+    res = CliRunner().invoke(app, ["models", "--scan-gates", "--json"])
+    assert res.exit_code == 1
+    d = __import__("json").loads(res.output)
+    assert d["unrecognised"] == {"zz_new": ["ZzAttn"]} and d["verified"] == coverage.VERIFIED_TRANSFORMERS
+    res = CliRunner().invoke(app, ["models", "--scan-gates", "--types", "llama"])
+    assert res.exit_code == 2 and "--scan-gates" in res.output
+
+
+def test_a_newer_transformers_is_named_once_in_one_line_on_load(tiny_dir, monkeypatch, caplog):
+    folder = str(tiny_dir("llama"))
+    monkeypatch.setattr(coverage, "_warned", False)
+    with caplog.at_level("WARNING", logger="gatelens"):
+        gatelens.load(folder)
+    assert not [r for r in caplog.records if r.name == "gatelens"]  # the verified (or an older) version: silent
+    monkeypatch.setattr(coverage, "installed_transformers", lambda: "99.0.0")
+    monkeypatch.setattr(coverage, "_warned", False)
+    with caplog.at_level("WARNING", logger="gatelens"):
+        gatelens.load(folder)
+        gatelens.load(folder)
+    said = [r.getMessage() for r in caplog.records if r.name == "gatelens"]
+    assert len(said) == 1 and "\n" not in said[0]
+    assert f"transformers 99.0.0 is newer than {coverage.VERIFIED_TRANSFORMERS}" in said[0]
+    assert "`gatelens models --types T`" in said[0]
 
 
 def test_discovery_agrees_with_the_family_table(tiny_dir):

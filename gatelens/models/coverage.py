@@ -12,12 +12,20 @@ A type that cannot be measured gets the one-line reason. `gatelens models` write
 
 from __future__ import annotations
 
+import logging
+import re
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
+
+log = logging.getLogger("gatelens")
+
+# The transformers release every type in docs/MODELS.md was checked against, and constraints.txt pins: a newer one
+# may change a modeling file under gatelens' discovery (a new gate, a moved projection), so loading says so once.
+VERIFIED_TRANSFORMERS = "5.25.0"
 
 TOL = 1e-5
 EXACT_TOL = 1e-6  # gate scores against the gated output, the learned-sink share against the eager softmax's
@@ -131,6 +139,74 @@ def _eager_reference(model_type: str, folder: Path):
     ref = native.build(cfg, attn_implementation="eager")
     native.load_weights(ref, native.read_state(folder), folder)
     return ref.eval()
+
+
+def installed_transformers() -> str:
+    import transformers
+
+    return transformers.__version__
+
+
+def untested_transformers() -> str:
+    """One line when the installed transformers is newer than VERIFIED_TRANSFORMERS; empty otherwise."""
+    from packaging.version import Version
+
+    installed = installed_transformers()
+    if Version(installed) <= Version(VERIFIED_TRANSFORMERS):
+        return ""
+    return (f"transformers {installed} is newer than {VERIFIED_TRANSFORMERS}, the version gatelens' model coverage "
+            "was verified with; `gatelens models --types T` checks a model type on this one")
+
+
+_warned = False
+
+
+def warn_if_untested() -> None:
+    """Log untested_transformers() once per process (the library logs; it never prints)."""
+    global _warned
+    if not _warned and (msg := untested_transformers()):
+        log.warning(msg)
+    _warned = True
+
+
+# A forward multiplying an attention output by something (for modeling files that call the gate before attending).
+_TIMES_OUTPUT = re.compile(r"(attn_output|attention_output|attn_out)\s*=.*\*|\*\s*(attn_output|attention_output)\b"
+                           r"|output\s*=\s*output\s*\*")
+
+
+def scan_gates() -> dict[str, list[str]]:
+    """Modeling folders of the installed transformers' causal-LM types whose module forward multiplies an attention
+    output by a sigmoid (candidate output gates), with those classes: read from the source, nothing is built."""
+    import ast
+    import os
+
+    import transformers
+    from transformers.models.auto.configuration_auto import model_type_to_module_name
+
+    root = Path(os.path.dirname(transformers.__file__)) / "models"
+    found: dict[str, list[str]] = {}
+    for folder in sorted({model_type_to_module_name(t) for t in causal_lm_types()}):
+        path = root / folder / f"modeling_{folder}.py"
+        if not path.exists():
+            continue
+        src = path.read_text(encoding="utf-8")
+        if "sigmoid" not in src:
+            continue
+        for cls in (n for n in ast.parse(src).body if isinstance(n, ast.ClassDef)):
+            for fn in cls.body:
+                if isinstance(fn, ast.FunctionDef) and fn.name == "forward":
+                    body = ast.get_source_segment(src, fn)
+                    attends = "attention_interface" in body or "ALL_ATTENTION_FUNCTIONS" in body
+                    if "sigmoid" in body and (attends or _TIMES_OUTPUT.search(body)):
+                        found.setdefault(folder, []).append(cls.name)
+    return found
+
+
+def unrecognised_gates(found: dict[str, list[str]]) -> dict[str, list[str]]:
+    """The folders of a scan_gates() result that discover.GATED (or the linear-attention list) does not name."""
+    from .discover import GATED, LINEAR_ATTENTION_GATES
+
+    return {f: c for f, c in found.items() if f not in GATED and f not in LINEAR_ATTENTION_GATES}
 
 
 def causal_lm_types() -> list[str]:

@@ -8,7 +8,7 @@ the instantiated model (no forward pass):
   * how W_V and W_O are stored, for the rank metric: separate projections (under their many names),
     fused [Q | K | V] rows, GPT-2's Conv1D, GPT-NeoX's per-head rows, multi-head latent attention;
   * the output gate, from `GATED` below: the families whose attention output is multiplied by a sigmoid
-    gate before W_O (tests/test_any_model.py walks the installed modeling files and fails on a new one).
+    gate before W_O (`gatelens models --scan-gates` walks the installed modeling files and names a new one).
 Each discovered attention module is marked with `gatelens_layer` (its decoder layer's index), which the
 attention function reports, so a layer index never depends on how a family counts its `layer_idx`.
 """

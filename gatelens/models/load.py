@@ -28,6 +28,7 @@ from torch import nn
 from .. import attention
 from ..errors import GatelensError
 from . import native
+from .coverage import warn_if_untested
 from .discover import discover
 from .gated import GATE_KINDS
 from .families import ATTENTION_LAYER_TYPES, BY_MODEL_TYPE, FAMILIES, Family
@@ -502,6 +503,7 @@ def load(spec: str, *, device: str = "cpu", dtype: str = "float32", device_map: 
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise GatelensError(f"--device {device} asked for, but this machine has no CUDA GPU; use --device cpu")
     attention.register()
+    warn_if_untested()
     torch_dtype = DTYPES[dtype]
     folder, name = resolve(spec, revision)
     cfg_dict = read_config_json(folder, spec)
