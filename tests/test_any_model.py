@@ -26,8 +26,9 @@ GATED_TYPES = ["qwen3_next", "qwen3_5_text", "qwen3_5_moe_text", "qwen4_exp_text
                "minicpm5_moe", *coverage.PAPER_FORMATS]
 SINK_TYPES = ["gpt_oss", "flint", "granite_swa", "granitemoe_swa", "mimo_v2_flash", "deepseek_v4", "hy_v4",
               "inkling2_text", "inkling2_loop_text"]
-# Position biases (inkling_text), DSA top-k key selection (deepseek_v32).
-OTHER_TYPES = ["inkling_text", "deepseek_v32"]
+# Position biases (inkling_text), DSA top-k key selection (deepseek_v32), indexed key selection with a layer reading
+# an earlier layer's keys and values (kolibri1_1), Falcon's fused rows (one KV head by default).
+OTHER_TYPES = ["inkling_text", "deepseek_v32", "kolibri1_1", "falcon"]
 
 
 @pytest.mark.parametrize("model_type", list(dict.fromkeys(SAMPLE + GATED_TYPES + SINK_TYPES + OTHER_TYPES)))
@@ -79,8 +80,6 @@ def test_scan_gates_report_exits_1_naming_what_is_unrecognised(monkeypatch):
     assert res.exit_code == 1
     d = __import__("json").loads(res.output)
     assert d["unrecognised"] == {"zz_new": ["ZzAttn"]} and d["verified"] == coverage.VERIFIED_TRANSFORMERS
-    res = CliRunner().invoke(app, ["models", "--scan-gates", "--types", "llama"])
-    assert res.exit_code == 2 and "--scan-gates" in res.output
 
 
 def test_a_newer_transformers_is_named_once_in_one_line_on_load(tiny_dir, monkeypatch, caplog):
@@ -140,6 +139,10 @@ def test_unreadable_gate_and_rank_refuse_in_one_line(tmp_path, monkeypatch):
     loaded = _tiny("diffllama", tmp_path)  # values rearranged after W_V (differential attention): rank is refused
     with pytest.raises(gatelens.GatelensError, match="does not reproduce the values"):
         measure.rank(loaded, gatelens.prepare_inputs(loaded, text="x y z " * 30, seq_len=16, n_seqs=1))
+    loaded = _tiny("kolibri1_1", tmp_path)  # layer 2 attends to layer 1's keys and values: no W_V of its own
+    with pytest.raises(gatelens.GatelensError, match="layer 2 reuses another layer's values") as e:
+        measure.rank(loaded, gatelens.prepare_inputs(loaded, text="x y z " * 30, seq_len=16, n_seqs=1))
+    assert "\n" not in str(e.value)
 
 
 def test_attention_free_and_encoder_types_are_refused_before_loading(tmp_path):
@@ -216,14 +219,26 @@ def test_gate_logits_written_back_read_the_same(model_type, tmp_path):
     ablate(loaded, "gate-one", [loaded.info.attention_layers[0]], all_layers=False, inputs=inputs)
 
 
-@pytest.mark.parametrize("model_type", ["gpt_bigcode", "codegen", "qwen2", "phi"])
-def test_value_layout_reproduces_values_with_random_biases(model_type, tmp_path):
-    """W_V read for the rank metric (fused multi-query c_attn, CodeGen's per-shard [q | v | k], separate) plus the
-    value rows of the projection's bias reproduce the values the attention receives; tiny instances start with zero
-    biases, so they are randomised here or a wrong bias slice would pass."""
+# Falcon's query_key_value under its three flags: rows per KV group [queries | k | v] (Falcon-40B/180B), [Q | k | v]
+# with one KV head (Falcon-7B), per head [q_h | k_h | v_h].
+FALCON = {"falcon_kv_grouped": ("kv_grouped", dict(new_decoder_architecture=True, num_kv_heads=2, bias=True)),
+          "falcon_multi_query": ("fused", dict(bias=True)), "falcon_per_head": ("neox", dict(multi_query=False, bias=True))}
+
+
+@pytest.mark.parametrize("model_type", ["gpt_bigcode", "codegen", "qwen2", "phi", *FALCON])
+def test_value_layout_reproduces_values_with_random_biases(model_type, tmp_path, monkeypatch):
+    """W_V read for the rank metric (fused multi-query c_attn, CodeGen's per-shard [q | v | k], separate, Falcon's)
+    plus the value rows of the projection's bias reproduce the values the attention receives; tiny instances start
+    with zero biases, so they are randomised here or a wrong bias slice would pass."""
     from transformers import AutoModelForCausalLM
 
     from gatelens.models.weights import check_ov, ov_weights
+
+    layout = None
+    if model_type in FALCON:
+        layout, flags = FALCON[model_type]
+        monkeypatch.setitem(coverage.OVERRIDES, "falcon", {**coverage.OVERRIDES["falcon"], **flags})
+        model_type = "falcon"
 
     folder = coverage.build_tiny(model_type, tmp_path / model_type)
     model = AutoModelForCausalLM.from_pretrained(folder)
@@ -233,6 +248,7 @@ def test_value_layout_reproduces_values_with_random_biases(model_type, tmp_path)
                 p.normal_(0, 0.5)
     model.save_pretrained(folder)
     loaded = gatelens.load(str(folder))
+    assert layout is None or loaded.family.qkv == layout
     assert check_ov(loaded) == ""
     w_v, w_o = ov_weights(loaded, loaded.info.attention_layers[0])
     assert w_v.shape[0] == w_o.shape[0] == loaded.info.n_heads

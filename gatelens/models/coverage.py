@@ -50,6 +50,11 @@ OVERRIDES: dict[str, dict] = {
     "qwen4_exp_text": dict(indexer_n_heads=2, indexer_kv_heads=1, indexer_head_dim=16, indexer_budget=8,
                            indexer_compress_ratio=4, hc_lowrank=16),
     "inkling2_text": _INKLING2,
+    # a sliding layer, an indexer and a reindexer reading the indexer's keys and values; budgets below 24 tokens
+    "kolibri1_1": dict(num_hidden_layers=3, layer_types=["sliding_attention", "indexed_attention", "indexed_attention"],
+                       index_layers=[1], kv_source_layers=[0, 1, 1], sliding_window=8, index_topk=4,
+                       index_pool_size=16, index_compression=4, index_num_heads=2, index_num_local_tokens=4,
+                       index_num_sink_tokens=1, mlp_only_layers=[0], mlp_only_intermediate_size=128),
     # latent attention with a key per head, set per layer (so MLA above is not applied); dots3_note is multimodal:
     # its vision and audio towers made tiny too
     "dots3_note_text": dict(num_key_value_heads=4),

@@ -133,7 +133,11 @@ def weight_layout(attn: nn.Module) -> tuple[str | None, str, str, str]:
         return "mla", "kv_b_proj", o, ""
     if "c_attn" in kids and type(kids["c_attn"]).__name__ == "Conv1D":
         return "gpt2", "c_attn", o, ""
-    if "query_key_value" in kids:
+    if "query_key_value" in kids:  # Falcon's three layouts under one name, told apart by its flags
+        if getattr(attn, "new_decoder_architecture", False):  # rows per KV group [its heads' queries | k | v]
+            return "kv_grouped", "query_key_value", o, ""
+        if getattr(attn, "multi_query", False):              # [Q | k | v]: one KV head
+            return "fused", "query_key_value", o, ""
         return "neox", "query_key_value", o, ""
     v = next((n for n in V_NAMES if n in kids and _has_weight(kids[n])), None)
     if v is not None:
