@@ -6,6 +6,8 @@ attention, gate scores equal to W_O's input divided by the SDPA output, the lear
 column of softmax([logits, sink]) rebuilt from the eager function's own inputs.
 """
 
+from pathlib import Path
+
 import pytest
 import torch
 import transformers
@@ -99,6 +101,25 @@ def test_a_newer_transformers_is_named_once_in_one_line_on_load(tiny_dir, monkey
     assert "`gatelens models --types T`" in said[0]
 
 
+def test_the_verified_transformers_is_the_pinned_and_documented_one():
+    """constraints.txt (what CI and the README install), docs/MODELS.md and the README's count name
+    coverage.VERIFIED_TRANSFORMERS; the README's test command is the one CI runs."""
+    root = Path(__file__).resolve().parent.parent
+    pins = dict(line.split("==") for line in (root / "constraints.txt").read_text().splitlines()
+                if line and not line.startswith("#"))
+    assert pins["transformers"] == coverage.VERIFIED_TRANSFORMERS
+    assert f"(transformers {coverage.VERIFIED_TRANSFORMERS}," in (root / "docs" / "MODELS.md").read_text()
+    rows = [r for r in coverage.read_rows(root / "docs" / "MODELS.json") if r.model_type not in coverage.PAPER_FORMATS]
+    readme = (root / "README.md").read_text()
+    minor = ".".join(coverage.VERIFIED_TRANSFORMERS.split(".")[:2])
+    ok = sum(r.status == "ok" for r in rows)
+    assert f"{ok} of the {len(rows)} causal-LM types of transformers {minor} measured exactly" in readme
+    ci = (root / ".ci" / "run").read_text()
+    assert "-c constraints.txt" in ci
+    test_command = [line for line in ci.splitlines() if line.startswith("python3 -m pytest")]
+    assert len(test_command) == 1 and f"\n{test_command[0]}\n" in readme
+
+
 def test_discovery_agrees_with_the_family_table(tiny_dir):
     for family in ("llama", "qwen2", "qwen3", "gpt2", "gpt_neox", "qwen3_next"):
         loaded = gatelens.load(str(tiny_dir(family)))
@@ -190,11 +211,12 @@ def test_models_merge_replaces_only_the_given_rows(tmp_path, monkeypatch):
     assert res.exit_code != 0 and "no table to merge into" in res.output
 
 
-@pytest.mark.parametrize("model_type", ["qwen3_next", "beam", "afmoe", "lfm3", "inkling2_text", "axk2", "dory",
-                                        "paper_elementwise"])
+@pytest.mark.parametrize("model_type", ["qwen3_next", "minicpm5_moe", "beam", "afmoe", "lfm3", "inkling2_text", "axk2",
+                                        "dory", "paper_elementwise"])
 def test_gate_logits_written_back_read_the_same(model_type, tmp_path):
-    """A gate ablation hands the model new logits in the gate module's own layout (interleaved, per head with a bias or
-    a learned scale, query rows, gatelens' own): reading them back gives what was written, and the model runs."""
+    """A gate ablation hands the model new logits in the gate module's own layout (interleaved in q_proj or in a fused
+    q_gate_proj, per head with a bias or a learned scale, query rows, gatelens' own): reading them back gives what was
+    written, and the model runs."""
     from gatelens.ablate import ablate
     from gatelens.metrics.base import gate_logits, with_gate_logits
 
@@ -222,7 +244,8 @@ def test_gate_logits_written_back_read_the_same(model_type, tmp_path):
 # Falcon's query_key_value under its three flags: rows per KV group [queries | k | v] (Falcon-40B/180B), [Q | k | v]
 # with one KV head (Falcon-7B), per head [q_h | k_h | v_h].
 FALCON = {"falcon_kv_grouped": ("kv_grouped", dict(new_decoder_architecture=True, num_kv_heads=2, bias=True)),
-          "falcon_multi_query": ("fused", dict(bias=True)), "falcon_per_head": ("neox", dict(multi_query=False, bias=True))}
+          "falcon_multi_query": ("fused", dict(bias=True)),
+          "falcon_per_head": ("neox", dict(multi_query=False, bias=True))}
 
 
 @pytest.mark.parametrize("model_type", ["gpt_bigcode", "codegen", "qwen2", "phi", *FALCON])

@@ -6,7 +6,8 @@ the instantiated model (no forward pass):
   * which layers attend: those holding a module whose class calls the attention interface and has a
     `layer_idx`; the others (recurrent, Mamba, DeltaNet, linear attention) are skipped and listed;
   * how W_V and W_O are stored, for the rank metric: separate projections (under their many names),
-    fused [Q | K | V] rows, GPT-2's Conv1D, GPT-NeoX's per-head rows, multi-head latent attention;
+    fused [Q | K | V] rows, GPT-2's Conv1D, GPT-NeoX's per-head rows, Falcon's per-KV-group rows, multi-head
+    latent attention;
   * the output gate, from `GATED` below: the families whose attention output is multiplied by a sigmoid
     gate before W_O (`gatelens models --scan-gates` walks the installed modeling files and names a new one).
 Each discovered attention module is marked with `gatelens_layer` (its decoder layer's index), which the
