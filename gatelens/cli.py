@@ -953,6 +953,10 @@ def models_cli(out: Annotated[Path, typer.Option("--out", help="Markdown table t
                merge: Annotated[bool, typer.Option("--merge", help="replace the --types rows in the table already "
                                                    "at --out (its .json) and rewrite it, instead of a table of "
                                                    "only those types")] = False,
+               scan_gates: Annotated[bool, typer.Option("--scan-gates", help="only read the installed transformers' "
+                                                        "modeling files for sigmoid output gates gatelens does not "
+                                                        "recognise (exit 1 if any); nothing is built or written")
+                                     ] = False,
                json_out: Json = False):
     """Check every causal-LM type of the installed transformers on a tiny random instance (F-Attn against eager)."""
     import json
@@ -962,6 +966,11 @@ def models_cli(out: Annotated[Path, typer.Option("--out", help="Markdown table t
     from . import report
     from .models import coverage
 
+    if scan_gates:
+        if types or merge:
+            raise GatelensError("--scan-gates reads the modeling files of every type and writes nothing; "
+                                "leave out --types and --merge")
+        return _scan_gates_report(json_out)
     check_table_out(out)
     wanted = list(types) if types is not None else None
     known = set(coverage.causal_lm_types()) | set(coverage.PAPER_FORMATS)
@@ -1004,6 +1013,30 @@ def models_cli(out: Annotated[Path, typer.Option("--out", help="Markdown table t
                           "table": str(out), "rows": [r.to_dict() for r in rows]})
     also = f", and {paper_ok} of {len(paper)} paper formats" if paper else ""
     out_console.print(f"{ok} of {len(hf)} model types measured exactly{also}; table in {out}")
+
+
+def _scan_gates_report(json_out: bool) -> None:
+    """`gatelens models --scan-gates`: the maintainer's check before raising coverage.VERIFIED_TRANSFORMERS."""
+    from .models import coverage
+
+    version = coverage.installed_transformers()
+    found = coverage.scan_gates()
+    missing = coverage.unrecognised_gates(found)
+    if json_out:
+        emit_json({"transformers": version, "verified": coverage.VERIFIED_TRANSFORMERS,
+                   "gated": found, "unrecognised": missing})
+    elif missing:
+        names = "; ".join(f"{f} ({', '.join(c)})" for f, c in missing.items())
+        out_console.print(f"transformers {version}: {len(found)} modeling folders multiply an "
+                          f"attention output by a sigmoid; not recognised: {names}. Add a GateReader to "
+                          "gatelens/models/discover.py (GATED), then check it with `gatelens models --types T`",
+                          highlight=False, soft_wrap=True)
+    else:
+        out_console.print(f"transformers {version}: {len(found)} modeling folders multiply an "
+                          "attention output by a sigmoid; gatelens recognises every one", highlight=False,
+                          soft_wrap=True)
+    if missing:
+        raise typer.Exit(1)
 
 
 @command("zoo")

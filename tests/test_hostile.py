@@ -196,6 +196,10 @@ CASES = [
     ("train-out-is-a-file", ("train", "--steps", "1", "--out", "{taken}"), "is a file"),
     ("bench-out-is-a-file", ("bench", M, "--out", "{taken}"), "is a file"),
     ("figures-unknown-analysis", ("figures", "--only", "table_nope"), "table_nope"),
+    # ---- transformers versions (issue 24, part 1) -----------------------------------------------------
+    ("models-scan-gates-with-types", ("models", "--scan-gates", "--types", "llama"), "leave out --types and --merge"),
+    ("models-scan-gates-with-merge", ("models", "--scan-gates", "--merge"), "leave out --types and --merge"),
+    # ---- end of transformers versions -----------------------------------------------------------------
 ]
 
 # ---- option validation (issue 24, part 3): one list parser, TrainConfig's declared ranges, --revision,

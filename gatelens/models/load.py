@@ -29,6 +29,7 @@ from .. import attention
 from ..errors import GatelensError
 from . import native
 from .cache import cache_folder, checked_root
+from .versions import warn_if_untested
 from .discover import discover
 from .gated import GATE_KINDS
 from .families import ATTENTION_LAYER_TYPES, BY_MODEL_TYPE, FAMILIES, Family
@@ -503,6 +504,7 @@ def load(spec: str, *, device: str = "cpu", dtype: str = "float32", device_map: 
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise GatelensError(f"--device {device} asked for, but this machine has no CUDA GPU; use --device cpu")
     attention.register()
+    warn_if_untested()
     torch_dtype = DTYPES[dtype]
     folder, name = resolve(spec, revision)
     cfg_dict = read_config_json(folder, spec)
