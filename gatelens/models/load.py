@@ -29,10 +29,10 @@ from .. import attention
 from ..errors import GatelensError
 from . import native
 from .cache import cache_folder, checked_root
-from .versions import warn_if_untested
 from .discover import discover
-from .gated import GATE_KINDS
 from .families import ATTENTION_LAYER_TYPES, BY_MODEL_TYPE, FAMILIES, Family
+from .gated import GATE_KINDS
+from .versions import warn_if_untested
 
 ZOO_DIR = Path(__file__).resolve().parent.parent / "zoo"
 SMOLLM2 = "smollm2-135m"
@@ -103,9 +103,9 @@ class Loaded:
                                 "changed), which TransformerLens does not know; use gatelens.patterns.attention_map "
                                 "for its attention maps")
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        from transformer_lens.model_bridge import TransformerBridge
-
         import copy
+
+        from transformer_lens.model_bridge import TransformerBridge
 
         return TransformerBridge.boot_transformers(self.info.path or self.info.spec, hf_model=copy.deepcopy(self.model),
                                                    tokenizer=self.tokenizer, device=self.info.device)
