@@ -613,6 +613,44 @@ def rank_cli(model: Model,
     publish("rank", loaded, r, opts, out)
 
 
+@command("emergence")
+@user_errors
+@measuring
+def emergence_cli(runs: Annotated[list[str], typer.Argument(
+        help="run folders trained with --keep-checkpoints (every checkpoint is measured), or model specs (one point)")],
+        *, opts: Measuring):
+    """Sink emergence across training (Gu et al. 2024): F-Attn, sink rate, M-Act and mean gate of every checkpoint
+    a run kept, against tokens seen; baseline and gated twins on one figure."""
+    from . import report
+    from .emergence import emergence
+    from .plots import emergence as plots
+
+    out = opts.output("emergence", *runs)
+    with progress("emergence") as bar:
+        def on_checkpoint(run, step, n):
+            task = bar.add_task(f"{run} step {step}", total=n)
+            return lambda k: bar.advance(task, k)
+
+        r = emergence(runs, seq_len=opts.length(), n_seqs=opts.n_seqs, bos=opts.bos,
+                      text_file=str(opts.text) if opts.text else None, dataset=opts.dataset,
+                      batch_size=opts.batch_size, device=_device(opts.device), dtype=opts.dtype,
+                      on_checkpoint=on_checkpoint)
+    payload = {**r.to_dict(), "provenance": report.provenance(r.settings, r.models)}
+    view = r.display()
+
+    def fill(w):
+        for stem, df in r.tables().items():
+            w.table(stem, df, view["title"])
+        for stem, fig in plots.figures(r).items():
+            w.figure(stem, fig)
+        w.json("emergence.json", payload)
+
+    files = _write(out, fill, payload, opts.json_out)
+    if files is not None:
+        show(view)
+        out_console.print(f"wrote {len(files)} files to {out}/")
+
+
 @command("compare")
 @user_errors
 @measuring
@@ -786,6 +824,9 @@ def train_cli(
     device: Annotated[Optional[str], _train_option(
         "device", "cpu, cuda, cuda:N or auto (CUDA if there is a GPU, else CPU)")] = None,
     save_dtype: Annotated[Optional[str], _train_option("save_dtype", "saved weights: float32 or bfloat16")] = None,
+    keep_checkpoints: Annotated[Optional[bool], _train_option(
+        "keep_checkpoints", "keep a loadable model at step 0 and every --ckpt-every steps in OUT/checkpoints/ "
+        "(for gatelens emergence)", "--keep-checkpoints/--no-keep-checkpoints")] = None,
     resume: Annotated[Optional[bool], _train_option(
         "resume", "continue the run whose checkpoint an interruption kept in .<out>.partial/ beside --out",
         "--resume/--no-resume")] = None,

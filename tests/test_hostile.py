@@ -176,6 +176,7 @@ CASES = [
     ("ablate-massive-layer-absent", ("ablate", M, "--what", "massive-zero", "--layers", "4"),
      "decoder layers are 0"),
     ("norms-out-is-a-file", ("norms", M, "--out", "{taken}"), "is a file"),
+    ("emergence-run-missing", ("emergence", "./no/such/run"), "does not exist"),
     ("models-unknown-type", ("models", "--types", "nosuchtype", "--out", "{root}/m/MODELS.md"),
      "nosuchtype not a causal-LM model type"),
     ("models-merge-without-types", ("models", "--merge", "--out", "{root}/m/MODELS.md"), "--merge"),

@@ -156,8 +156,13 @@ def load_weights(model: nn.Module, state: dict[str, torch.Tensor], where: Path) 
 
 def save(model: nn.Module, folder: Path, cfg: dict, dtype: torch.dtype | None = None) -> None:
     """Write config.json + model.safetensors for a native model (tied lm_head stored once)."""
+    save_state(model.state_dict(), folder, cfg, dtype)
+
+
+def save_state(state: dict, folder: Path, cfg: dict, dtype: torch.dtype | None = None) -> None:
+    """`save` from a state dict (a copy taken during training, say)."""
     folder.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().to(dtype or v.dtype).contiguous() for k, v in model.state_dict().items()}
+    state = {k: v.detach().to(dtype or v.dtype).contiguous() for k, v in state.items()}
     if cfg.get("tie_word_embeddings"):
         state.pop("lm_head.weight", None)
     save_file(state, str(folder / "model.safetensors"), metadata={"format": "pt"})

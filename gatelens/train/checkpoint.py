@@ -24,7 +24,7 @@ from ..models import native
 from .config import TrainConfig
 
 LOG_COLUMNS = ("step", "tokens", "train_loss", "val_loss", "f_attn", "mean_gate", "lr", "wall_s")
-_NOT_COMPARED_ON_RESUME = ("resume", "overwrite", "device")
+_NOT_COMPARED_ON_RESUME = ("resume", "overwrite", "device", "keep_checkpoints")
 
 
 def work_folder(cfg: TrainConfig) -> Path:
@@ -108,6 +108,20 @@ def last_loss(path: Path) -> float:
     return torch.load(path, map_location="cpu", weights_only=True)["last_loss"]
 
 
+def snapshot(work: Path, model, model_cfg: dict, tokenizer, step: int, tokens: int) -> None:
+    """A loadable copy of the model as it is at `step` (weights, config, tokenizer, checkpoint.json), kept in
+    the run's checkpoints/ folder for measuring across training (`gatelens emergence`)."""
+    folder = work / "checkpoints" / f"step-{step:06d}"
+    tmp = folder.with_name(folder.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    state_model = {k: v.detach().float().cpu() for k, v in model.state_dict().items()}
+    native.save_state(state_model, tmp, model_cfg)
+    tokenizer.save_pretrained(str(tmp))
+    (tmp / "checkpoint.json").write_text(json.dumps({"step": step, "tokens": tokens}) + "\n")
+    shutil.rmtree(folder, ignore_errors=True)
+    os.replace(tmp, folder)
+
+
 def publish(work: Path, out: Path, model, model_cfg: dict, tokenizer, cfg: TrainConfig, training: dict) -> None:
     """Assemble the output folder next to the checkpoint, then move it into place in one rename."""
     final = work / "final"
@@ -117,6 +131,8 @@ def publish(work: Path, out: Path, model, model_cfg: dict, tokenizer, cfg: Train
     tokenizer.save_pretrained(str(final))
     shutil.copy(work / "train_log.csv", final / "train_log.csv")
     (final / "training.json").write_text(json.dumps(training, indent=2) + "\n")
+    if (work / "checkpoints").exists():
+        os.replace(work / "checkpoints", final / "checkpoints")
     if out.exists():
         shutil.rmtree(out)
     os.replace(final, out)

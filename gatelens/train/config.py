@@ -85,6 +85,7 @@ class TrainConfig:
     seed: int = setting(0, **SEED)
     device: str = setting("cpu", pattern=DEVICE)  # cpu | cuda[:i] | mps | auto (CUDA if there is one)
     save_dtype: str = setting("float32", choices=("float32", "bfloat16"))
+    keep_checkpoints: bool = False        # a loadable model at step 0 and every ckpt_every steps: OUT/checkpoints/
     resume: bool = False
     overwrite: bool = False
 

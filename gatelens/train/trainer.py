@@ -31,7 +31,8 @@ from .. import attention
 from ..errors import GatelensError
 from ..measure import Inputs, measure
 from ..models.load import Loaded, model_info, native_family
-from .checkpoint import discard, last_loss, load_checkpoint, publish, save_checkpoint, work_folder, write_log
+from .checkpoint import (discard, last_loss, load_checkpoint, publish, save_checkpoint, snapshot, work_folder,
+                         write_log)
 from .config import TrainConfig
 from .data import load_data
 from .init import initial_state, twin_model
@@ -160,6 +161,8 @@ def _train(cfg: TrainConfig, out: Path, work: Path, on_step) -> dict:
         state = load_checkpoint(ckpt_path, model, opt, sched, cfg)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
 
+    if cfg.keep_checkpoints and state["step"] == 0:
+        snapshot(work, model, model_cfg, data.tokenizer, 0, 0)
     t0, tokens0, wall0 = time.perf_counter(), state["tokens"], state["wall_s"]
     loss_value = float("nan")
     try:
@@ -197,6 +200,8 @@ def _train(cfg: TrainConfig, out: Path, work: Path, on_step) -> dict:
                 state["recent"] = []
                 write_log(work / "train_log.csv", state["log"])
             if state["step"] % cfg.ckpt_every == 0 or last:
+                if cfg.keep_checkpoints:
+                    snapshot(work, model, model_cfg, data.tokenizer, state["step"], state["tokens"])
                 save_checkpoint(ckpt_path, model, opt, sched, cfg, {**state, "last_loss": loss_value})
             if on_step is not None:
                 speed = (state["tokens"] - tokens0) / max(time.perf_counter() - t0, 1e-9)
