@@ -105,6 +105,7 @@ Bos = Annotated[bool, typer.Option("--bos/--no-bos", help="prepend the model's B
 Out = Annotated[Optional[Path], typer.Option("--out", help="output folder (default results/<command>/<model>)")]
 Json = Annotated[bool, typer.Option("--json", help="print one JSON object to stdout and nothing else there")]
 Revision = Annotated[Optional[str], typer.Option("--revision", help="hub ids: branch, tag or commit to load")]
+Html = Annotated[bool, typer.Option("--html", help="also write interactive views (self-contained HTML, offline)")]
 
 
 @dataclass
@@ -122,6 +123,7 @@ class Measuring:
     out: Out = None
     json_out: Json = False
     revision: Revision = None
+    html: Html = False
 
     def __post_init__(self):
         if isinstance(self.seq_len, str):  # built in code rather than by Typer, which parses it already
@@ -360,12 +362,25 @@ def publish(command: str, loaded, result, opts: Measuring, out: Path, extra: dic
             w.table(stem, df, caption)
         for stem, fig in plots.figures(result).items():
             w.figure(stem, fig)
+        if opts.html:
+            from .views import heads_html
+
+            for part in _head_results(result):
+                w.html(f"{part.__class__.__name__.removesuffix('Result').lower()}_heads", heads_html(part))
         w.json(f"{command}.json", payload)
 
     files = _write(out, fill, payload, opts.json_out)
     if files is not None:
         show(view)
         out_console.print(f"wrote {len(files)} files to {out}/")
+
+
+def _head_results(result) -> list:
+    """The per-head results inside a command's result (itself, or the parts of a composite such as `sinks`)."""
+    from .metrics.base import HeadResult
+
+    parts = [result] + [v for v in vars(result).values() if isinstance(v, HeadResult)]
+    return [p for p in parts if isinstance(p, HeadResult) and p.layers]
 
 
 def emit_json(obj: dict) -> None:
@@ -926,7 +941,10 @@ def attn_map_cli(models: Annotated[list[str], typer.Argument(help="one model, or
                  seq_len: Annotated[int, typer.Option("--seq-len", min=2, help="tokens to show")] = 64, bos: Bos = True,
                  log: Annotated[Optional[bool], typer.Option("--log/--linear", help="colour scale")] = None,
                  max_size: Annotated[int, typer.Option(help="pool longer texts into this many cells")] = 512,
-                 device: Device = "cpu", dtype: Dtype = "float32", out: Out = None, json_out: Json = False):
+                 device: Device = "cpu", dtype: Dtype = "float32", out: Out = None, json_out: Json = False,
+                 html: Annotated[bool, typer.Option(
+                     "--html", help="also write an interactive view per model: every head of --layer, hover for "
+                                    "tokens and weights, attention received per key (self-contained, offline)")] = False):
     """Attention map of a layer and head (or the head mean) for one text; several models side by side."""
     import pandas as pd
 
@@ -940,8 +958,18 @@ def attn_map_cli(models: Annotated[list[str], typer.Argument(help="one model, or
     check_dtype(dtype)
     out = output_folder(out, "attn-map", models)
     body = data.read_text(text) if text is not None else prompt
-    maps = [text_map(measure.as_loaded(m, device=device, dtype=dtype), body, layer, head, seq_len, bos, max_size)
-            for m in models]
+    loaded = [measure.as_loaded(m, device=device, dtype=dtype) for m in models]
+    maps = [text_map(lm, body, layer, head, seq_len, bos, max_size) for lm in loaded]
+    if html and any(mp.pooled != 1 for mp in maps):
+        raise GatelensError(f"--html shows the exact map: give a text of at most --max-size {max_size} tokens "
+                            "(or raise --max-size)")
+    views = {}
+    if html:
+        from .views import attention_html
+
+        for lm in loaded:
+            every = [text_map(lm, body, layer, h, seq_len, bos, max_size) for h in [None, *range(lm.info.n_heads)]]
+            views[Path(lm.info.spec).name] = attention_html(every)
     shares = {mp.model["spec"]: mp.first_token_share for mp in maps}
     n = max(mp.n_tokens for mp in maps)  # what was mapped: a short --prompt gives fewer tokens than --seq-len
     measured = {"seq_len": n, **({"seq_len_asked": seq_len} if n < seq_len else {})}
@@ -955,6 +983,8 @@ def attn_map_cli(models: Annotated[list[str], typer.Argument(help="one model, or
         for mp in maps:
             name = Path(mp.model["spec"]).name
             pd.DataFrame(mp.pattern.numpy()).to_csv(w.path(f"{stem}_{name}.csv"), index=False, float_format="%.6g")
+        for name, page in views.items():
+            w.html(f"attn_map_L{layer}_{name}", page)
         w.json(f"{stem}.json", payload)
 
     files = _write(out, fill, payload, json_out)

@@ -80,6 +80,10 @@ class Writer:
     def json(self, name: str, obj: dict) -> None:
         self.path(name).write_text(json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
 
+    def html(self, stem: str, page: str) -> None:
+        """An interactive view (gatelens.views): one self-contained page."""
+        self.path(f"{stem}.html").write_text(page, encoding="utf-8")
+
     def figure(self, stem: str, fig) -> None:
         import matplotlib.pyplot as plt
 
