@@ -223,6 +223,10 @@ class AblationResult:
     def tables(self) -> dict:
         return {"ablate": self.to_frame(), "ablate_layers": self.layer_frame()}
 
+    @classmethod
+    def from_dict(cls, d: dict) -> AblationResult:
+        return cls(d["model"], d["settings"], [Run(**r) for r in d["runs"]])
+
     @property
     def note(self) -> str | None:
         """Why the result is no finding, if it is none: a massive ablation on a model without massive activations."""

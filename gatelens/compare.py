@@ -44,6 +44,13 @@ class Comparison:
         return {"models": self.to_frame().to_dict(orient="records"), "settings": self.settings,
                 "details": [r.to_dict() for r in self.reports]}
 
+    @classmethod
+    def from_dict(cls, d: dict) -> Comparison:
+        """Back from `to_dict()`: every model's results rebuilt from its details."""
+        reports = [Report({name: None if part is None else METRICS[name].result_type.from_dict(part)
+                           for name, part in det.items() if name in METRICS}) for det in d["details"]]
+        return cls(reports, d["settings"])
+
 
 def compare_models(models: list[Loaded | str], *, text: str | None = None, text_file: str | None = None,
                    dataset: str | None = None, seq_len: int = 256, n_seqs: int = 8, bos: bool = True,

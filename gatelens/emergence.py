@@ -56,6 +56,10 @@ class EmergenceResult:
     def to_dict(self) -> dict:
         return {"rows": self.rows, "models": self.models, "settings": self.settings}
 
+    @classmethod
+    def from_dict(cls, d: dict) -> EmergenceResult:
+        return cls(d["rows"], d["settings"], d.get("models", []))
+
     def display(self) -> dict:
         s = self.settings
         runs = ", ".join(dict.fromkeys(r["run"] for r in self.rows))

@@ -41,6 +41,12 @@ class SinksResult:
                 "contribution": {k: v for k, v in c.items() if k not in ("model", "settings")},
                 "model": self.model, "settings": self.settings}
 
+    @classmethod
+    def from_dict(cls, d: dict) -> SinksResult:
+        common = {"model": d["model"], "settings": d["settings"]}
+        return cls(ReceivedResult.from_dict({**d["received"], **common}),
+                   ContributionResult.from_dict({**d["contribution"], **common}))
+
     def display(self) -> dict:
         view = self.received.display()
         cols = self.contribution.display()["columns"]

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import ClassVar
 
 import torch
@@ -277,6 +277,21 @@ class HeadResult:
         import pandas as pd
 
         return pd.DataFrame([{"layer": ly.layer, **{k: ly.mean_of(k) for k in ly.heads}} for ly in self.layers])
+
+    @classmethod
+    def from_dict(cls, d: dict):
+        """The result back from its `to_dict()` (a command's JSON): per-head numbers become statistics again, other
+        per-head values `head_extra`, per-layer values that are not a statistic's mean `extra`."""
+        layers = []
+        for row in d["layers"]:
+            heads = row["heads"]
+            names = [k for k in heads[0] if k != "head"] if heads else []
+            stats = [k for k in names if all(h.get(k) is None or isinstance(h.get(k), (int, float)) for h in heads)]
+            layers.append(HeadLayer(row["layer"], {k: [h[k] for h in heads] for k in stats},
+                                    {k: v for k, v in row.items() if k not in ("layer", "heads", *stats)},
+                                    {k: [h[k] for h in heads] for k in names if k not in stats}))
+        own = {f.name: d[f.name] for f in fields(cls) if f.name not in ("model", "settings", "layers") and f.name in d}
+        return cls(model=d["model"], settings=d["settings"], layers=layers, **own)
 
     def to_dict(self) -> dict:
         return {**self.headline(),

@@ -184,9 +184,15 @@ class NormsResult:
 
     def to_dict(self) -> dict:
         return {"summary": self.summary(),
-                "layers": [{"layer": ly["layer"], **{q: {k: v for k, v in ly[q].items() if k != "position"}
+                "layers": [{"layer": ly["layer"], **{q: {k: v.tolist() if k == "position" else v for k, v in ly[q].items()}
                                                      for q in QUANTITIES if q in ly}} for ly in self.layers],
                 "tokens": self.tokens[:50], "model": self.model, "settings": self.settings}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> NormsResult:
+        layers = [{"layer": ly["layer"], **{q: {**ly[q], "position": torch.tensor(ly[q]["position"], dtype=torch.float64)}
+                                            for q in QUANTITIES if q in ly}} for ly in d["layers"]]
+        return cls(d["model"], d["settings"], layers, d.get("tokens", []))
 
     def display(self) -> dict:
         s = self.settings

@@ -57,6 +57,10 @@ class PerplexityResult:
     def columns(self) -> dict:
         return {"perplexity": self.perplexity}
 
+    @classmethod
+    def from_dict(cls, d: dict) -> PerplexityResult:
+        return cls(d["model"], d["settings"], d["loss"] * d["n_tokens"], d["n_tokens"])
+
     def to_dict(self) -> dict:
         return {"perplexity": self.perplexity, "loss": self.loss, "n_tokens": self.n_tokens,
                 "model": self.model, "settings": self.settings}

@@ -429,7 +429,23 @@ class ReceivedResult(HeadResult):
     def to_dict(self) -> dict:
         d = super().to_dict()
         d["tokens"] = self.tokens
+        # per layer: received per position (mean over heads) and the sink-score counts (summed over heads), so that
+        # `gatelens.read` gives back a result whose profile() and sink_score() are the ones measured
+        d["positions"] = {str(layer): {"received": self.profile(layer).mean(0).tolist(),
+                                       "sink_passed": self.scores[layer][0].sum(0).tolist(),
+                                       "sink_scored": self.scores[layer][1].sum(0).tolist()}
+                          for layer in self.profiles}
         return d
+
+    @classmethod
+    def from_dict(cls, d: dict):
+        r = super().from_dict({k: v for k, v in d.items() if k != "positions"})
+        for layer, p in d.get("positions", {}).items():
+            rec = torch.tensor(p["received"], dtype=torch.float64)[None]
+            r.profiles[int(layer)] = (rec, torch.ones_like(rec))          # [1, pos]: the head mean, count 1
+            r.scores[int(layer)] = (torch.tensor(p["sink_passed"], dtype=torch.float64)[None],
+                                    torch.tensor(p["sink_scored"], dtype=torch.float64)[None])
+        return r
 
     def display(self) -> dict:
         s = self.settings
