@@ -85,7 +85,7 @@ err_console = Console(stderr=True)
 DEVICES = "cpu, cuda, cuda:N or auto (accelerate device map)"
 DTYPES = ("float32", "bfloat16", "float16")
 DATASETS = ("eval_sample",)  # gatelens.data.DATASETS, without importing torch (tests check they agree)
-BENCH_METHODS = ("bare", "sink", "massive", "gates", "all", "tl_cache", "eager")  # gatelens.bench.METHODS
+BENCH_METHODS = ("bare", "sink", "massive", "gates", "norms", "heads", "all", "tl_cache", "eager")  # bench.METHODS
 METHODS = ListOption("--methods", str, "passes", choices=BENCH_METHODS, example="bare,sink",
                      omitted="every pass is timed")
 TYPES = ListOption("--types", str, "model types", example="llama,qwen3", omitted="every type is checked")
