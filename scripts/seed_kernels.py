@@ -141,6 +141,7 @@ def drive(work: Path, budget_h: float, seeds, models, kernels) -> None:
                     w.writerow({"finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"), "kernel": kernel, "model": model,
                                 "seed": seed, "cpu_s": round(cpu, 1), "wall_s": round(time.perf_counter() - t, 1),
                                 "capability": row["capability"], "f_attn": round(row["f_attn"], 4)})
+                write_table()
                 print(f"{kernel:7s} {model:26s} seed {seed}: F-Attn {row['f_attn']:.3f} dormant "
                       f"{row['f_attn_dormant']:.3f} val {row['val_loss']:.4f} ({cpu:.0f} CPU-s; "
                       f"{spent / 3600:.2f} of {budget_h} CPU-hours)", flush=True)
@@ -148,6 +149,47 @@ def drive(work: Path, budget_h: float, seeds, models, kernels) -> None:
 
 def rows() -> list[dict]:
     return [json.loads(p.read_text()) for p in sorted(RECORD.glob("*/*/result.json"))]
+
+
+def _stat(xs: list[float]) -> str:
+    if not xs:
+        return "—"
+    m = sum(xs) / len(xs)
+    sd = (sum((x - m) ** 2 for x in xs) / (len(xs) - 1)) ** 0.5 if len(xs) > 1 else float("nan")
+    return f"{m:.3f} ± {sd:.3f}" if len(xs) > 1 else f"{m:.3f}"
+
+
+def write_table() -> Path:
+    """RECORD/README.md: every finished run, mean ± sd per (model, kernel set), and the budget spent so far."""
+    rs = rows()
+    spent = sum(float(r["cpu_s"]) for r in ledger(Path(".")))
+    lines = ["# The mech twins over seeds and CPU kernel sets", "",
+             "Made by `python scripts/seed_kernels.py --work runs/seed-kernels` (resumable; `--table` rewrites this page "
+             "from the runs recorded here). Each run: the recipe's 3000 steps at one seed, in its own process on one "
+             "torch thread, under ATen's default kernels (`default`: AVX512 on this AVX-512 machine) or "
+             "`ATEN_CPU_CAPABILITY=avx2`; measured on the 8 held-out task sequences of 256 tokens. "
+             f"Budget: {spent / 3600:.2f} of 5 CPU-hours spent (ledger.csv; a run that was interrupted and resumed "
+             "counts only its last process).", "",
+             "| model | kernel set | runs (seeds) | F-Attn | F-Attn, dormant queries | mean gate | val loss |",
+             "|---|---|---|---:|---:|---:|---:|"]
+    for model, _ in MODELS:
+        for kernel in KERNELS:
+            g = [r for r in rs if r["model"] == model and r["kernel"] == kernel]
+            if g:
+                gates = [r["mean_gate"] for r in g if r.get("mean_gate") is not None]
+                lines.append(f"| {model} | {kernel} ({g[0]['capability']}) | {len(g)} "
+                             f"({', '.join(str(r['seed']) for r in sorted(g, key=lambda r: r['seed']))}) | "
+                             f"{_stat([r['f_attn'] for r in g])} | {_stat([r['f_attn_dormant'] for r in g])} | "
+                             f"{_stat(gates)} | {_stat([r['val_loss'] for r in g])} |")
+    lines += ["", "## Every run", "", "| model | seed | kernel set | F-Attn | dormant | trigger | mean gate | val loss |",
+              "|---|---:|---|---:|---:|---:|---:|---:|"]
+    for r in sorted(rs, key=lambda r: ([m for m, _ in MODELS].index(r["model"]), r["seed"], r["kernel"])):
+        gate = "—" if r.get("mean_gate") is None else f"{r['mean_gate']:.3f}"
+        lines.append(f"| {r['model']} | {r['seed']} | {r['kernel']} ({r['capability']}) | {r['f_attn']:.3f} | "
+                     f"{r['f_attn_dormant']:.3f} | {r['f_attn_active']:.3f} | {gate} | {r['val_loss']:.4f} |")
+    path = RECORD / "README.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path
 
 
 def main() -> None:
@@ -158,11 +200,14 @@ def main() -> None:
     ap.add_argument("--models", nargs="*", default=[m for m, _ in MODELS], choices=[m for m, _ in MODELS])
     ap.add_argument("--kernels", nargs="*", default=list(KERNELS), choices=KERNELS)
     ap.add_argument("--report", action="store_true", help="print every finished run as JSON; train nothing")
+    ap.add_argument("--table", action="store_true", help="rewrite the record's README.md table; train nothing")
     ap.add_argument("--one", nargs=4, metavar=("KERNEL", "MODEL", "GATE", "SEED"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.one:
         kernel, model, gate, seed = args.one
         one(args.work, kernel, model, gate, int(seed))
+    elif args.table:
+        print(write_table())
     elif args.report:
         print(json.dumps(rows(), indent=1))
     else:
