@@ -13,8 +13,8 @@ __version__ = "0.1.0"
 from .errors import GatelensError  # noqa: E402
 
 _LAZY = {"prepare_inputs": "measure", "sink": "measure", "Loaded": "models.load", "ModelInfo": "models.load",
-         "load": "models.load"}
-__all__ = ["GatelensError", "Loaded", "ModelInfo", "load", "prepare_inputs", "sink", "__version__"]
+         "load": "models.load", "read": "reading"}
+__all__ = ["GatelensError", "Loaded", "ModelInfo", "load", "prepare_inputs", "read", "sink", "__version__"]
 
 
 def __getattr__(name: str):

@@ -32,10 +32,10 @@ import torch
 from . import data
 from .models.load import Loaded
 from .measure import run
-from .metrics import Gates, Massive, Sink
+from .metrics import Gates, Heads, Massive, Norms, Sink
 
 
-METHODS = ["bare", "sink", "massive", "gates", "all", "tl_cache", "eager"]
+METHODS = ["bare", "sink", "massive", "gates", "norms", "heads", "all", "tl_cache", "eager"]
 
 
 def machine() -> str:
@@ -174,6 +174,8 @@ def bench(loaded: Loaded, seq_lens: list[int], *, batch: int = 1, repeats: int =
             "sink": probes_pass(lambda: [Sink()]),
             "massive": probes_pass(lambda: [Massive()]),
             "gates": probes_pass(lambda: [Gates()]),
+            "norms": probes_pass(lambda: [Norms()]),
+            "heads": probes_pass(lambda: [Heads()]),
             "all": probes_pass(lambda: [Sink(), Massive()] + ([Gates()] if loaded.info.gated else [])),
             "tl_cache": lambda: _tl(bridge, ids, device),
             "eager": lambda: _eager(model, ids, device),

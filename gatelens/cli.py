@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import logging
 import os
 import re
 import sys
@@ -27,6 +28,7 @@ from rich.table import Table
 
 from .errors import GatelensError
 from .models.gate_kinds import GATES
+from .options import HEADS, LAYERS, SEQ_LENS, ListOption
 
 
 
@@ -61,7 +63,8 @@ class _Group(typer.core.TyperGroup):
             if not hasattr(e, "format_message"):
                 raise
             where = e.ctx.command_path if getattr(e, "ctx", None) is not None else "gatelens"
-            message = " ".join(e.format_message().split())
+            cause = e.__cause__  # a list option's own one line (gatelens.options), as every GatelensError reads
+            message = " ".join((str(cause) if isinstance(cause, GatelensError) else e.format_message()).split())
             print(f"error: {message} (see `{where} --help`)", file=sys.stderr)
             sys.exit(getattr(e, "exit_code", 2))
         sys.exit(rv if isinstance(rv, int) else 0)
@@ -82,15 +85,18 @@ err_console = Console(stderr=True)
 DEVICES = "cpu, cuda, cuda:N or auto (accelerate device map)"
 DTYPES = ("float32", "bfloat16", "float16")
 DATASETS = ("eval_sample",)  # gatelens.data.DATASETS, without importing torch (tests check they agree)
-BENCH_METHODS = ("bare", "sink", "massive", "gates", "all", "tl_cache", "eager")  # gatelens.bench.METHODS
+BENCH_METHODS = ("bare", "sink", "massive", "gates", "norms", "heads", "all", "tl_cache", "eager")  # bench.METHODS
+METHODS = ListOption("--methods", str, "passes", choices=BENCH_METHODS, example="bare,sink",
+                     omitted="every pass is timed")
+TYPES = ListOption("--types", str, "model types", example="llama,qwen3", omitted="every type is checked")
 
 # Options shared by many commands, declared once so they mean the same everywhere.
 Model = Annotated[str, typer.Argument(help="zoo name, smollm2-135m, checkpoint folder, .gguf file or hub id")]
 TextFile = Annotated[Optional[Path], typer.Option("--text", help="UTF-8 text file to measure on")]
 Dataset = Annotated[Optional[str], typer.Option("--dataset", metavar="[" + "|".join(DATASETS) + "]",
                                                 help="shipped dataset (default: the model's own evaluation data)")]
-SeqLen = Annotated[str, typer.Option("--seq-len", metavar="N[,N...]",
-                                     help="tokens per sequence; a comma list sweeps lengths (sink)")]
+SeqLen = Annotated[tuple, typer.Option("--seq-len", metavar="N[,N...]", parser=SEQ_LENS.typer(),
+                                       help="tokens per sequence; a comma list sweeps lengths (sink)")]
 NSeqs = Annotated[int, typer.Option("--n-seqs", min=1, help="number of sequences")]
 BatchSize = Annotated[int, typer.Option("--batch-size", min=1, help="sequences per forward pass")]
 Device = Annotated[str, typer.Option("--device", metavar="[cpu|cuda|cuda:N|auto]", help=DEVICES)]
@@ -99,6 +105,7 @@ Bos = Annotated[bool, typer.Option("--bos/--no-bos", help="prepend the model's B
 Out = Annotated[Optional[Path], typer.Option("--out", help="output folder (default results/<command>/<model>)")]
 Json = Annotated[bool, typer.Option("--json", help="print one JSON object to stdout and nothing else there")]
 Revision = Annotated[Optional[str], typer.Option("--revision", help="hub ids: branch, tag or commit to load")]
+Html = Annotated[bool, typer.Option("--html", help="also write interactive views (self-contained HTML, offline)")]
 
 
 @dataclass
@@ -116,13 +123,16 @@ class Measuring:
     out: Out = None
     json_out: Json = False
     revision: Revision = None
+    html: Html = False
 
     def __post_init__(self):
+        if isinstance(self.seq_len, str):  # built in code rather than by Typer, which parses it already
+            self.seq_len = SEQ_LENS.parse(self.seq_len)
         check_device(self.device)
         check_dtype(self.dtype)
 
     def lengths(self) -> list[int]:
-        return seq_lens(self.seq_len)
+        return list(self.seq_len)
 
     def length(self) -> int:
         lens = self.lengths()
@@ -138,14 +148,23 @@ class Measuring:
 
         return measure.as_loaded(spec, device=_device(self.device), dtype=self.dtype, revision=self.revision)
 
-    def inputs(self, loaded, seq_len: int | None = None):
+    def inputs(self, loaded, seq_len: int | None = None, check: Callable | None = None):
+        """The command's sequences; `check(inputs)` refuses what the text really gave before the note on it."""
+        one = None if check is None else (lambda xs: check(xs[0]))
+        return self.sweep_inputs(loaded, [seq_len or self.length()], one)[0]
+
+    def sweep_inputs(self, loaded, lengths: list[int], check: Callable | None = None) -> list:
+        """The inputs at each length; `check(inputs)` may refuse them before any note is printed."""
         from . import measure
 
-        inputs = measure.prepare_inputs(loaded, text_file=str(self.text) if self.text else None,
-                                        dataset=self.dataset, seq_len=seq_len or self.length(), n_seqs=self.n_seqs,
-                                        bos=self.bos)
-        if inputs.shortfall:  # fewer or shorter sequences than asked: said once, here, for every command
-            err_console.print(f"note: {escape(inputs.shortfall)}", highlight=False, soft_wrap=True)
+        inputs = [measure.prepare_inputs(loaded, text_file=str(self.text) if self.text else None,
+                                         dataset=self.dataset, seq_len=n, n_seqs=self.n_seqs, bos=self.bos)
+                  for n in lengths]
+        if check is not None:
+            check(inputs)
+        for i in inputs:
+            if i.shortfall:  # fewer or shorter sequences than asked: said once, here, for every command
+                err_console.print(f"note: {escape(i.shortfall)}", highlight=False, soft_wrap=True)
         return inputs
 
 
@@ -168,10 +187,38 @@ def measuring(fn: Callable) -> Callable:
 
 
 def output_folder(out: Path | None, command: str, specs) -> Path:
-    """The output folder (default results/<command>/<models>), checked writable before any work."""
+    """The output folder (default results/<command>/<models>), checked before any work: writable, and new, empty or
+    gatelens' own earlier output (rewritten in place), so that no file of the user's is ever replaced."""
+    from .report import is_output_folder
+
     out = out or Path("results") / command / "_vs_".join(_safe(s) for s in specs)
     check_writable(out)
+    if out.is_dir() and not is_output_folder(out):
+        raise GatelensError(f"--out {out} is a folder of other files, not gatelens output; give a new or empty folder")
     return out
+
+
+def check_table_out(out: Path) -> None:
+    """`gatelens models --out`: a Markdown file (its rows are written beside it as .json), checked before the sweep:
+    not a folder, a .md file whose .json is no folder, in a folder we can write, and not a file gatelens did not
+    write."""
+    from .models.coverage import read_rows
+
+    if out.is_dir():
+        raise GatelensError(f"--out {out} is a folder; give the Markdown file to write, e.g. {out / 'MODELS.md'}")
+    if out.suffix.lower() != ".md":
+        raise GatelensError(f"--out {out}: give a Markdown file ending in .md (its rows go to the .json beside it)")
+    if out.with_suffix(".json").is_dir():
+        raise GatelensError(f"--out {out}: {out.with_suffix('.json')} is a folder, where the table's .json goes; "
+                            "choose another --out")
+    check_writable(out.parent)
+    rows = out.with_suffix(".json")
+    for taken in (p for p in (out, rows) if p.exists()):
+        try:
+            read_rows(rows)
+        except (GatelensError, OSError):
+            raise GatelensError(f"--out {out}: {taken} exists and is not a table of `gatelens models`; "
+                                "choose another --out") from None
 
 
 def _safe(spec: str) -> str:
@@ -221,22 +268,39 @@ def _quiet_libraries() -> None:
         transformers.utils.logging.disable_progress_bar()
 
 
+class _Notes(logging.Handler):
+    """The library's warnings (a stray weight file not read ...) as `note:` lines on stderr: it logs, the CLI prints."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        err_console.print(f"note: {escape(record.getMessage())}", highlight=False, soft_wrap=True)
+
+
+def _show_notes() -> None:
+    log = logging.getLogger("gatelens")
+    if not any(isinstance(h, _Notes) for h in log.handlers):
+        log.addHandler(_Notes(logging.WARNING))
+
+
 def user_errors(fn: Callable) -> Callable:
     """Turn GatelensError (and out-of-memory) into one line on stderr and exit code 2."""
+    own = inspect.signature(fn).parameters  # the command's options: a message names only those it has
 
     @wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             _quiet_libraries()
+            _show_notes()
             return fn(*args, **kwargs)
         except GatelensError as e:
             err_console.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
         except MemoryError:
-            err_console.print("[bold red]error:[/] out of memory; use a smaller --batch-size or --seq-len")
+            smaller = " or ".join(f"--{n.replace('_', '-')}" for n in ("batch_size", "seq_len") if n in own)
+            fix = f"use a smaller {smaller}" if smaller else "close other programs"
+            err_console.print(f"[bold red]error:[/] out of memory; {fix}")
             raise typer.Exit(2) from None
-        except KeyboardInterrupt:
-            err_console.print("interrupted; nothing was written")
+        except KeyboardInterrupt as e:  # its message, if any, says what was kept (train's checkpoint)
+            err_console.print(f"interrupted; {escape(str(e)) or 'nothing was written'}")
             raise typer.Exit(130) from None
 
     return wrapper
@@ -298,6 +362,11 @@ def publish(command: str, loaded, result, opts: Measuring, out: Path, extra: dic
             w.table(stem, df, caption)
         for stem, fig in plots.figures(result).items():
             w.figure(stem, fig)
+        if opts.html:
+            from .views import heads_html
+
+            for part in _head_results(result):
+                w.html(f"{part.__class__.__name__.removesuffix('Result').lower()}_heads", heads_html(part))
         w.json(f"{command}.json", payload)
 
     files = _write(out, fill, payload, opts.json_out)
@@ -306,16 +375,12 @@ def publish(command: str, loaded, result, opts: Measuring, out: Path, extra: dic
         out_console.print(f"wrote {len(files)} files to {out}/")
 
 
-def seq_lens(value: str) -> list[int]:
-    try:
-        lens = [int(x) for x in value.split(",")]
-    except ValueError:
-        raise GatelensError(f"--seq-len {value!r}: give an integer or a comma list such as 256,1024") from None
-    if not lens:
-        raise GatelensError("--seq-len is empty")
-    if min(lens) < 2:
-        raise GatelensError(f"--seq-len {min(lens)}: a sequence needs at least 2 tokens")
-    return lens
+def _head_results(result) -> list:
+    """The per-head results inside a command's result (itself, or the parts of a composite such as `sinks`)."""
+    from .metrics.base import HeadResult
+
+    parts = [result] + [v for v in vars(result).values() if isinstance(v, HeadResult)]
+    return [p for p in parts if isinstance(p, HeadResult) and p.layers]
 
 
 def emit_json(obj: dict) -> None:
@@ -380,10 +445,13 @@ def sink_cli(model: Model, eps: Eps = 0.3, *, opts: Measuring):
     lens = opts.lengths()
     out = opts.output("sink", model)
     loaded = opts.load(model)
-    results = [run_metric("sink", loaded, opts.inputs(loaded, n), opts, eps=eps) for n in lens]
+    inputs = opts.sweep_inputs(loaded, lens, check=lambda xs: check_distinct(opts.seq_len, xs))
+    results = [run_metric("sink", loaded, i, opts, eps=eps) for i in inputs]
     if len(results) == 1:
         return publish("sink", loaded, results[0], opts, out)
-    prov = report.provenance({"seq_lens": lens, **results[-1].settings}, [loaded.info.to_dict()])
+    measured = [r.settings["seq_len"] for r in results]   # a short text gives shorter sequences than asked
+    prov = report.provenance({"seq_lens": measured, **({"seq_lens_asked": lens} if measured != lens else {}),
+                              **results[-1].settings}, [loaded.info.to_dict()])
     payload = {"f_attn": {r.settings["seq_len"]: r.f_attn for r in results},
                "lengths": [{"seq_len": r.settings["seq_len"], **r.to_dict()} for r in results], "provenance": prov}
 
@@ -407,6 +475,14 @@ def sink_cli(model: Model, eps: Eps = 0.3, *, opts: Measuring):
         out_console.print(f"wrote {len(files)} files to {out}/")
 
 
+def check_distinct(asked: str, inputs: list) -> None:
+    """A sweep whose text is too short for several of its lengths would measure the same sequences twice."""
+    measured = [min(i.seq_len, i.longest) for i in inputs]
+    if len(set(measured)) < len({i.seq_len for i in inputs}):
+        raise GatelensError(f"--seq-len {asked}: the text gives at most {max(measured)} tokens per sequence, so "
+                            f"several lengths would measure the same {max(measured)}; sweep lengths up to it")
+
+
 @command("sinks")
 @user_errors
 @measuring
@@ -415,24 +491,26 @@ def sinks_cli(model: Model,
               min_queries: Annotated[Optional[int], typer.Option(
                   min=1, help="rank only keys seen by at least this many queries (default: a quarter of the "
                               "sequence's)")] = None,
-              *, opts: Measuring):
-    """Which tokens are sinks (attention received per key, top keys, sink tokens) and what they contribute
-    (value norms, norm-weighted F-Attn)."""
+              eps: Eps = 0.3, *, opts: Measuring):
+    """Which tokens are sinks (attention received per key, top keys, sink tokens, Gu et al.'s sink score of every
+    position) and what they contribute (value norms, norm-weighted F-Attn)."""
     from .metrics.received import check_received_options
+    from .metrics.sink import check_eps
     from .sinks import sinks
 
-    check_received_options(top_k, min_queries)
+    check_received_options(top_k, min_queries, opts.length())
+    check_eps(eps)
     out = opts.output("sinks", model)
     loaded = opts.load(model)
-    inputs = opts.inputs(loaded)
+    inputs = opts.inputs(loaded, check=lambda i: check_received_options(top_k, min_queries, i.longest))  # short text
     with progress(f"sinks {loaded.info.spec} @ {inputs.seq_len}") as bar:
         task = bar.add_task("", total=len(inputs.seqs))
-        r = sinks(loaded, inputs, top_k=top_k, min_queries=min_queries, batch_size=opts.batch_size,
+        r = sinks(loaded, inputs, top_k=top_k, min_queries=min_queries, eps=eps, batch_size=opts.batch_size,
                   on_batch=lambda k: bar.advance(task, k))
     publish("sinks", loaded, r, opts, out)
 
 
-ABLATIONS = ("sink", "sink-value", "gate-mean", "gate-one")  # gatelens.ablate.WHAT, without importing torch
+ABLATIONS = ("sink", "sink-value", "gate-mean", "gate-one", "head", "massive-zero", "massive-mean")  # ablate.WHAT, no torch
 
 
 @command("ablate")
@@ -440,28 +518,35 @@ ABLATIONS = ("sink", "sink-value", "gate-mean", "gate-one")  # gatelens.ablate.W
 @measuring
 def ablate_cli(model: Model,
                what: Annotated[str, typer.Option("--what", metavar="[" + "|".join(ABLATIONS) + "]",
-                                                 help="remove the sink (key 0 masked), its value, or replace the "
-                                                      "gate by its mean over tokens / by 1")] = "sink",
-               layers: Annotated[Optional[str], typer.Option(
-                   "--layers", metavar="each|all|N[,N...]",
+                                                 help="remove the sink (key 0 masked), its value, replace the "
+                                                      "gate by its mean over tokens / by 1, zero --heads, or set the "
+                                                      "massive activations to zero / their mean (Sun et al. 2024)")
+                     ] = "sink",
+               layers: Annotated[Optional[tuple], typer.Option(
+                   "--layers", metavar="each|all|N[,N...]", parser=LAYERS.typer(),
                    help="each layer alone then all at once (each, default), all at once only, or these layers "
                         "one at a time")] = None,
+               heads: Annotated[Optional[tuple], typer.Option(
+                   "--heads", metavar="H[,H...]", parser=HEADS.typer(),
+                   help="with --what head: the heads zeroed in each of --layers (each alone, then together)")] = None,
                *, opts: Measuring):
     """Causal tests, one forward each: loss change, F-Attn and M-Act with the sink or the gate ablated."""
-    from .ablate import ablate, parse_layers
+    from .ablate import ablate, check_measurable, parse_layers
 
     if what not in ABLATIONS:
         raise GatelensError(f"--what {what!r}: use one of {', '.join(ABLATIONS)}")
     chosen, whole = parse_layers(layers)
+    head_list = None if heads is None else list(heads)
     out = opts.output("ablate", model)
     loaded = opts.load(model)
-    inputs = opts.inputs(loaded)
+    inputs = opts.inputs(loaded, check=lambda i: check_measurable(what, i))
     with progress(f"ablate {what} {loaded.info.spec}") as bar:
         def on_run(name):
             task = bar.add_task(name, total=len(inputs.seqs))
             return lambda k: bar.advance(task, k)
 
-        r = ablate(loaded, what, chosen, all_layers=whole, inputs=inputs, batch_size=opts.batch_size, on_run=on_run)
+        r = ablate(loaded, what, chosen, all_layers=whole, inputs=inputs, batch_size=opts.batch_size, on_run=on_run,
+                   heads=head_list)
     publish("ablate", loaded, r, opts, out)
 
 
@@ -494,6 +579,36 @@ def gates_cli(model: Model, *, opts: Measuring):
     publish("gates", loaded, r, opts, out, extra={"note": r.note})
 
 
+@command("norms")
+@user_errors
+@measuring
+def norms_cli(model: Model, *, opts: Measuring):
+    """Norms of every token's hidden state, key and value per layer (Gu et al. 2024, Sun et al. 2024): the first
+    token against the median, per position and per token string."""
+    out = opts.output("norms", model)
+    loaded = opts.load(model)
+    publish("norms", loaded, run_metric("norms", loaded, opts.inputs(loaded), opts), opts, out)
+
+
+@command("heads")
+@user_errors
+@measuring
+def heads_cli(model: Model,
+              sink_weight: Annotated[float, typer.Option(help="dormant: at least this weight on key 0, in (0, 1]")] = 0.5,
+              output_ratio: Annotated[float, typer.Option(
+                  help="dormant: output norm below this fraction of the layer's mean head output")] = 0.5,
+              *, opts: Measuring):
+    """Dormant and active heads (Guo et al. 2024, Sandoval-Segura et al. 2025): per head, the share of queries parked
+    on the sink with a small output, first-token weight and output norm, ranked; test one with `ablate --what head`."""
+    from .metrics.heads import check_dormant_options
+
+    check_dormant_options(sink_weight, output_ratio)
+    out = opts.output("heads", model)
+    loaded = opts.load(model)
+    r = run_metric("heads", loaded, opts.inputs(loaded), opts, sink_weight=sink_weight, output_ratio=output_ratio)
+    publish("heads", loaded, r, opts, out)
+
+
 @command("rank")
 @user_errors
 @measuring
@@ -511,6 +626,44 @@ def rank_cli(model: Model,
     r = measure.rank(loaded, tol=tol, tokens=False) if weights_only else \
         run_metric("rank", loaded, opts.inputs(loaded), opts, tol=tol)
     publish("rank", loaded, r, opts, out)
+
+
+@command("emergence")
+@user_errors
+@measuring
+def emergence_cli(runs: Annotated[list[str], typer.Argument(
+        help="run folders trained with --keep-checkpoints (every checkpoint is measured), or model specs (one point)")],
+        *, opts: Measuring):
+    """Sink emergence across training (Gu et al. 2024): F-Attn, sink rate, M-Act and mean gate of every checkpoint
+    a run kept, against tokens seen; baseline and gated twins on one figure."""
+    from . import report
+    from .emergence import emergence
+    from .plots import emergence as plots
+
+    out = opts.output("emergence", *runs)
+    with progress("emergence") as bar:
+        def on_checkpoint(run, step, n):
+            task = bar.add_task(f"{run} step {step}", total=n)
+            return lambda k: bar.advance(task, k)
+
+        r = emergence(runs, seq_len=opts.length(), n_seqs=opts.n_seqs, bos=opts.bos,
+                      text_file=str(opts.text) if opts.text else None, dataset=opts.dataset,
+                      batch_size=opts.batch_size, device=_device(opts.device), dtype=opts.dtype,
+                      on_checkpoint=on_checkpoint)
+    payload = {**r.to_dict(), "provenance": report.provenance(r.settings, r.models)}
+    view = r.display()
+
+    def fill(w):
+        for stem, df in r.tables().items():
+            w.table(stem, df, view["title"])
+        for stem, fig in plots.figures(r).items():
+            w.figure(stem, fig)
+        w.json("emergence.json", payload)
+
+    files = _write(out, fill, payload, opts.json_out)
+    if files is not None:
+        show(view)
+        out_console.print(f"wrote {len(files)} files to {out}/")
 
 
 @command("compare")
@@ -538,7 +691,8 @@ def compare_cli(models: Annotated[list[str], typer.Argument(help="BASELINE GATED
 
         c = compare_models(models, text_file=str(opts.text) if opts.text else None, dataset=opts.dataset, seq_len=n,
                            n_seqs=opts.n_seqs, bos=opts.bos, batch_size=opts.batch_size, eps=eps,
-                           device=_device(opts.device), dtype=opts.dtype, on_model=on_model)
+                           device=_device(opts.device), dtype=opts.dtype, revision=opts.revision,
+                           on_model=on_model)
     df = c.to_frame()
     payload = {**c.to_dict(), "provenance": report.provenance(c.settings, [r.info for r in c.reports])}
 
@@ -593,6 +747,8 @@ def _train_option(field: str, text: str, *names: str):
     from .train.config import TrainConfig
 
     f = next(f for f in fields(TrainConfig) if f.name == field)
+    if f.metadata.get("range") is not None:  # the range the field declares, shown where the option is
+        text = f"{text}, {f.metadata['range']}"
     default = f.default_factory() if f.default_factory is not MISSING else f.default
     flag = isinstance(default, bool)
     if flag:
@@ -626,8 +782,7 @@ def train_config_from_options(config: Path | None = None, **options):
     settings.update(given)
     if "out" not in settings:
         raise GatelensError("no output folder: pass --out DIR (or set out in the --config file)")
-    cfg = TrainConfig(**settings)
-    check_device(cfg.device)
+    cfg = TrainConfig(**settings)   # every field against its declared range, then the files it names
     check_writable(Path(cfg.out))
     return cfg
 
@@ -671,12 +826,12 @@ def train_cli(
     batch_size: Annotated[Optional[int], _train_option("batch_size", "sequences per step")] = None,
     steps: Annotated[Optional[int], _train_option("steps", "optimiser steps")] = None,
     lr: Annotated[Optional[float], _train_option("lr", "peak learning rate (AdamW)")] = None,
-    min_lr: Annotated[Optional[float], _train_option("min_lr", "learning rate at the end of the cosine")] = None,
+    min_lr: Annotated[Optional[float], _train_option("min_lr", "learning rate at the end of the cosine (at most --lr)")] = None,
     warmup_steps: Annotated[Optional[int], _train_option("warmup_steps", "linear warm-up steps")] = None,
     weight_decay: Annotated[Optional[float], _train_option("weight_decay", "AdamW weight decay on matrices")] = None,
     beta1: Annotated[Optional[float], _train_option("beta1", "AdamW beta1")] = None,
     beta2: Annotated[Optional[float], _train_option("beta2", "AdamW beta2")] = None,
-    grad_clip: Annotated[Optional[float], _train_option("grad_clip", "gradient-norm clip")] = None,
+    grad_clip: Annotated[Optional[float], _train_option("grad_clip", "gradient-norm clip (0: none)")] = None,
     eval_every: Annotated[Optional[int], _train_option("eval_every", "steps between validation passes")] = None,
     eval_seqs: Annotated[Optional[int], _train_option("eval_seqs", "validation sequences")] = None,
     ckpt_every: Annotated[Optional[int], _train_option("ckpt_every", "steps between checkpoints")] = None,
@@ -684,8 +839,12 @@ def train_cli(
     device: Annotated[Optional[str], _train_option(
         "device", "cpu, cuda, cuda:N or auto (CUDA if there is a GPU, else CPU)")] = None,
     save_dtype: Annotated[Optional[str], _train_option("save_dtype", "saved weights: float32 or bfloat16")] = None,
+    keep_checkpoints: Annotated[Optional[bool], _train_option(
+        "keep_checkpoints", "keep a loadable model at step 0 and every --ckpt-every steps in OUT/checkpoints/ "
+        "(for gatelens emergence)", "--keep-checkpoints/--no-keep-checkpoints")] = None,
     resume: Annotated[Optional[bool], _train_option(
-        "resume", "continue from the last checkpoint of --out", "--resume/--no-resume")] = None,
+        "resume", "continue the run whose checkpoint an interruption kept in .<out>.partial/ beside --out",
+        "--resume/--no-resume")] = None,
     overwrite: Annotated[Optional[bool], _train_option(
         "overwrite", "replace an existing --out", "--overwrite/--no-overwrite")] = None,
     json_out: Annotated[bool, typer.Option("--json", metavar="", help="print the summary as one JSON object")] = False,
@@ -720,8 +879,8 @@ def bench_cli(model: Annotated[str, typer.Argument(help="model spec, or random:P
               repeats: Annotated[int, typer.Option(min=1, help="timed runs per cell (the median is reported)")] = 3,
               device: Device = "cpu", dtype: Dtype = "float32",
               quick: Annotated[bool, typer.Option("--quick", help="tiny model, 256 and 1024 tokens, one timed run")] = False,
-              methods: Annotated[Optional[str], typer.Option(
-                  metavar="[" + "|".join(BENCH_METHODS) + "],...",
+              methods: Annotated[Optional[tuple], typer.Option(
+                  metavar="[" + "|".join(BENCH_METHODS) + "],...", parser=METHODS.typer(),
                   help="comma list of the passes to time (default: all of them)")] = None,
               out: Out = None, json_out: Json = False):
     """Time and peak memory of each gatelens pass against the bare forward, TransformerLens and eager."""
@@ -731,15 +890,12 @@ def bench_cli(model: Annotated[str, typer.Argument(help="model spec, or random:P
     from .models import random as random_models
     from .models.load import load
 
-    wanted = [m.strip() for m in methods.split(",") if m.strip()] if methods is not None else None
-    unknown = sorted(set(wanted or ()) - set(BENCH_METHODS))
-    if unknown or wanted == []:
-        raise GatelensError(f"--methods {methods!r}: give a comma list of {', '.join(BENCH_METHODS)}")
+    wanted = list(methods) if methods is not None else None
     check_device(device)
     check_dtype(dtype)
     if quick:
-        model, seq_len, repeats = "random:tiny-qwen3", "256,1024", 1
-    lens = seq_lens(seq_len)
+        model, seq_len, repeats = "random:tiny-qwen3", (256, 1024), 1
+    lens = list(seq_len)
     out = output_folder(out, "bench", [model])
     if model.startswith("random:"):
         spec = str(random_models.build_folder(model.split(":", 1)[1], max_context=max(lens)))
@@ -789,7 +945,10 @@ def attn_map_cli(models: Annotated[list[str], typer.Argument(help="one model, or
                  seq_len: Annotated[int, typer.Option("--seq-len", min=2, help="tokens to show")] = 64, bos: Bos = True,
                  log: Annotated[Optional[bool], typer.Option("--log/--linear", help="colour scale")] = None,
                  max_size: Annotated[int, typer.Option(help="pool longer texts into this many cells")] = 512,
-                 device: Device = "cpu", dtype: Dtype = "float32", out: Out = None, json_out: Json = False):
+                 device: Device = "cpu", dtype: Dtype = "float32", out: Out = None, json_out: Json = False,
+                 html: Annotated[bool, typer.Option(
+                     "--html", help="also write an interactive view per model: every head of --layer, hover for "
+                                    "tokens and weights, attention received per key (self-contained, offline)")] = False):
     """Attention map of a layer and head (or the head mean) for one text; several models side by side."""
     import pandas as pd
 
@@ -803,11 +962,23 @@ def attn_map_cli(models: Annotated[list[str], typer.Argument(help="one model, or
     check_dtype(dtype)
     out = output_folder(out, "attn-map", models)
     body = data.read_text(text) if text is not None else prompt
-    maps = [text_map(measure.as_loaded(m, device=device, dtype=dtype), body, layer, head, seq_len, bos, max_size)
-            for m in models]
+    loaded = [measure.as_loaded(m, device=device, dtype=dtype) for m in models]
+    maps = [text_map(lm, body, layer, head, seq_len, bos, max_size) for lm in loaded]
+    if html and any(mp.pooled != 1 for mp in maps):
+        raise GatelensError(f"--html shows the exact map: give a text of at most --max-size {max_size} tokens "
+                            "(or raise --max-size)")
+    views = {}
+    if html:
+        from .views import attention_html
+
+        for lm in loaded:
+            every = [text_map(lm, body, layer, h, seq_len, bos, max_size) for h in [None, *range(lm.info.n_heads)]]
+            views[Path(lm.info.spec).name] = attention_html(every)
     shares = {mp.model["spec"]: mp.first_token_share for mp in maps}
-    payload = {"layer": layer, "head": head, "seq_len": seq_len, "first_token_share": shares,
-               "provenance": report.provenance({"layer": layer, "head": head, "seq_len": seq_len, "bos": bos,
+    n = max(mp.n_tokens for mp in maps)  # what was mapped: a short --prompt gives fewer tokens than --seq-len
+    measured = {"seq_len": n, **({"seq_len_asked": seq_len} if n < seq_len else {})}
+    payload = {"layer": layer, "head": head, **measured, "first_token_share": shares,
+               "provenance": report.provenance({"layer": layer, "head": head, **measured, "bos": bos,
                                                 "text": (body or "default data")[:200]}, [mp.model for mp in maps])}
     stem = f"attn_map_L{layer}" + ("_mean" if head is None else f"_H{head}")
 
@@ -816,6 +987,8 @@ def attn_map_cli(models: Annotated[list[str], typer.Argument(help="one model, or
         for mp in maps:
             name = Path(mp.model["spec"]).name
             pd.DataFrame(mp.pattern.numpy()).to_csv(w.path(f"{stem}_{name}.csv"), index=False, float_format="%.6g")
+        for name, page in views.items():
+            w.html(f"attn_map_L{layer}_{name}", page)
         w.json(f"{stem}.json", payload)
 
     files = _write(out, fill, payload, json_out)
@@ -851,21 +1024,31 @@ def figures_cli(config: Annotated[Path, typer.Option("--config", help="models an
 @user_errors
 def models_cli(out: Annotated[Path, typer.Option("--out", help="Markdown table to write (a .json of the rows "
                                                               "is written beside it)")] = Path("results/MODELS.md"),
-               types: Annotated[Optional[str], typer.Option("--types", metavar="TYPE[,TYPE...]",
+               types: Annotated[Optional[tuple], typer.Option("--types", metavar="TYPE[,TYPE...]", parser=TYPES.typer(),
                                                             help="only these model types (default: every one)")] = None,
                merge: Annotated[bool, typer.Option("--merge", help="replace the --types rows in the table already "
                                                    "at --out (its .json) and rewrite it, instead of a table of "
                                                    "only those types")] = False,
+               scan_gates: Annotated[bool, typer.Option("--scan-gates", help="only read the installed transformers' "
+                                                        "modeling files for sigmoid output gates gatelens does not "
+                                                        "recognise (exit 1 if any); nothing is built or written")
+                                     ] = False,
                json_out: Json = False):
     """Check every causal-LM type of the installed transformers on a tiny random instance (F-Attn against eager)."""
     import json
 
     import transformers
 
+    from . import report
     from .models import coverage
 
-    check_writable(out.parent)
-    wanted = types.split(",") if types else None
+    if scan_gates:
+        if types or merge:
+            raise GatelensError("--scan-gates reads the modeling files of every type and writes nothing; "
+                                "leave out --types and --merge")
+        return _scan_gates_report(json_out)
+    check_table_out(out)
+    wanted = list(types) if types is not None else None
     known = set(coverage.causal_lm_types()) | set(coverage.PAPER_FORMATS)
     unknown = [t for t in wanted or [] if t not in known]
     if unknown:
@@ -891,10 +1074,12 @@ def models_cli(out: Annotated[Path, typer.Option("--out", help="Markdown table t
     if previous is not None:
         rows = coverage.merge_rows(previous, rows)
 
-    out.parent.mkdir(parents=True, exist_ok=True)
+    def fill(w):  # the table and its JSON, both or neither
+        w.path(out.name).write_text(coverage.markdown(rows, f"transformers {transformers.__version__}, "
+                                                            f"torch {torch.__version__}"))
+        w.path(out.with_suffix(".json").name).write_text(json.dumps([r.to_dict() for r in rows], indent=1) + "\n")
 
-    out.write_text(coverage.markdown(rows, f"transformers {transformers.__version__}, torch {torch.__version__}"))
-    out.with_suffix(".json").write_text(json.dumps([r.to_dict() for r in rows], indent=1) + "\n")
+    report.write_all(out.parent, fill)
     hf = [r for r in rows if r.model_type not in coverage.PAPER_FORMATS]   # the paper's format is counted apart
     paper = [r for r in rows if r.model_type in coverage.PAPER_FORMATS]
     ok = sum(r.status == "ok" for r in hf)
@@ -904,6 +1089,30 @@ def models_cli(out: Annotated[Path, typer.Option("--out", help="Markdown table t
                           "table": str(out), "rows": [r.to_dict() for r in rows]})
     also = f", and {paper_ok} of {len(paper)} paper formats" if paper else ""
     out_console.print(f"{ok} of {len(hf)} model types measured exactly{also}; table in {out}")
+
+
+def _scan_gates_report(json_out: bool) -> None:
+    """`gatelens models --scan-gates`: the maintainer's check before raising coverage.VERIFIED_TRANSFORMERS."""
+    from .models import coverage
+
+    version = coverage.installed_transformers()
+    found = coverage.scan_gates()
+    missing = coverage.unrecognised_gates(found)
+    if json_out:
+        emit_json({"transformers": version, "verified": coverage.VERIFIED_TRANSFORMERS,
+                   "gated": found, "unrecognised": missing})
+    elif missing:
+        names = "; ".join(f"{f} ({', '.join(c)})" for f, c in missing.items())
+        out_console.print(f"transformers {version}: {len(found)} modeling folders multiply an "
+                          f"attention output by a sigmoid; not recognised: {names}. Add a GateReader to "
+                          "gatelens/models/discover.py (GATED), then check it with `gatelens models --types T`",
+                          highlight=False, soft_wrap=True)
+    else:
+        out_console.print(f"transformers {version}: {len(found)} modeling folders multiply an "
+                          "attention output by a sigmoid; gatelens recognises every one", highlight=False,
+                          soft_wrap=True)
+    if missing:
+        raise typer.Exit(1)
 
 
 @command("zoo")
@@ -934,24 +1143,16 @@ def zoo_cli(json_out: Json = False):
 
 @command("cache")
 @user_errors
-def cache_cli(clear: Annotated[bool, typer.Option("--clear", help="delete everything in the cache")] = False,
+def cache_cli(clear: Annotated[bool, typer.Option("--clear", help="delete what gatelens wrote in its cache "
+                                                  "(its gguf/ and offload/ folders; nothing else)")] = False,
               json_out: Json = False):
     """Show gatelens' cache (dequantized GGUF models, offloaded weights) and its size; --clear empties it."""
-    import shutil
+    from .models import cache
 
-    from .models.load import cache_dir
-
-    root = cache_dir()
-    entries = []
-    for kind in sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []:
-        for entry in sorted(kind.iterdir()):
-            if entry.name.startswith(".") or not entry.is_dir():
-                continue
-            size = sum(f.stat().st_size for f in entry.rglob("*") if f.is_file() and not f.is_symlink())
-            entries.append({"kind": kind.name, "name": entry.name, "bytes": size, "path": str(entry)})
+    root, entries = cache.entries()
     total = sum(e["bytes"] for e in entries)
-    if clear and root.is_dir():
-        shutil.rmtree(root)
+    if clear:
+        cache.clear()
     if json_out:
         return emit_json({"cache": str(root), "entries": entries, "bytes": total, "cleared": clear})
     table = Table(title=f"gatelens cache: {root} (set GATELENS_CACHE to move it)")

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from .measure import Inputs, Report, as_loaded, prepare_inputs, report
 from .metrics import METRICS
 from .metrics.base import Result
-from .models.load import Loaded
+from .models.load import Loaded, check_revision
 
 
 @dataclass(repr=False)
@@ -45,23 +45,38 @@ class Comparison(Result):
         return {"models": self.to_frame().to_dict(orient="records"), "settings": self.settings,
                 "details": [r.to_dict() for r in self.reports]}
 
+    @classmethod
+    def from_dict(cls, d: dict) -> Comparison:
+        """Back from `to_dict()`: every model's results rebuilt from its details."""
+        reports = [Report({name: None if part is None else METRICS[name].result_type.from_dict(part)
+                           for name, part in det.items() if name in METRICS}) for det in d["details"]]
+        return cls(reports, d["settings"])
+
 
 def compare_models(models: list[Loaded | str], *, text: str | None = None, text_file: str | None = None,
                    dataset: str | None = None, seq_len: int = 256, n_seqs: int = 8, bos: bool = True,
                    batch_size: int = 4, eps: float = 0.3, device: str = "cpu", dtype: str = "float32",
+                   revision: str | None = None,
                    on_model: Callable[[str, Inputs], Callable[[int], None]] | None = None) -> Comparison:
-    """Measure every model (first = baseline) with all standard metrics on one forward per batch."""
+    """Measure every model (first = baseline) with all standard metrics on one forward per batch; `revision`
+    selects the version of every model given as a hub id (each is checked before any is loaded)."""
+    for spec in models:
+        if not isinstance(spec, Loaded):
+            check_revision(spec, revision)
     reports, tokenizers = [], []
     for spec in models:
-        loaded = as_loaded(spec, device=device, dtype=dtype)
+        loaded = as_loaded(spec, device=device, dtype=dtype, revision=revision)
         inputs = prepare_inputs(loaded, text=text, text_file=text_file, dataset=dataset, seq_len=seq_len,
                                 n_seqs=n_seqs, bos=bos)
         tokenizers.append(_tokenizer_key(loaded.tokenizer))
         cb = on_model(loaded.info.spec, inputs) if on_model else None
-        reports.append(report(loaded, inputs, batch_size=batch_size, options={"sink": {"eps": eps}}, on_batch=cb))
+        reports.append(report(loaded, inputs, batch_size=batch_size, options={"sink": {"eps": eps}, "received": {"eps": eps}}, on_batch=cb))
     sources = [r.sink.settings["input"] for r in reports]
-    settings = {"seq_len": seq_len, "n_seqs": n_seqs, "bos": bos, "batch_size": batch_size, "eps": eps,
-                "input": sources[0]}
+    first = reports[0].sink.settings   # what was measured: a short text gives fewer or shorter sequences than asked
+    settings = {"seq_len": first["seq_len"], "n_seqs": first["n_seqs"], "bos": bos, "batch_size": batch_size,
+                "eps": eps, "input": sources[0]}
+    if (first["seq_len"], first["n_seqs"]) != (seq_len, n_seqs):
+        settings.update(seq_len_asked=seq_len, n_seqs_asked=n_seqs)
     if len(set(sources)) > 1 or len({(r.sink.settings["n_seqs"], r.sink.settings["seq_len"]) for r in reports}) > 1:
         settings.update(inputs_differ=True, inputs=[{"model": r.info["spec"], **{k: r.sink.settings[k] for k in
                                                     ("input", "n_seqs", "seq_len", "n_tokens")}} for r in reports])

@@ -1,8 +1,8 @@
 """Input conventions shared by every command.
 
-A text is tokenized as one stream without special tokens and cut into consecutive, non-overlapping
-sequences of `seq_len` tokens, the first `n_seqs` of them. With `bos`, the model's BOS token is
-prepended to each sequence and takes one of its `seq_len` places (so results compare across tools).
+A text is tokenized as one stream without special tokens (a special token's string inside it is text) and cut
+into consecutive, non-overlapping sequences of `seq_len` tokens, the first `n_seqs` of them. With `bos`, the model's
+BOS token is prepended to each sequence and takes one of its `seq_len` places (so results compare across tools).
 Sequences of different lengths batch with right padding; the metrics ignore padded positions.
 """
 
@@ -48,13 +48,17 @@ def dataset_text(name: str) -> str:
 
 
 def read_text(path: str | Path) -> str:
+    """A user's text file as text: UTF-8, a leading byte-order mark dropped; binary or empty files refused."""
     p = Path(path)
     if p.is_dir():
         raise GatelensError(f"{path} is a folder, not a text file; pass one UTF-8 text file")
     if not p.is_file():
         raise GatelensError(f"text file {path} not found")
+    raw = p.read_bytes()
+    if b"\0" in raw:
+        raise GatelensError(f"{path} holds NUL bytes: a binary file, not UTF-8 text; pass a text file")
     try:
-        text = p.read_text(encoding="utf-8")
+        text = raw.decode("utf-8-sig")   # a byte-order mark at the start is not part of the text
     except UnicodeDecodeError:
         raise GatelensError(f"{path} is not UTF-8 text; convert it with iconv or pass another file") from None
     if not text.strip():
@@ -100,11 +104,17 @@ def prefix_ids(tokenizer, text: str, need: int, margin: int = 64) -> list[int]:
     chars = max(4096, 8 * (need + margin))
     while chars < len(text):
         cut = text.rfind(" ", 0, chars)
-        ids = tokenizer(text[: cut if cut > 0 else chars], add_special_tokens=False)["input_ids"]
+        ids = token_ids(tokenizer, text[: cut if cut > 0 else chars])
         if len(ids) >= need + margin:
             return ids[:need]
         chars *= 4
-    return tokenizer(text, add_special_tokens=False)["input_ids"]
+    return token_ids(tokenizer, text)
+
+
+def token_ids(tokenizer, text: str | list[str]) -> list[int] | list[list[int]]:
+    """A user's text as token ids: no BOS/EOS added, and a special token's string inside the text (`<|endoftext|>`,
+    `<s>` ...) tokenized as the characters it is, never as the control token."""
+    return tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"]
 
 
 def batches(seqs: Sequence[torch.Tensor], batch_size: int, pad_id: int = 0,

@@ -17,7 +17,7 @@ from . import attention, data, distributed, tasks
 from .data import Batch
 from .errors import GatelensError
 from .metrics import METRICS, Gates, Massive, Perplexity, Probe, Queries, Rank, Sink, standard_probes
-from .metrics.base import Result, check_exact
+from .metrics.base import Result, check_exact, check_result
 from .metrics.gates import GatesResult
 from .metrics.massive import MassiveResult
 from .metrics.perplexity import PerplexityResult
@@ -92,8 +92,9 @@ def prepare_inputs(loaded: Loaded, *, text: str | None = None, text_file: str | 
         n_unknown = sum(int((s == unknown).sum()) for s in seqs) if unknown is not None else 0
         if n_unknown:
             raise GatelensError(f"{info.spec} was trained on the synthetic task {info.eval_data['task']}: "
-                                f"{n_unknown} token(s) of the text are outside its vocabulary; drop --text to "
-                                "measure it on its task sequences, or write the text in its tokens (t0 t1 ...)")
+                                f"{n_unknown} token(s) of the text are outside its vocabulary; drop "
+                                f"{'--text' if text_file is not None else '--prompt'} to measure it on its task "
+                                "sequences, or write the text in its tokens (t0 t1 ...)")  # a text itself: attn-map
     return Inputs(seqs, source, seq_len, bos, n_seqs)
 
 
@@ -138,6 +139,12 @@ def run(loaded: Loaded, batches: Iterable[Batch], probes: Sequence[Probe],
             check_exact(p, ev)
             p.on_attention(ev, current["batch"])
 
+    if not loaded.info.n_layers:
+        raise GatelensError(f"{loaded.info.spec} has 0 decoder layers: there is nothing for gatelens to measure")
+    if listeners and not loaded.info.attention_layers:
+        raise GatelensError(f"{loaded.info.spec} has no softmax attention layer among its {loaded.info.n_layers} "
+                            "decoder layers: there is no attention to measure")
+    rows = loaded.model.get_input_embeddings().weight.shape[0]
     if loaded.family.discovered and any(p.reads_weights for p in probes):
         from .models.weights import check_ov
 
@@ -149,6 +156,7 @@ def run(loaded: Loaded, batches: Iterable[Batch], probes: Sequence[Probe],
         if listeners:
             stack.enter_context(attention.listening(listener))
         for batch in batches:
+            check_vocabulary(loaded, batch.input_ids, rows)
             current["batch"] = batch
             for p in probes:
                 p.batch = batch
@@ -164,6 +172,16 @@ def run(loaded: Loaded, batches: Iterable[Batch], probes: Sequence[Probe],
                 p.absorb(st)
 
 
+def check_vocabulary(loaded: Loaded, ids: torch.Tensor, rows: int) -> None:
+    """Refuse, before the forward, token ids the embedding has no row for (a tokenizer larger than the model's
+    vocabulary: PyTorch would stop with an index error, or a device-side assert on CUDA)."""
+    top = int(ids.max())
+    if top >= rows:
+        raise GatelensError(f"token id {top} is outside {loaded.info.spec}'s embedding ({rows} rows): its tokenizer "
+                            f"({len(loaded.tokenizer)} tokens) is larger than the model's vocabulary; the tokenizer "
+                            "does not belong to these weights")
+
+
 def measure(model: Loaded | str, probes: list[Probe], inputs: Inputs | None = None, *, batch_size: int = 4,
             on_batch: Callable[[int], None] | None = None, **input_kw) -> list:
     """Run any set of probes on one forward pass per batch; returns their results in order."""
@@ -172,7 +190,17 @@ def measure(model: Loaded | str, probes: list[Probe], inputs: Inputs | None = No
     mine = distributed.shard(len(inputs.seqs))  # all of them in a single process
     batches = data.batches([inputs.seqs[i] for i in mine], batch_size, pad_id(loaded), seq_ids=mine)
     run(loaded, batches, probes, on_batch)
-    return [p.finish(loaded, settings_of(inputs, batch_size)) for p in probes]
+    return finish(loaded, probes, settings_of(inputs, batch_size))
+
+
+def finish(loaded: Loaded, probes: Sequence[Probe], settings: dict, during: str = "") -> list:
+    """Every probe's result, after the run: the one place results are made, so the one place a NaN/inf
+    model-level number is refused (`check_result`), for every metric and command."""
+    results = [p.finish(loaded, settings) for p in probes]
+    for r in results:
+        if r is not None:
+            check_result(r, during)
+    return results
 
 
 @dataclass(repr=False)
@@ -243,7 +271,7 @@ def rank(model: Loaded | str, inputs: Inputs | None = None, *, batch_size: int =
     probe = Rank(tol=tol, tokens=tokens)
     if not tokens:
         probe.attach(loaded)
-        return probe.finish(loaded, {"tokens": False})
+        return finish(loaded, [probe], {"tokens": False})[0]
     return measure(loaded, [probe], inputs, batch_size=batch_size, on_batch=on_batch, **input_kw)[0]
 
 

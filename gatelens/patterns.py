@@ -16,7 +16,7 @@ from . import data
 from .errors import GatelensError
 from .kernels import chunk_scores
 from .measure import as_loaded, run
-from .metrics.base import Probe, Result
+from .metrics.base import Probe, Result, check_finite
 from .models.load import Loaded
 
 
@@ -29,7 +29,7 @@ class AttentionMap(Result):
     pooled: int                  # tokens per cell (1 = exact map)
     model: dict
     first_token_share: float     # mean weight on key 0 over queries >= 1 (unpooled), of this one sequence
-    n_tokens: int                # the sequence's length (F-Attn, unlike this, averages many sequences)
+    n_tokens: int                # the sequence's length, BOS included (F-Attn, unlike this, averages many sequences)
 
 
 class Pattern(Probe):
@@ -55,6 +55,8 @@ class Pattern(Probe):
             e = min(s + self.chunk, n)
             mask = None if ev.mask is None else ev.mask[:1]
             scores = chunk_scores(q, k, ev.scale, mask, mask is None, s, e)       # [1, h, c, n]
+            # -inf is a masked key; NaN or +inf is a broken model, which softmax would turn into a blank map
+            check_finite(f"the attention scores of layer {ev.layer}", scores.masked_fill(scores.isneginf(), 0))
             p = scores.softmax(-1).nan_to_num(0.0).mean(1)[0]                   # [c, n], mean over heads
             rows = torch.arange(s, e)
             first += p[rows >= 1, 0].sum()
@@ -95,4 +97,6 @@ def text_map(model: Loaded | str, text: str | None = None, layer: int = 0, head:
 
 
 def _ranges(xs: list[int]) -> str:
+    if not xs:
+        return "none"
     return f"{xs[0]}..{xs[-1]}" if xs == list(range(xs[0], xs[-1] + 1)) else ", ".join(map(str, xs))

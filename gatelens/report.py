@@ -1,7 +1,8 @@
 """Writing results: CSV + Markdown tables and a JSON with fingerprint, versions and settings.
 
-Every output set is written into a temporary folder beside the destination and moved into place
-file by file only when all of it was written, so an error never leaves a half-written file.
+Every output set is written into a temporary folder inside the destination and moved into place
+file by file only when all of it was written, so an error never leaves a half-written file (nor a folder
+made for the files).
 """
 
 from __future__ import annotations
@@ -59,6 +60,23 @@ def provenance(settings: dict, models: list[dict], seed: int | None = 0) -> dict
             "versions": versions(), "runtime": runtime()}
 
 
+def is_output_folder(folder: Path) -> bool:
+    """Whether `folder` may receive gatelens' files: it holds nothing visible, or an earlier gatelens output (a JSON
+    with provenance naming gatelens' version, as every command writes)."""
+    visible = [p for p in Path(folder).iterdir() if not p.name.startswith(".")]
+    return not visible or any(_is_gatelens_json(p) for p in visible if p.suffix == ".json" and p.is_file())
+
+
+def _is_gatelens_json(path: Path) -> bool:
+    try:
+        obj = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    prov = obj.get("provenance") if isinstance(obj, dict) else None
+    versions = prov.get("versions") if isinstance(prov, dict) else None
+    return isinstance(versions, dict) and "gatelens" in versions
+
+
 def markdown(df: pd.DataFrame, floatfmt: str = ".4f") -> str:
     cols = list(df.columns)
     lines = ["| " + " | ".join(map(str, cols)) + " |", "|" + "---|" * len(cols)]
@@ -85,6 +103,10 @@ class Writer:
     def json(self, name: str, obj: dict) -> None:
         self.path(name).write_text(json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
 
+    def html(self, stem: str, page: str) -> None:
+        """An interactive view (gatelens.views): one self-contained page."""
+        self.path(f"{stem}.html").write_text(page, encoding="utf-8")
+
     def figure(self, stem: str, fig) -> None:
         import matplotlib.pyplot as plt
 
@@ -95,17 +117,26 @@ class Writer:
 
 @contextmanager
 def writing(out: str | Path):
-    """`with writing(dir) as w: w.table(...)`: all files appear in `dir` only if the block succeeds."""
+    """`with writing(dir) as w: w.table(...)`: all files appear in `dir` only if the block succeeds; if it fails,
+    the folders it made for them are removed too."""
     out = Path(out)
+    made = [p for p in (out, *out.parents) if not p.exists()]   # deepest first
     out.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=out, prefix=".partial-"))
+    done = False
     try:
         w = Writer(staging)
         yield w
         for name in w.names:
             os.replace(staging / name, out / name)
+        done = True
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+        for folder in [] if done else made:
+            try:
+                folder.rmdir()   # only while empty: never a file someone else put there
+            except OSError:
+                break
 
 
 def write_all(out: str | Path, fill: Callable[[Writer], None]) -> list[str]:

@@ -13,6 +13,7 @@ from .measure import Inputs, as_loaded, measure
 from .metrics.base import Result
 from .metrics.contribution import Contribution, ContributionResult
 from .metrics.received import DEFAULT_MIN_QUERIES, DEFAULT_TOP_K, Received, ReceivedResult
+from .metrics.sink import DEFAULT_EPS
 from .models.load import Loaded
 
 
@@ -41,6 +42,12 @@ class SinksResult(Result):
                 "contribution": {k: v for k, v in c.items() if k not in ("model", "settings")},
                 "model": self.model, "settings": self.settings}
 
+    @classmethod
+    def from_dict(cls, d: dict) -> SinksResult:
+        common = {"model": d["model"], "settings": d["settings"]}
+        return cls(ReceivedResult.from_dict({**d["received"], **common}),
+                   ContributionResult.from_dict({**d["contribution"], **common}))
+
     def display(self) -> dict:
         view = self.received.display()
         cols = self.contribution.display()["columns"]
@@ -54,10 +61,10 @@ class SinksResult(Result):
 
 
 def sinks(model: Loaded | str, inputs: Inputs | None = None, *, top_k: int = DEFAULT_TOP_K,
-          min_queries: int | None = DEFAULT_MIN_QUERIES, batch_size: int = 4, on_batch: Callable[[int], None] | None = None,
+          min_queries: int | None = DEFAULT_MIN_QUERIES, eps: float = DEFAULT_EPS, batch_size: int = 4, on_batch: Callable[[int], None] | None = None,
           **input_kw) -> SinksResult:
     """Attention received per key and the sink's contribution of `model` on `inputs`, one forward per batch."""
     loaded = as_loaded(model)
-    rec, con = measure(loaded, [Received(top_k=top_k, min_queries=min_queries), Contribution()], inputs,
+    rec, con = measure(loaded, [Received(top_k=top_k, min_queries=min_queries, eps=eps), Contribution()], inputs,
                        batch_size=batch_size, on_batch=on_batch, **input_kw)
     return SinksResult(rec, con)

@@ -17,7 +17,7 @@ Token ids are the symbol ids of `models.tokenizer.symbol_tokenizer(vocab)`, with
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from functools import lru_cache
 
 from typing import TYPE_CHECKING
@@ -50,8 +50,10 @@ class BigramBackcopy:
             raise GatelensError(f"n_triggers must be between 1 and vocab/2 ({self.vocab // 2}), got {self.n_triggers}")
         if not 1 <= self.sparsity <= self.vocab - self.n_triggers:
             raise GatelensError(f"sparsity must be between 1 and vocab - n_triggers, got {self.sparsity}")
-        if self.temperature <= 0:
-            raise GatelensError(f"temperature must be positive, got {self.temperature}")
+        if not 0 < self.temperature < float("inf"):
+            raise GatelensError(f"temperature must be positive and finite, got {self.temperature}")
+        if not 0 <= self.world_seed < 2**63:
+            raise GatelensError(f"world_seed must be in [0, 2^63), got {self.world_seed}")
 
     @property
     def bos_id(self) -> int:
@@ -69,10 +71,14 @@ class BigramBackcopy:
 def task_params(task: str, **params) -> BigramBackcopy:
     if task not in TASKS:
         raise GatelensError(f"unknown task {task!r}; known tasks: {', '.join(TASKS)}")
-    try:
-        return BigramBackcopy(**params)
-    except TypeError as e:
-        raise GatelensError(f"bad parameters for task {task}: {e}") from None
+    types = {f.name: f.type for f in fields(BigramBackcopy)}   # "int", "float", "str" (postponed annotations)
+    for key, value in params.items():
+        if key not in types:
+            raise GatelensError(f"bad parameters for task {task}: unknown {key!r}; known: {', '.join(types)}")
+        ok = type(value).__name__ == types[key] or (types[key] == "float" and type(value) is int)
+        if not ok:   # exact: a TOML true is no integer
+            raise GatelensError(f"bad parameters for task {task}: {key} = {value!r} should be {types[key]}")
+    return BigramBackcopy(**params)
 
 
 @lru_cache(maxsize=16)

@@ -87,7 +87,7 @@ def bf16_if_harmless(folder: Path, fp32: dict) -> bool:
         shutil.copytree(folder, trial)
         cfg = json.loads((trial / "config.json").read_text())
         model = native.build(cfg)
-        native.load_weights(model, native.read_state(trial), trial)
+        native.load_weights(model, native.read_state(native.weight_files(trial)), trial)
         native.save(model, trial, cfg, dtype=torch.bfloat16)
         bf = measure(trial)
         if abs(bf["f_attn"] - fp32["f_attn"]) < 1e-4:

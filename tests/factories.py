@@ -139,3 +139,23 @@ def nosink_attention(layers=None) -> str:
     AttentionInterface.register(name, attn)
     AttentionMaskInterface.register(name, eager_mask)
     return name
+
+
+def capturing_eager(calls: list) -> str:
+    """Register an attention function that records (pattern, key, value) of each call of the family's own eager
+    attention (keys after RoPE / k_norm and values as the attention receives them: no knowledge of how W_V is stored,
+    fused QKV and Conv1D included). Returns its attn_implementation name."""
+    import sys
+
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface, eager_mask
+
+    def attn(module, query, key, value, attention_mask, **kw):
+        eager = sys.modules[type(module).__module__].eager_attention_forward
+        out, weights = eager(module, query, key, value, attention_mask, **kw)
+        calls.append((weights, key, value))
+        return out, weights
+
+    AttentionInterface.register("ref_capture", attn)
+    AttentionMaskInterface.register("ref_capture", eager_mask)
+    return "ref_capture"

@@ -155,3 +155,83 @@ def test_user_errors_are_one_line(tiny_dir):
     with pytest.raises(gatelens.GatelensError, match="comma list"):
         parse_layers("one,two")
     assert parse_layers("0,2") == ([0, 2], False) and parse_layers(None) == (None, True)
+
+
+# --- Sun et al. 2024: massive activations set to zero or to their mean -------------------------------------------
+
+
+def _massive_reference(folder, ids, layers, what, abs_threshold, ratio):
+    """transformers' eager model: find the massive sites of every decoder layer's output in a clean forward (the
+    `massive` rule on the eager hidden states), then set them to zero / their channel mean in `layers`."""
+    from gatelens.metrics.massive import histogram_medians, massive_mask, sequence_histograms
+
+    ref = AutoModelForCausalLM.from_pretrained(folder, attn_implementation="eager").eval()
+    blocks = ref.model.layers
+    states = {}
+    hooks = [b.register_forward_hook(lambda m, a, o, i=i: states.__setitem__(i, o[0] if isinstance(o, tuple) else o))
+             for i, b in enumerate(blocks)]
+    with torch.no_grad():
+        clean = _loss(ref(ids).logits, ids)
+    for h in hooks:
+        h.remove()
+    sites, means = {}, {}
+    for i, h in states.items():
+        a = h.abs().float()
+        valid = torch.ones(a.shape[:2], dtype=torch.bool)
+        flags = massive_mask(a, valid, histogram_medians(sequence_histograms(a, valid)), abs_threshold, ratio)
+        sites[i] = flags
+        n = flags.sum((0, 1)).double()
+        means[i] = (h.double() * flags).sum((0, 1)) / n.clamp(min=1)
+
+    def edit(i):
+        def hook(m, a, o):
+            h = (o[0] if isinstance(o, tuple) else o).clone()
+            fill = torch.zeros_like(h) if what == "massive-zero" else means[i].to(h.dtype).expand_as(h)
+            h = torch.where(sites[i], fill, h)
+            return (h, *o[1:]) if isinstance(o, tuple) else h
+        return hook
+
+    hooks = [blocks[i].register_forward_hook(edit(i)) for i in layers]
+    with torch.no_grad():
+        want = _loss(ref(ids).logits, ids)
+    for h in hooks:
+        h.remove()
+    return clean, want, sum(int(s.sum()) for s in sites.values())
+
+
+@pytest.mark.parametrize("what", ["massive-zero", "massive-mean"])
+def test_massive_ablation_equals_edited_eager(what, tiny_dir):
+    folder = tiny_dir("llama")
+    loaded = gatelens.load(str(folder))
+    inputs = _inputs(loaded)
+    ids = torch.stack(inputs.seqs)
+    rule = {"abs_threshold": 0.03, "ratio": 4.0}   # a tiny random model (max |h| ~0.1) has none at 100 / 1000x
+    r = ablate(loaded, what, [0], inputs=inputs, batch_size=1, **rule)
+    assert [x.layers for x in r.runs] == ["", "0", "all"]
+    clean, want_one, n_sites = _massive_reference(folder, ids, [0], what, **rule)
+    _, want_all, _ = _massive_reference(folder, ids, range(loaded.info.n_layers), what, **rule)
+    assert n_sites > 0 and sum(r.settings["massive_sites"].values()) == n_sites   # the edit bites
+    assert r.runs[0].loss == pytest.approx(clean, abs=1e-5)
+    assert r.runs[1].loss == pytest.approx(want_one, abs=1e-5)
+    assert r.runs[2].loss == pytest.approx(want_all, abs=1e-5)
+    assert abs(r.runs[2].loss_change) > 5e-5 and r.note is None           # 5x the tolerance: the edit moves the loss
+    assert r.to_dict()["settings"]["rule"] == rule
+
+
+def test_massive_ablation_without_massive_activations_says_so(tiny_dir):
+    loaded = gatelens.load(str(tiny_dir("llama")))
+    r = ablate(loaded, "massive-zero", [], inputs=_inputs(loaded), batch_size=2)
+    assert "no massive activations found" in r.note and r.to_dict()["note"] == r.note
+    assert r.runs[1].loss == r.runs[0].loss
+    assert any("no massive activations" in n for n in r.display()["notes"])
+
+
+def test_massive_ablation_takes_decoder_layers(tiny_dir):
+    loaded = gatelens.load(str(tiny_dir("qwen3_next")))             # hybrid: not every layer attends
+    n = loaded.info.n_layers
+    assert len(loaded.info.attention_layers) < n
+    r = ablate(loaded, "massive-zero", [n - 1], all_layers=False, inputs=_inputs(loaded), batch_size=2,
+               abs_threshold=0.03, ratio=4.0)
+    assert [x.layers for x in r.runs] == ["", str(n - 1)]
+    with pytest.raises(gatelens.GatelensError, match="decoder layers are 0,1,"):
+        ablate(loaded, "massive-zero", [n], inputs=_inputs(loaded), batch_size=2)

@@ -6,16 +6,15 @@ attention, gate scores equal to W_O's input divided by the SDPA output, the lear
 column of softmax([logits, sink]) rebuilt from the eager function's own inputs.
 """
 
-import ast
-import os
-import re
+from pathlib import Path
 
 import pytest
 import torch
+import transformers
 
 import gatelens
 from gatelens import measure
-from gatelens.models import coverage, discover
+from gatelens.models import coverage, discover, versions
 
 # Plain, MoE, soft-capped, fused QKV, latent attention, Conv1D, hybrid (Mamba + attention), sliding window.
 SAMPLE = ["mistral", "qwen2_moe", "gemma2", "gemma3_text", "phi3", "deepseek_v3", "starcoder2", "falcon_h1",
@@ -26,11 +25,12 @@ SAMPLE = ["mistral", "qwen2_moe", "gemma2", "gemma3_text", "phi3", "deepseek_v3"
 # and the paper's release format (gatelens' build, its gate scores against q_proj's gate rows recomputed).
 GATED_TYPES = ["qwen3_next", "qwen3_5_text", "qwen3_5_moe_text", "qwen4_exp_text", "beam", "afmoe", "bailing_hybrid",
                "lfm3", "hy_v4", "inkling2_text", "inkling2_loop_text", "axk2", "dory", "dots3_note", "dots3_note_text",
-               *coverage.PAPER_FORMATS]
+               "minicpm5_moe", *coverage.PAPER_FORMATS]
 SINK_TYPES = ["gpt_oss", "flint", "granite_swa", "granitemoe_swa", "mimo_v2_flash", "deepseek_v4", "hy_v4",
               "inkling2_text", "inkling2_loop_text"]
-# Position biases (inkling_text), DSA top-k key selection (deepseek_v32).
-OTHER_TYPES = ["inkling_text", "deepseek_v32"]
+# Position biases (inkling_text), DSA top-k key selection (deepseek_v32), indexed key selection with a layer reading
+# an earlier layer's keys and values (kolibri1_1), Falcon's fused rows (one KV head by default).
+OTHER_TYPES = ["inkling_text", "deepseek_v32", "kolibri1_1", "falcon"]
 
 
 @pytest.mark.parametrize("model_type", list(dict.fromkeys(SAMPLE + GATED_TYPES + SINK_TYPES + OTHER_TYPES)))
@@ -44,46 +44,80 @@ def test_tiny_instance_matches_eager(model_type):
         assert row.learned_sink and row.sink_err <= 1e-6
 
 
-def _modeling_files():
-    import transformers
-    from transformers.models.auto.configuration_auto import model_type_to_module_name
-
-    root = os.path.join(os.path.dirname(transformers.__file__), "models")
-    folders = {model_type_to_module_name(t) for t in coverage.causal_lm_types()}
-    for folder in sorted(folders):
-        path = os.path.join(root, folder, f"modeling_{folder}.py")
-        if os.path.exists(path):
-            yield folder, path
+@pytest.fixture(scope="module")
+def gate_scan():
+    return coverage.scan_gates()
 
 
-_TIMES_OUTPUT = re.compile(r"(attn_output|attention_output|attn_out)\s*=.*\*|\*\s*(attn_output|attention_output)\b"
-                           r"|output\s*=\s*output\s*\*")
+def test_gate_scan_finds_the_gated_families(gate_scan):
+    """The scan `gatelens models --scan-gates` runs still finds the gates it was written for, in any transformers."""
+    assert {"qwen3_next", "qwen3_5", "beam", "inkling2"} <= set(gate_scan)
+    assert "Qwen3NextAttention" in gate_scan["qwen3_next"]
+    assert "llama" not in gate_scan and "mistral" not in gate_scan  # a plain attention is not a gate
+    assert coverage.unrecognised_gates({"qwen3_next": ["Qwen3NextAttention"], "minimax": ["M"], "zz_new": ["ZzAttn"]}
+                                       ) == {"zz_new": ["ZzAttn"]}
 
 
-def sigmoid_gated_folders() -> dict[str, list[str]]:
-    """Modeling folders (of causal-LM types) with a forward that multiplies an attention output by a sigmoid."""
-    found = {}
-    for folder, path in _modeling_files():
-        src = open(path, encoding="utf-8").read()
-        if "sigmoid" not in src:
-            continue
-        for cls in (n for n in ast.parse(src).body if isinstance(n, ast.ClassDef)):
-            for fn in cls.body:
-                if isinstance(fn, ast.FunctionDef) and fn.name == "forward":
-                    body = ast.get_source_segment(src, fn)
-                    attends = "attention_interface" in body or "ALL_ATTENTION_FUNCTIONS" in body
-                    if "sigmoid" in body and (attends or _TIMES_OUTPUT.search(body)):
-                        found.setdefault(folder, []).append(cls.name)
-    return found
-
-
-def test_every_sigmoid_output_gate_in_installed_transformers_is_recognised():
-    """A gated family added by a future transformers release fails here the day it lands."""
-    found = sigmoid_gated_folders()
-    assert {"qwen3_next", "qwen3_5", "beam", "inkling2"} <= set(found)  # the scan itself still works
-    known = set(discover.GATED) | set(discover.LINEAR_ATTENTION_GATES)
-    missing = {f: found[f] for f in sorted(set(found) - known)}
+@pytest.mark.skipif(transformers.__version__ != coverage.VERIFIED_TRANSFORMERS,
+                    reason="not the verified transformers: `gatelens models --scan-gates` reports its gates")
+def test_every_sigmoid_output_gate_of_the_verified_transformers_is_recognised(gate_scan):
+    """On the pinned transformers every gated family is read; a newer release is checked by the maintainer's report
+    (`gatelens models --scan-gates`) before VERIFIED_TRANSFORMERS and constraints.txt move to it."""
+    missing = coverage.unrecognised_gates(gate_scan)
     assert not missing, f"sigmoid-gated attention gatelens does not recognise: {missing}; add a GateReader"
+
+
+def test_scan_gates_report_exits_1_naming_what_is_unrecognised(monkeypatch):
+    from typer.testing import CliRunner
+
+    from gatelens.cli import app
+
+    monkeypatch.setattr(coverage, "scan_gates", lambda: {"qwen3_next": ["Qwen3NextAttention"]})
+    res = CliRunner().invoke(app, ["models", "--scan-gates"])
+    assert res.exit_code == 0 and "recognises every one" in res.output
+    monkeypatch.setattr(coverage, "scan_gates", lambda: {"qwen3_next": ["Qwen3NextAttention"], "zz_new": ["ZzAttn"]})
+    res = CliRunner().invoke(app, ["models", "--scan-gates"])
+    assert res.exit_code == 1 and "not recognised: zz_new (ZzAttn)" in res.output and "GateReader" in res.output
+    res = CliRunner().invoke(app, ["models", "--scan-gates", "--json"])
+    assert res.exit_code == 1
+    d = __import__("json").loads(res.output)
+    assert d["unrecognised"] == {"zz_new": ["ZzAttn"]} and d["verified"] == coverage.VERIFIED_TRANSFORMERS
+
+
+def test_a_newer_transformers_is_named_once_in_one_line_on_load(tiny_dir, monkeypatch, caplog):
+    folder = str(tiny_dir("llama"))
+    monkeypatch.setattr(versions, "_warned", False)
+    with caplog.at_level("WARNING", logger="gatelens"):
+        gatelens.load(folder)
+    assert not [r for r in caplog.records if r.name == "gatelens"]  # the verified (or an older) version: silent
+    monkeypatch.setattr(versions, "installed_transformers", lambda: "99.0.0")
+    monkeypatch.setattr(versions, "_warned", False)
+    with caplog.at_level("WARNING", logger="gatelens"):
+        gatelens.load(folder)
+        gatelens.load(folder)
+    said = [r.getMessage() for r in caplog.records if r.name == "gatelens"]
+    assert len(said) == 1 and "\n" not in said[0]
+    assert f"transformers 99.0.0 is newer than {coverage.VERIFIED_TRANSFORMERS}" in said[0]
+    assert "`gatelens models --types T`" in said[0]
+
+
+def test_the_verified_transformers_is_the_pinned_and_documented_one():
+    """constraints.txt (what CI and the README install), docs/MODELS.md and the README's count name
+    coverage.VERIFIED_TRANSFORMERS; the README's test command is the one CI runs."""
+    root = Path(__file__).resolve().parent.parent
+    pins = dict(line.split("==") for line in (root / "constraints.txt").read_text().splitlines()
+                if line and not line.startswith("#"))
+    assert pins["transformers"] == coverage.VERIFIED_TRANSFORMERS
+    assert f"(transformers {coverage.VERIFIED_TRANSFORMERS}," in (root / "docs" / "MODELS.md").read_text()
+    rows = [r for r in coverage.read_rows(root / "docs" / "MODELS.json") if r.model_type not in coverage.PAPER_FORMATS]
+    readme = (root / "README.md").read_text()
+    minor = ".".join(coverage.VERIFIED_TRANSFORMERS.split(".")[:2])
+    ok = sum(r.status == "ok" for r in rows)
+    assert f"{ok} of the {len(rows)} causal-LM types of transformers {minor} measured exactly" in readme
+    ci = (root / ".ci" / "run").read_text()
+    assert "-c constraints.txt" in ci
+    test_command = [line for line in ci.splitlines() if line.startswith("python3 -m pytest")]
+    assert len(test_command) == 1 and f"\n{test_command[0]}\n" in readme
 
 
 def test_discovery_agrees_with_the_family_table(tiny_dir):
@@ -126,6 +160,10 @@ def test_unreadable_gate_and_rank_refuse_in_one_line(tmp_path, monkeypatch):
     loaded = _tiny("diffllama", tmp_path)  # values rearranged after W_V (differential attention): rank is refused
     with pytest.raises(gatelens.GatelensError, match="does not reproduce the values"):
         measure.rank(loaded, gatelens.prepare_inputs(loaded, text="x y z " * 30, seq_len=16, n_seqs=1))
+    loaded = _tiny("kolibri1_1", tmp_path)  # layer 2 attends to layer 1's keys and values: no W_V of its own
+    with pytest.raises(gatelens.GatelensError, match="layer 2 reuses another layer's values") as e:
+        measure.rank(loaded, gatelens.prepare_inputs(loaded, text="x y z " * 30, seq_len=16, n_seqs=1))
+    assert "\n" not in str(e.value)
 
 
 def test_attention_free_and_encoder_types_are_refused_before_loading(tmp_path):
@@ -173,11 +211,12 @@ def test_models_merge_replaces_only_the_given_rows(tmp_path, monkeypatch):
     assert res.exit_code != 0 and "no table to merge into" in res.output
 
 
-@pytest.mark.parametrize("model_type", ["qwen3_next", "beam", "afmoe", "lfm3", "inkling2_text", "axk2", "dory",
-                                        "paper_elementwise"])
+@pytest.mark.parametrize("model_type", ["qwen3_next", "minicpm5_moe", "beam", "afmoe", "lfm3", "inkling2_text", "axk2",
+                                        "dory", "paper_elementwise"])
 def test_gate_logits_written_back_read_the_same(model_type, tmp_path):
-    """A gate ablation hands the model new logits in the gate module's own layout (interleaved, per head with a bias or
-    a learned scale, query rows, gatelens' own): reading them back gives what was written, and the model runs."""
+    """A gate ablation hands the model new logits in the gate module's own layout (interleaved in q_proj or in a fused
+    q_gate_proj, per head with a bias or a learned scale, query rows, gatelens' own): reading them back gives what was
+    written, and the model runs."""
     from gatelens.ablate import ablate
     from gatelens.metrics.base import gate_logits, with_gate_logits
 
@@ -202,14 +241,27 @@ def test_gate_logits_written_back_read_the_same(model_type, tmp_path):
     ablate(loaded, "gate-one", [loaded.info.attention_layers[0]], all_layers=False, inputs=inputs)
 
 
-@pytest.mark.parametrize("model_type", ["gpt_bigcode", "codegen", "qwen2", "phi"])
-def test_value_layout_reproduces_values_with_random_biases(model_type, tmp_path):
-    """W_V read for the rank metric (fused multi-query c_attn, CodeGen's per-shard [q | v | k], separate) plus the
-    value rows of the projection's bias reproduce the values the attention receives; tiny instances start with zero
-    biases, so they are randomised here or a wrong bias slice would pass."""
+# Falcon's query_key_value under its three flags: rows per KV group [queries | k | v] (Falcon-40B/180B), [Q | k | v]
+# with one KV head (Falcon-7B), per head [q_h | k_h | v_h].
+FALCON = {"falcon_kv_grouped": ("kv_grouped", dict(new_decoder_architecture=True, num_kv_heads=2, bias=True)),
+          "falcon_multi_query": ("fused", dict(bias=True)),
+          "falcon_per_head": ("neox", dict(multi_query=False, bias=True))}
+
+
+@pytest.mark.parametrize("model_type", ["gpt_bigcode", "codegen", "qwen2", "phi", *FALCON])
+def test_value_layout_reproduces_values_with_random_biases(model_type, tmp_path, monkeypatch):
+    """W_V read for the rank metric (fused multi-query c_attn, CodeGen's per-shard [q | v | k], separate, Falcon's)
+    plus the value rows of the projection's bias reproduce the values the attention receives; tiny instances start
+    with zero biases, so they are randomised here or a wrong bias slice would pass."""
     from transformers import AutoModelForCausalLM
 
     from gatelens.models.weights import check_ov, ov_weights
+
+    layout = None
+    if model_type in FALCON:
+        layout, flags = FALCON[model_type]
+        monkeypatch.setitem(coverage.OVERRIDES, "falcon", {**coverage.OVERRIDES["falcon"], **flags})
+        model_type = "falcon"
 
     folder = coverage.build_tiny(model_type, tmp_path / model_type)
     model = AutoModelForCausalLM.from_pretrained(folder)
@@ -219,6 +271,7 @@ def test_value_layout_reproduces_values_with_random_biases(model_type, tmp_path)
                 p.normal_(0, 0.5)
     model.save_pretrained(folder)
     loaded = gatelens.load(str(folder))
+    assert layout is None or loaded.family.qkv == layout
     assert check_ov(loaded) == ""
     w_v, w_o = ov_weights(loaded, loaded.info.attention_layers[0])
     assert w_v.shape[0] == w_o.shape[0] == loaded.info.n_heads

@@ -161,3 +161,38 @@ def test_results_print_a_short_summary_not_every_tensor():
         text = repr(obj)
         assert text.startswith(f"<{type(obj).__name__}") and len(text) < 300 and "tensor(" not in text, text
     assert "f_attn=0.6767" in repr(r.sink) and "mech-gated, task:bigram-backcopy (seed 1234), 2 x 32 tokens" in repr(r.sink)
+
+
+# ---- option values reach the library as given ------------------------------------------------------------------
+
+def test_compare_loads_every_hub_model_at_the_revision_given(monkeypatch, tmp_path):
+    """--revision is honoured by compare as by every one-model command (it was dropped before)."""
+    import gatelens.compare
+    from gatelens import GatelensError
+
+    seen = []
+
+    def loaded_at(spec, **kw):
+        seen.append((spec, kw.get("revision")))
+        raise GatelensError("stop after the first load")
+
+    monkeypatch.setattr(gatelens.compare, "as_loaded", loaded_at)
+    r = run("compare", "someorg/base", "someorg/gated", "--revision", "abc123", "--out", tmp_path / "o")
+    assert r.exit_code == 2 and "stop after the first load" in r.stderr, r.output
+    assert seen == [("someorg/base", "abc123")]
+
+
+def test_list_options_arrive_stripped_and_in_order(monkeypatch, tmp_path):
+    """The one list parser's result is what the command measures: `--seq-len ' 16, 8'` sweeps 16 then 8."""
+    from gatelens import GatelensError, cli
+
+    lengths = []
+
+    def load(self, spec):
+        lengths.extend(self.lengths())
+        raise GatelensError("stop before loading")
+
+    monkeypatch.setattr(cli.Measuring, "load", load)
+    r = run("sink", "mech-baseline", "--seq-len", " 16, 8", "--out", tmp_path / "o")
+    assert r.exit_code == 2 and "stop before loading" in r.stderr, r.output
+    assert lengths == [16, 8]

@@ -11,7 +11,7 @@ import torch
 from transformers import AutoModelForCausalLM
 
 import gatelens
-from factories import HF_FAMILIES, TEXT
+from factories import HF_FAMILIES, TEXT, capturing_eager
 from gatelens.measure import measure
 from gatelens.metrics.contribution import Contribution, contribution_reference
 from gatelens.models.weights import ov_weights
@@ -70,39 +70,20 @@ def _check(result, loaded, patterns, seqs, gated=False, vals=None):
                                        msg=f"{k} of layer {ly.layer}")
 
 
-def _capturing_eager(layers):
-    """An attention function that records (pattern, value) of each call of the family's own eager attention (the
-    values as the attention receives them: no knowledge of how W_V is stored, fused QKV and Conv1D included)."""
-    import sys
-
-    from transformers import AttentionInterface
-    from transformers.masking_utils import AttentionMaskInterface, eager_mask
-
-    def attn(module, query, key, value, attention_mask, **kw):
-        eager = sys.modules[type(module).__module__].eager_attention_forward
-        out, weights = eager(module, query, key, value, attention_mask, **kw)
-        layers.append((weights, value))
-        return out, weights
-
-    AttentionInterface.register("ref_capture", attn)
-    AttentionMaskInterface.register("ref_capture", eager_mask)
-    return "ref_capture"
-
-
 @pytest.mark.parametrize("kind", HF_FAMILIES)
 def test_probe_equals_eager_on_hf_models(kind, tiny_dir):
     """Every family of the table (separate, fused QKV, Conv1D, NeoX rows; sliding windows; Qwen3-Next / Qwen3.5 gates)."""
     folder = tiny_dir(kind)
     loaded = gatelens.load(str(folder))
     calls: list = []
-    ref_model = AutoModelForCausalLM.from_pretrained(folder, attn_implementation=_capturing_eager(calls)).eval()
+    ref_model = AutoModelForCausalLM.from_pretrained(folder, attn_implementation=capturing_eager(calls)).eval()
     inputs = gatelens.prepare_inputs(loaded, text=TEXT, seq_len=40, n_seqs=2)
     result = measure(loaded, [Contribution()], inputs, batch_size=2)[0]
     with torch.no_grad():
         ref_model(torch.stack(inputs.seqs))
     assert len(calls) == len(loaded.info.attention_layers)
-    pats = [w for w, _ in calls]
-    vals = {layer: v for layer, (_, v) in zip(loaded.info.attention_layers, calls)}
+    pats = [w for w, _, _ in calls]
+    vals = {layer: v for layer, (_, _, v) in zip(loaded.info.attention_layers, calls)}
     _check(result, loaded, pats, inputs.seqs, gated=loaded.info.gated, vals=vals)
 
 

@@ -177,3 +177,73 @@ def test_tiles_with_soft_capped_logits():
     want_col, want_cnt = received_reference(p, allowed)
     torch.testing.assert_close(col, want_col, atol=1e-5, rtol=0)
     assert torch.equal(cnt, want_cnt)
+
+
+# --- Gu et al.'s sink score of every position ----------------------------------------------------------------
+
+
+def _sink_score_reference(patterns_per_seq, allowed_per_layer, lengths, eps, min_queries):
+    """Share of (sequence, layer, head) in which alpha_k (mean weight on key k over the counted queries that see it)
+    exceeds eps, per position, from eager patterns; keys seen by fewer than min(min_queries, the most any key of that
+    sequence is seen by) counted queries are not scored."""
+    n = max(lengths)
+    passed, scored = torch.zeros(n, dtype=torch.float64), torch.zeros(n, dtype=torch.float64)
+    for seq, pats in enumerate(patterns_per_seq):
+        m = lengths[seq]
+        for li, p in enumerate(pats):
+            s, c = received_reference(p, allowed_per_layer[li][..., :m, :m])     # [1, h, m]
+            alpha = s[0] / c[0].clamp(min=1)
+            ok = c[0] >= min(min_queries, float(c[0].max()))
+            passed[:m] += ((alpha > eps) & ok).sum(0)
+            scored[:m] += ok.sum(0)
+    return torch.where(scored > 0, passed / scored.clamp(min=1), float("nan"))
+
+
+def test_sink_score_hand_checked():
+    # the hand-checked pattern above: alpha = 0.35, 0.4, 0.5; key 2 is seen by 1 query < min_queries 2: not scored
+    p = torch.tensor([[[[1.0, 0, 0], [0.5, 0.5, 0], [0.2, 0.3, 0.5]]]])
+    allowed = torch.ones(3, 3, dtype=torch.bool).tril()[None, None]
+    got = _sink_score_reference([[p]], [allowed], [3], eps=0.3, min_queries=2)
+    assert got[:2].tolist() == [1.0, 1.0] and got[2].isnan()
+    assert _sink_score_reference([[p]], [allowed], [3], eps=0.38, min_queries=2)[:2].tolist() == [0.0, 1.0]
+
+
+@pytest.mark.parametrize("kind", ["llama", "qwen3_sliding", "qwen3_next"])
+def test_sink_score_equals_eager(kind, tiny_dir):
+    folder = tiny_dir(kind)
+    loaded = gatelens.load(str(folder))
+    ref_model = AutoModelForCausalLM.from_pretrained(folder, attn_implementation="eager").eval()
+    full = gatelens.prepare_inputs(loaded, text=TEXT, seq_len=40, n_seqs=3)
+    seqs = [full.seqs[0], full.seqs[1][:27], full.seqs[2][:33]]
+    lengths = [len(x) for x in seqs]
+    eps = 0.05  # tiny random models spread their attention: a low threshold makes the score bite
+    result = measure(loaded, [Received(top_k=3, min_queries=4, eps=eps)], Inputs(seqs, "text", 40, True, 3),
+                     batch_size=3)[0]
+    with torch.no_grad():
+        pats = [[a for a in ref_model(x[None], output_attentions=True).attentions if a is not None] for x in seqs]
+    allowed = [_allowed(ref_model.config, layer, 40) for layer in loaded.info.attention_layers]
+    want = _sink_score_reference(pats, allowed, lengths, eps, 4)
+    got = result.sink_score()
+    assert torch.equal(got.isnan(), want.isnan())
+    torch.testing.assert_close(got.nan_to_num(), want.nan_to_num(), atol=1e-12, rtol=0)
+    assert 0 < float(want.nan_to_num().sum())                      # some key passes: the comparison bites
+    d = result.to_dict()["sink_score"]
+    assert d["eps"] == eps and d["first"] == pytest.approx(float(want[0]))
+    assert [r["pos"] for r in d["positions"]] == sorted((p for p in range(len(want)) if want[p] > 0),
+                                                        key=lambda p: (-float(want[p]), p))[:10]
+    assert list(result.tables()["sink_score_positions"].columns) == ["pos", "sink_score", "n_scored"]
+
+
+def test_sink_score_at_the_first_position_is_the_sink_rate(tiny_dir):
+    from gatelens.metrics.sink import Sink
+
+    loaded = gatelens.load(str(tiny_dir("qwen3")))
+    inputs = gatelens.prepare_inputs(loaded, text=TEXT, seq_len=32, n_seqs=3)
+    rec, sink = measure(loaded, [Received(eps=0.1), Sink(eps=0.1)], inputs, batch_size=2)
+    assert float(rec.sink_score()[0]) == pytest.approx(sink.sink_rate, abs=1e-12)
+    assert 0 < sink.sink_rate < 1
+
+
+def test_sink_score_eps_is_checked():
+    with pytest.raises(gatelens.GatelensError, match="eps"):
+        Received(eps=1.5)

@@ -27,7 +27,7 @@ def test_sinks_writes_tables_figures_and_stable_json(tiny_dir, tmp_path):
     names = {p.name for p in out.iterdir()}
     for stem in ("received_keys", "received_tokens", "received_positions", "contribution_layers", "sinks_layers"):
         assert f"{stem}.csv" in names and f"{stem}.md" in names, stem
-    for stem in ("sinks_received", "sinks_norm_weighted", "sinks_top_not_first"):
+    for stem in ("sinks_received", "sinks_norm_weighted", "sinks_top_not_first", "sinks_sink_score"):
         assert f"{stem}.png" in names and f"{stem}.pdf" in names, stem
 
 

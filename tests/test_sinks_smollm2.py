@@ -59,3 +59,61 @@ def test_sink_removal_equals_masked_eager():
             logits = ref(ids).logits
         want = float(torch.nn.functional.cross_entropy(logits[:, :-1].transpose(1, 2), ids[:, 1:]))
         assert run.loss == pytest.approx(want, abs=1e-4), run.layers
+
+
+def test_sink_score_norms_and_dormant_heads_equal_eager():
+    """The sink literature's measurements on real weights against references from transformers' eager forward:
+    patterns, keys after RoPE, values and hidden states captured from the model itself (1e-4)."""
+    from factories import capturing_eager
+    from gatelens.metrics.heads import Heads, dormant_reference
+    from gatelens.metrics.norms import Norms, norms_reference
+    from test_received import _sink_score_reference
+
+    loaded = gatelens.load("smollm2-135m")
+    info = loaded.info
+    inputs = gatelens.prepare_inputs(loaded, seq_len=64, n_seqs=2)
+    rec, norms, heads = measure(loaded, [Received(), Norms(), Heads()], inputs, batch_size=2)
+    ids = torch.stack(inputs.seqs)
+    calls: list = []
+    ref = AutoModelForCausalLM.from_pretrained(info.path, attn_implementation=capturing_eager(calls)).eval()
+    hid = {}
+    for i, layer in enumerate(ref.model.layers):
+        layer.register_forward_hook(lambda m, a, o, i=i: hid.__setitem__(i, o[0] if isinstance(o, tuple) else o))
+    with torch.no_grad():
+        ref(ids)
+    lengths = torch.tensor([64, 64])
+    allowed = torch.ones(64, 64, dtype=torch.bool).tril()[None, None]
+    pats = [p for p, _, _ in calls]
+    want = _sink_score_reference([[p[s:s + 1] for p in pats] for s in range(2)], [allowed] * 30, [64, 64], 0.3, 15)
+    torch.testing.assert_close(rec.sink_score(), want, atol=1e-4, rtol=0, equal_nan=True)
+    assert float(want[0]) > 0.3                                       # a real sink: the comparison bites
+    for i, (p, k, v) in enumerate(calls):
+        for q, x in (("hidden", hid[i][:, None]), ("key", k), ("value", v)):
+            w = norms_reference(x, lengths)
+            got = norms.layers[i][q]
+            torch.testing.assert_close(got["position"], w["position"], atol=1e-4, rtol=1e-4, msg=f"{q} {i}")
+            assert got["ratio"] == pytest.approx(float(w["ratio"]), rel=1e-4), f"{q} of layer {i}"
+        vv = v.repeat_interleave(info.n_heads // info.n_kv_heads, 1)
+        d = dormant_reference(p, vv, ov_weights(loaded, i)[1], lengths)
+        for key, w in d.items():
+            got = torch.tensor(heads.layers[i].heads[key], dtype=torch.float64)
+            # a dormant share counts queries on either side of two thresholds: allow one query's flip per head
+            tol = 1.5 / 63 if key == "dormant" else 1e-4
+            torch.testing.assert_close(got, w, atol=tol, rtol=1e-4, msg=f"{key} of layer {i}")
+    assert heads.dormant > 0.05
+
+
+def test_massive_ablation_equals_edited_eager():
+    """massive-zero in all layers against the eager model with the same sites (found by the massive rule on its own
+    hidden states) zeroed by forward hooks."""
+    from gatelens.ablate import ablate
+    from test_ablate import _massive_reference
+
+    loaded = gatelens.load("smollm2-135m")
+    inputs = gatelens.prepare_inputs(loaded, seq_len=64, n_seqs=2)
+    ids = torch.stack(inputs.seqs)
+    r = ablate(loaded, "massive-zero", [], inputs=inputs, batch_size=2)
+    clean, want, n_sites = _massive_reference(loaded.info.path, ids, range(30), "massive-zero", 100.0, 1000.0)
+    assert n_sites > 0 and sum(r.settings["massive_sites"].values()) == n_sites
+    assert r.runs[0].loss == pytest.approx(clean, abs=1e-4)
+    assert r.runs[1].loss == pytest.approx(want, abs=1e-4) and r.runs[1].loss_change > 1.0

@@ -191,6 +191,17 @@ def test_corpus_training_with_bpe(tmp_path):
     assert loaded.tokenizer.decode(loaded.tokenizer("the lazy dog")["input_ids"]) == "the lazy dog"
 
 
+def test_grad_clip_zero_means_no_clipping(tmp_path, monkeypatch):
+    """nanoGPT's and PyTorch users' convention: grad_clip = 0 turns clipping off (max_norm 0 would zero every
+    gradient); a positive value clips at that norm every step."""
+    norms = []
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", lambda params, max_norm, *a, **k: norms.append(max_norm))
+    train(toy(tmp_path, "no-clip", grad_clip=0.0, steps=2, eval_every=2, ckpt_every=2))
+    assert norms == []
+    train(toy(tmp_path, "clip", grad_clip=0.5, steps=2, eval_every=2, ckpt_every=2))
+    assert norms == [0.5, 0.5]
+
+
 # --- hostile inputs ---------------------------------------------------------------------------------
 
 def test_bad_inputs_raise_one_line_errors(tmp_path):
@@ -241,3 +252,58 @@ def test_other_runtime_errors_are_not_disguised_as_memory(tmp_path, monkeypatch)
     monkeypatch.setattr(trainer, "lm_loss", boom)
     with pytest.raises(RuntimeError, match="shape mismatch"):
         train(toy(tmp_path, "bug"))
+
+
+# --- a run that stops early (issue 24, part 2: helper `edges`) -----------------------------------------------
+
+def _failing_loss(monkeypatch, at_call: int, error: BaseException):
+    """lm_loss that raises `error` on its `at_call`-th call (0-based), i.e. in step at_call."""
+    from gatelens.train import trainer
+
+    real, calls = trainer.lm_loss, []
+
+    def loss(logits, x):
+        calls.append(1)
+        if len(calls) - 1 == at_call:
+            raise error
+        return real(logits, x)
+
+    monkeypatch.setattr(trainer, "lm_loss", loss)
+
+
+@pytest.mark.parametrize("error", [GatelensError("the loss is NaN at step 2; lower --lr"), KeyboardInterrupt()])
+def test_a_run_stopped_before_its_first_checkpoint_leaves_nothing(tmp_path, monkeypatch, error):
+    _failing_loss(monkeypatch, 1, error)   # ckpt_every 3: no checkpoint yet
+    with pytest.raises(type(error)) as e:
+        train(toy(tmp_path, "runs/new/early"))
+    assert list(tmp_path.iterdir()) == []   # nor the folders made for --out
+    assert "--resume" not in str(e.value)
+
+
+def test_a_run_stopped_after_a_checkpoint_keeps_it_and_resumes(tmp_path, monkeypatch):
+    whole = train(toy(tmp_path, "whole"))
+    _failing_loss(monkeypatch, 4, GatelensError("the loss is NaN at step 5; lower --lr"))
+    with pytest.raises(GatelensError, match=r"NaN at step 5; lower --lr; the checkpoint in .*\.late\.partial is "
+                                            r"kept: --resume continues it"):
+        train(toy(tmp_path, "late"))
+    assert (tmp_path / ".late.partial" / "checkpoint.pt").exists() and not (tmp_path / "late").exists()
+    monkeypatch.undo()
+    with pytest.raises(GatelensError, match="holds the checkpoint of an interrupted run .*--resume.*--overwrite"):
+        train(toy(tmp_path, "late"))       # a fresh start never wipes a checkpoint it was not told to
+    assert (tmp_path / ".late.partial" / "checkpoint.pt").exists()
+    resumed = train(toy(tmp_path, "late", resume=True))
+    assert resumed["final_train_loss"] == pytest.approx(whole["final_train_loss"], abs=1e-6)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["late", "whole"]
+
+
+def test_a_resumed_run_that_fails_keeps_its_checkpoint(tmp_path, monkeypatch):
+    def interrupt(step, total, loss, tps):
+        if step == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt, match="kept"):
+        train(toy(tmp_path, "cut"), on_step=interrupt)
+    _failing_loss(monkeypatch, 0, GatelensError("the loss is NaN"))
+    with pytest.raises(GatelensError, match="NaN"):
+        train(toy(tmp_path, "cut", resume=True))
+    assert (tmp_path / ".cut.partial" / "checkpoint.pt").exists() and not (tmp_path / "cut").exists()

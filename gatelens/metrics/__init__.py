@@ -11,7 +11,9 @@ from __future__ import annotations
 from .base import Probe
 from .contribution import Contribution
 from .gates import Gates
+from .heads import Heads
 from .massive import Massive
+from .norms import Norms
 from .perplexity import Perplexity
 from .queries import Queries
 from .rank import Rank
@@ -19,7 +21,7 @@ from .received import Received
 from .sink import Sink
 
 METRICS: dict[str, type[Probe]] = {p.name: p for p in (Sink, Massive, Gates, Rank, Perplexity, Queries,
-                                                          Received, Contribution)}
+                                                          Received, Contribution, Norms, Heads)}
 
 
 def standard_probes(loaded, options: dict[str, dict] | None = None) -> list[Probe]:

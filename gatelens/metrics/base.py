@@ -11,6 +11,7 @@ A per-head result (`HeadResult`) holds, per attention layer, one list of values 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from typing import ClassVar
@@ -88,8 +89,8 @@ class Probe:
         self.acc = {}
 
     def absorb(self, state: dict) -> None:
-        for key, fields in state.items():
-            self.add(key, **fields)
+        for key, values in state.items():
+            self.add(key, **values)
 
 
 def check_exact(probe: Probe, ev) -> None:
@@ -103,8 +104,47 @@ def check_exact(probe: Probe, ev) -> None:
 
 def check_finite(name: str, x: Tensor) -> None:
     if not torch.isfinite(x).all():
-        raise GatelensError(f"non-finite values (NaN/inf) in {name}; the weights may be corrupted or the dtype "
-                            "too narrow: retry with --dtype float32")
+        raise GatelensError(f"non-finite values (NaN/inf) in {name}; {_cause(str(x.dtype).removeprefix('torch.'))}")
+
+
+def _cause(dtype: str) -> str:
+    """Why a number is NaN/inf, in words: a narrow dtype overflowing (fixable with an option every command that
+    loads a model has), or the weights themselves (float32 does not overflow on a sane model)."""
+    if dtype in ("float16", "bfloat16"):
+        return f"{dtype} may be too narrow for these values: retry with --dtype float32"
+    return "the model's weights hold NaN/inf values or its activations overflow"
+
+
+def check_result(result, during: str = "") -> None:
+    """Refuse a result whose model-level numbers (its `columns()`, what tables and `compare` show) are NaN/inf,
+    naming the metric and the first layer / head where the value appeared: a degenerate number is never printed
+    as a finding. `during`: what was being run (an ablation), for the message."""
+    columns = result.columns() if hasattr(result, "columns") else {}
+    for name, value in columns.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            where = _first_non_finite(result.to_dict(), name) or ""
+            model = result.model
+            raise GatelensError(f"{model['spec']}: {name} is {value}{where}{during}, not a finding; "
+                                f"{_cause(model.get('dtype', 'float32'))}")
+
+
+def _first_non_finite(obj, key: str, at: str = "") -> str | None:
+    """' (first in layer L head H)': where `key` first holds NaN/inf in a result's dict, children (heads) before
+    their summary (the layer mean); '' when only a top-level number is, None when none is."""
+    if isinstance(obj, list):
+        return next((w for x in obj if (w := _first_non_finite(x, key, at)) is not None), None)
+    if not isinstance(obj, dict):
+        return None
+    here = at + "".join(f" {k} {obj[k]}" for k in ("layer", "head") if isinstance(obj.get(k), int))
+    for k, v in obj.items():
+        if isinstance(v, (list, dict)) and k not in ("model", "settings"):
+            w = _first_non_finite(v, key, here)
+            if w is not None:
+                return w
+    v = obj.get(key)
+    if isinstance(v, float) and not math.isfinite(v):
+        return f" (first in{here})" if here else ""
+    return None
 
 
 def gate_logits(loaded, output: Tensor, module=None) -> Tensor:
@@ -271,6 +311,21 @@ class HeadResult(Result):
         import pandas as pd
 
         return pd.DataFrame([{"layer": ly.layer, **{k: ly.mean_of(k) for k in ly.heads}} for ly in self.layers])
+
+    @classmethod
+    def from_dict(cls, d: dict):
+        """The result back from its `to_dict()` (a command's JSON): per-head numbers become statistics again, other
+        per-head values `head_extra`, per-layer values that are not a statistic's mean `extra`."""
+        layers = []
+        for row in d["layers"]:
+            heads = row["heads"]
+            names = [k for k in heads[0] if k != "head"] if heads else []
+            stats = [k for k in names if all(h.get(k) is None or isinstance(h.get(k), (int, float)) for h in heads)]
+            layers.append(HeadLayer(row["layer"], {k: [h[k] for h in heads] for k in stats},
+                                    {k: v for k, v in row.items() if k not in ("layer", "heads", *stats)},
+                                    {k: [h[k] for h in heads] for k in names if k not in stats}))
+        own = {f.name: d[f.name] for f in fields(cls) if f.name not in ("model", "settings", "layers") and f.name in d}
+        return cls(model=d["model"], settings=d["settings"], layers=layers, **own)
 
     def to_dict(self) -> dict:
         return {**self.headline(),

@@ -84,13 +84,10 @@ def contribution_reference(pattern: Tensor, values: Tensor, w_o: Tensor, output:
     return res
 
 
-class Contribution(Probe):
-    """Per head: norms of key 0's value and of its W_O image against the median token's, norm-weighted F-Attn,
-    key 0's share of the head output's norm (after the gate too, for G1-gated models)."""
+class HeadOutputs(Probe):
+    """Base of the probes that weigh each head's output in the residual stream: W_O^h W_O^h^T per attention layer
+    (`self.grams`) and, for G1-gated models, the gate scores of the layer being measured (`self.pending`)."""
 
-    name = "contribution"
-    listens_to_attention = True
-    exact_with = frozenset({"learned_sink", "softcap"})
     reads_weights = True
 
     def attach(self, loaded):
@@ -109,6 +106,20 @@ class Contribution(Probe):
         def hook(module, args, output):
             self.pending[layer] = torch.sigmoid(gate_logits(loaded, output, module).double())   # [b, pos, h, g]
         return hook
+
+    def gate_scores(self, layer: int) -> Tensor | None:
+        """The G1 gate scores of `layer`'s current forward, [b, h, n, g] (None: no G1 gate)."""
+        s = self.pending.pop(layer, None)
+        return None if s is None else s.transpose(1, 2)
+
+
+class Contribution(HeadOutputs):
+    """Per head: norms of key 0's value and of its W_O image against the median token's, norm-weighted F-Attn,
+    key 0's share of the head output's norm (after the gate too, for G1-gated models)."""
+
+    name = "contribution"
+    listens_to_attention = True
+    exact_with = frozenset({"learned_sink", "softcap"})
 
     def on_attention(self, ev, batch):
         lengths = batch.lengths.to(ev.query.device)
@@ -130,9 +141,8 @@ class Contribution(Probe):
                       image_first=img[:, :, 0].sum(0), image_median=sequence_medians(img, lengths).sum(0),
                       f_attn=(a0 * vq).sum((0, 2)), f_attn_norm=(share * vq).sum((0, 2)), n=float(valid.sum()),
                       first_term=(term0 * vq).sum((0, 2)), out_norm=(out_norm * vq).sum((0, 2)))
-        s = self.pending.pop(ev.layer, None)
+        s = self.gate_scores(ev.layer)                                                  # [b, h, n, g]
         if s is not None:
-            s = s.transpose(1, 2)                                                       # [b, h, n, g]
             first_g = image_norms(s * v[:, :, :1].double(), gram) * a0
             out_g = image_norms(s * ev.output.double(), gram)
             fields.update(first_term_gated=(first_g * vq).sum((0, 2)), out_norm_gated=(out_g * vq).sum((0, 2)))

@@ -287,6 +287,14 @@ class MassiveResult(Result):
         return pd.DataFrame(rows, columns=["channel", "n_massive", "n_layers"]).sort_values(
             ["n_massive", "channel"], ascending=[False, True], ignore_index=True)
 
+    @classmethod
+    def from_dict(cls, d: dict) -> MassiveResult:
+        return cls(d["model"], d["settings"], [
+            LayerMassive(ly["layer"], ly["max_abs"], ly["median_abs"], [Activation(**a) for a in ly["top"]],
+                         ly["n_massive"], [(c["channel"], c["count"]) for c in ly["channels"]],
+                         [(t["token"], t["count"]) for t in ly["tokens"]], ly["massive_at_first_token"],
+                         ly["first_token_norm"], ly["other_norm"]) for ly in d["layers"]])
+
     def to_dict(self) -> dict:
         return {
             "m_act": self.m_act,

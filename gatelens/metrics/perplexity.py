@@ -49,10 +49,17 @@ class PerplexityResult(Result):
 
     @property
     def perplexity(self) -> float:
-        return math.exp(self.loss)
+        try:
+            return math.exp(self.loss)
+        except OverflowError:  # a finite loss above ~709 nats: reported (and refused) as inf, not a traceback
+            return float("inf")
 
     def columns(self) -> dict:
         return {"perplexity": self.perplexity}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> PerplexityResult:
+        return cls(d["model"], d["settings"], d["loss"] * d["n_tokens"], d["n_tokens"])
 
     def to_dict(self) -> dict:
         return {"perplexity": self.perplexity, "loss": self.loss, "n_tokens": self.n_tokens,

@@ -21,7 +21,7 @@ from typing import ClassVar
 import torch
 
 from ..errors import GatelensError
-from .base import HeadLayer, HeadResult, Probe, gate_logits, hook_gates
+from .base import HeadLayer, HeadResult, Probe, check_finite, gate_logits, hook_gates
 
 Tensor = torch.Tensor
 DEFAULT_TOL = 1e-3
@@ -108,6 +108,7 @@ class Rank(Probe):
         if not self.tokens:
             return
         y = ev.output.transpose(1, 2)
+        check_finite(f"the attention output of layer {ev.layer}", y)  # eigh of a NaN Gram matrix fails unreadably
         valid = batch.valid().to(y.device)
         self.add(ev.layer, gram_y=head_gram(y, valid))
         s = self.pending.pop(ev.layer, None)
@@ -120,6 +121,7 @@ class Rank(Probe):
         layers = []
         for layer in loaded.info.attention_layers:
             w_v, w_o = ov_weights(loaded, layer)
+            check_finite(f"W_V / W_O of layer {layer}", torch.cat([w_v.flatten(), w_o.flatten()]))
             sv = ov_singular_values(w_v, w_o)
             heads = {"ov_effective_rank": effective_rank(sv), "ov_stable_rank": stable_rank(sv),
                      "ov_numerical_rank": numerical_rank(sv, self.tol).double()}

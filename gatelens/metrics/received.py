@@ -14,6 +14,13 @@ diagonal or outside the mask are skipped.
 Top keys per head are distinct positions, each with the sequence where it received most. Keys seen by fewer
 than `min_queries` counted queries (default: a quarter of the sequence's; the last positions) are not ranked:
 their mean is over too few queries (a local head's diagonal weight would make the last key its top key).
+Sink score of every position (Gu et al. 2024, "When attention sink emerges in language models", arXiv 2410.10781,
+their `compute_attention_sink`): key k is a sink of a (sequence, layer, head) when alpha_k, the mean weight it
+receives from the queries that see it, exceeds eps (0.3); the score of position k is the share of (sequence, layer,
+head) in which it is one. As everywhere in gatelens query 0 is not counted (it can only attend to key 0; Gu et al.
+count it, which adds (1 - alpha_0) / T at k = 0), so the score at k = 0 equals `Sink`'s sink rate; keys not ranked
+(seen by fewer than `min_queries` queries) are not scored either, or the diagonal of a local head would make the last
+positions sinks.
 `Received` streams, per layer and head, the per-position sums (the profile over positions), the top-k
 (sequence, position) keys, how often the top key is not position 0, and per token id the attention its
 occurrences at positions >= 1 receive and how often one is a head's top key; `ReceivedResult` reports them.
@@ -29,7 +36,7 @@ import torch
 from ..errors import GatelensError
 from ..kernels import sdpa_with_lse
 from .base import HeadLayer, HeadResult, Probe, check_finite
-from .sink import query_mask
+from .sink import DEFAULT_EPS, check_eps, query_mask
 
 Tensor = torch.Tensor
 TILE = 1 << 20          # logits per tile and KV group (4 MiB in fp32); a few temporaries of this size live at once
@@ -225,11 +232,17 @@ def _top_per_head(k: int):
     return reduce
 
 
-def check_received_options(top_k: int, min_queries: int | None) -> None:
+def check_received_options(top_k: int, min_queries: int | None, seq_len: int | None = None) -> None:
+    """top_k and min_queries in range; with the (longest) sequence length, min_queries within what a key can
+    reach: key 0 is seen by the most counted queries, the seq_len - 1 positions after it."""
     if top_k < 1:
         raise GatelensError(f"--top-k {top_k}: give at least 1")
     if min_queries is not None and min_queries < 1:
         raise GatelensError(f"--min-queries {min_queries}: give at least 1 (keys seen by fewer queries are not ranked)")
+    if min_queries is not None and seq_len is not None and min_queries > seq_len - 1:
+        raise GatelensError(f"--min-queries {min_queries}: no key is seen by more than {seq_len - 1} queries in "
+                            f"sequences of {seq_len} tokens; give at most {seq_len - 1}, or leave it out (a quarter "
+                            "of each sequence's)")
 
 
 class Received(Probe):
@@ -240,12 +253,13 @@ class Received(Probe):
     exact_with = frozenset({"learned_sink", "softcap"})
     fused = True   # plain causal attention through the fused column sums (False: LSE tiles always; benchmarks)
 
-    def __init__(self, top_k: int = DEFAULT_TOP_K, min_queries: int | None = DEFAULT_MIN_QUERIES):
+    def __init__(self, top_k: int = DEFAULT_TOP_K, min_queries: int | None = DEFAULT_MIN_QUERIES,
+                 eps: float = DEFAULT_EPS):
         super().__init__()
         check_received_options(top_k, min_queries)
-        self.top_k, self.min_queries = top_k, min_queries
-        self.REDUCE = {"top": _top_per_head(top_k), **dict.fromkeys(("pos_sum", "pos_count", "tok_sum", "tok_n", "tok_top"),
-                                                                     _pad_sum)}
+        self.top_k, self.min_queries, self.eps = top_k, min_queries, check_eps(eps)
+        per_position = ("pos_sum", "pos_count", "pos_sink", "pos_scored", "tok_sum", "tok_n", "tok_top")
+        self.REDUCE = {"top": _top_per_head(top_k), **dict.fromkeys(per_position, _pad_sum)}
 
     def on_attention(self, ev, batch):
         lengths = batch.lengths.to(ev.query.device)
@@ -271,7 +285,8 @@ class Received(Probe):
         best = idx[..., 0]                                                           # [b, h]
         counted = ranked.any(-1)                                                     # [b, h]
         self.add(layer, pos_sum=col.sum(0).cpu(), pos_count=cnt.sum(0).cpu(), top=self.REDUCE["top"]([], top),
-                 top_not_first=((best != 0) & counted).sum(0).double().cpu(), n_seqs=counted.sum(0).double().cpu())
+                 top_not_first=((best != 0) & counted).sum(0).double().cpu(), n_seqs=counted.sum(0).double().cpu(),
+                 pos_sink=((rec > self.eps) & ranked).sum(0).double().cpu(), pos_scored=ranked.sum(0).double().cpu())
         # per token id, positions >= 1 only (position 0 has its own number): received summed over heads, counts
         later = ranked.clone()
         later[..., 0] = False
@@ -283,11 +298,12 @@ class Received(Probe):
     def finish(self, loaded, settings):
         tok = loaded.tokenizer
         text = lambda t: tok.decode([t])  # noqa: E731
-        layers, profiles = [], {}
+        layers, profiles, scores = [], {}, {}
         for layer in sorted(k for k in self.acc if isinstance(k, int)):
             a = self.acc[layer]
             rec = a["pos_sum"] / a["pos_count"].clamp(min=1)                        # [h, n]
             profiles[layer] = (a["pos_sum"], a["pos_count"])
+            scores[layer] = (a["pos_sink"], a["pos_scored"])
             h = rec.shape[0]
             tops = [[{"seq": s, "pos": p, "token": text(t), "received": v}
                      for v, hh, s, p, t in a["top"] if hh == head] for head in range(h)]
@@ -298,8 +314,9 @@ class Received(Probe):
                                     head_extra={"top": tops}))
         tokens = self._token_rows(text, sum(ly.n_heads for ly in layers))
         return ReceivedResult(model=loaded.info.to_dict(),
-                              settings={**settings, "top_k": self.top_k, "min_queries": self.min_queries},
-                              layers=layers, tokens=tokens, profiles=profiles)
+                              settings={**settings, "top_k": self.top_k, "min_queries": self.min_queries,
+                                        "eps": self.eps},
+                              layers=layers, tokens=tokens, profiles=profiles, scores=scores)
 
     def _token_rows(self, text, per: int) -> list[dict]:
         """Per token string (ids decoding alike merged): mean received over occurrences x layers x heads; `per`:
@@ -327,6 +344,7 @@ class ReceivedResult(HeadResult):
 
     tokens: list[dict] = field(default_factory=list)
     profiles: dict = field(default_factory=dict)      # layer -> (sum over sequences [head, pos], counts [head, pos])
+    scores: dict = field(default_factory=dict)        # layer -> (sequences where alpha_k > eps [head, pos], scored)
 
     COLUMNS: ClassVar = ("top_not_first",)
     RATIOS: ClassVar = ()
@@ -343,6 +361,31 @@ class ReceivedResult(HeadResult):
             return s / c.clamp(min=1)
         return torch.stack([self.profile(ly).mean(0) for ly in self.profiles]).mean(0)
 
+    def _score_totals(self) -> tuple[Tensor, Tensor]:
+        """Per key position [pos]: (sequence, layer, head) in which alpha_k > eps, and those scored."""
+        n = max(c.shape[-1] for _, c in self.scores.values())
+        pad = lambda t: torch.nn.functional.pad(t, (0, n - t.shape[-1])).sum(0)  # noqa: E731
+        return sum(pad(s) for s, _ in self.scores.values()), sum(pad(c) for _, c in self.scores.values())
+
+    def sink_score(self) -> Tensor:
+        """Gu et al.'s sink score of every key position [pos]: the share of scored (sequence, layer, head) in which
+        the position's received attention alpha_k exceeds eps (NaN where no key was scored)."""
+        passed, scored = self._score_totals()
+        return torch.where(scored > 0, passed / scored.clamp(min=1), float("nan"))
+
+    def sink_positions(self, k: int = 10) -> list[dict]:
+        """The (at most k) positions with the highest sink score above 0: the positions that pass eps."""
+        score = self.sink_score()
+        order = sorted((p for p in range(len(score)) if score[p] > 0), key=lambda p: (-float(score[p]), p))
+        return [{"pos": p, "sink_score": float(score[p])} for p in order[:k]]
+
+    def sink_score_frame(self):
+        """Sink score per key position (Gu et al. 2024) with the number of scored (sequence, layer, head)."""
+        import pandas as pd
+
+        score, (_, scored) = self.sink_score(), self._score_totals()
+        return pd.DataFrame({"pos": range(len(score)), "sink_score": score.tolist(), "n_scored": scored.tolist()})
+
     def sink_tokens(self, k: int = 5, min_occurrences: int = 5) -> list[dict]:
         """The k token strings (positions >= 1, seen at least min_occurrences times) receiving most attention."""
         return [r for r in self.tokens if r["occurrences"] >= min_occurrences][:k]
@@ -353,7 +396,9 @@ class ReceivedResult(HeadResult):
 
     def headline(self) -> dict:
         return {"received_first": self.overall("received_first"), "top_not_first": self.top_not_first,
-                "sink_tokens": self.sink_tokens(10), "top_key_tokens": self.top_key_tokens(10)}
+                "sink_tokens": self.sink_tokens(10), "top_key_tokens": self.top_key_tokens(10),
+                "sink_score": {"eps": self.settings.get("eps", DEFAULT_EPS), "first": float(self.sink_score()[0]),
+                               "positions": self.sink_positions(10)}}
 
     def key_frame(self):
         """One row per (layer, head, rank) of the top keys."""
@@ -379,12 +424,28 @@ class ReceivedResult(HeadResult):
     def tables(self) -> dict:
         return {"received_heads": self.to_frame(), "received_layers": self.layer_frame(),
                 "received_keys": self.key_frame(), "received_tokens": self.token_frame(),
-                "received_positions": self.position_frame()}
+                "received_positions": self.position_frame(), "sink_score_positions": self.sink_score_frame()}
 
     def to_dict(self) -> dict:
         d = super().to_dict()
         d["tokens"] = self.tokens
+        # per layer: received per position (mean over heads) and the sink-score counts (summed over heads), so that
+        # `gatelens.read` gives back a result whose profile() and sink_score() are the ones measured
+        d["positions"] = {str(layer): {"received": self.profile(layer).mean(0).tolist(),
+                                       "sink_passed": self.scores[layer][0].sum(0).tolist(),
+                                       "sink_scored": self.scores[layer][1].sum(0).tolist()}
+                          for layer in self.profiles}
         return d
+
+    @classmethod
+    def from_dict(cls, d: dict):
+        r = super().from_dict({k: v for k, v in d.items() if k != "positions"})
+        for layer, p in d.get("positions", {}).items():
+            rec = torch.tensor(p["received"], dtype=torch.float64)[None]
+            r.profiles[int(layer)] = (rec, torch.ones_like(rec))          # [1, pos]: the head mean, count 1
+            r.scores[int(layer)] = (torch.tensor(p["sink_passed"], dtype=torch.float64)[None],
+                                    torch.tensor(p["sink_scored"], dtype=torch.float64)[None])
+        return r
 
     def display(self) -> dict:
         s = self.settings
@@ -396,7 +457,12 @@ class ReceivedResult(HeadResult):
                             "top_received": "top key received"},
                 "total": {"layer": "model", "received_first": self.overall("received_first"),
                           "top_not_first": self.top_not_first},
-                "notes": [f"tokens (>= 5 occurrences) receiving most attention besides position 0: {sinks}",
+                "notes": [f"sink score (Gu et al. 2024: share of sequence x layer x head whose received attention "
+                          f"exceeds {self.settings.get('eps', DEFAULT_EPS):g}): position 0 "
+                          f"{float(self.sink_score()[0]):.3f}; other positions passing: "
+                          + (", ".join(f"{p['pos']} {p['sink_score']:.3f}" for p in self.sink_positions(6)
+                                       if p["pos"] != 0) or "none"),
+                          f"tokens (>= 5 occurrences) receiving most attention besides position 0: {sinks}",
                           f"tokens most often a head's top key besides position 0 (sequence x layer x head): {tops}"]}
 
 

@@ -12,12 +12,18 @@ A type that cannot be measured gets the one-line reason. `gatelens models` write
 
 from __future__ import annotations
 
+import logging
+import re
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
+
+from .versions import VERIFIED_TRANSFORMERS, installed_transformers  # noqa: F401  (the report names them)
+
+log = logging.getLogger("gatelens")
 
 TOL = 1e-5
 EXACT_TOL = 1e-6  # gate scores against the gated output, the learned-sink share against the eager softmax's
@@ -42,6 +48,11 @@ OVERRIDES: dict[str, dict] = {
     "qwen4_exp_text": dict(indexer_n_heads=2, indexer_kv_heads=1, indexer_head_dim=16, indexer_budget=8,
                            indexer_compress_ratio=4, hc_lowrank=16),
     "inkling2_text": _INKLING2,
+    # a sliding layer, an indexer and a reindexer reading the indexer's keys and values; budgets below 24 tokens
+    "kolibri1_1": dict(num_hidden_layers=3, layer_types=["sliding_attention", "indexed_attention", "indexed_attention"],
+                       index_layers=[1], kv_source_layers=[0, 1, 1], sliding_window=8, index_topk=4,
+                       index_pool_size=16, index_compression=4, index_num_heads=2, index_num_local_tokens=4,
+                       index_num_sink_tokens=1, mlp_only_layers=[0], mlp_only_intermediate_size=128),
     # latent attention with a key per head, set per layer (so MLA above is not applied); dots3_note is multimodal:
     # its vision and audio towers made tiny too
     "dots3_note_text": dict(num_key_value_heads=4),
@@ -129,8 +140,48 @@ def _eager_reference(model_type: str, folder: Path):
 
     cfg = json.loads((folder / "config.json").read_text())
     ref = native.build(cfg, attn_implementation="eager")
-    native.load_weights(ref, native.read_state(folder), folder)
+    native.load_weights(ref, native.read_state(native.weight_files(folder)), folder)
     return ref.eval()
+
+
+# A forward multiplying an attention output by something (for modeling files that call the gate before attending).
+_TIMES_OUTPUT = re.compile(r"(attn_output|attention_output|attn_out)\s*=.*\*|\*\s*(attn_output|attention_output)\b"
+                           r"|output\s*=\s*output\s*\*")
+
+
+def scan_gates() -> dict[str, list[str]]:
+    """Modeling folders of the installed transformers' causal-LM types whose module forward multiplies an attention
+    output by a sigmoid (candidate output gates), with those classes: read from the source, nothing is built."""
+    import ast
+    import os
+
+    import transformers
+    from transformers.models.auto.configuration_auto import model_type_to_module_name
+
+    root = Path(os.path.dirname(transformers.__file__)) / "models"
+    found: dict[str, list[str]] = {}
+    for folder in sorted({model_type_to_module_name(t) for t in causal_lm_types()}):
+        path = root / folder / f"modeling_{folder}.py"
+        if not path.exists():
+            continue
+        src = path.read_text(encoding="utf-8")
+        if "sigmoid" not in src:
+            continue
+        for cls in (n for n in ast.parse(src).body if isinstance(n, ast.ClassDef)):
+            for fn in cls.body:
+                if isinstance(fn, ast.FunctionDef) and fn.name == "forward":
+                    body = ast.get_source_segment(src, fn)
+                    attends = "attention_interface" in body or "ALL_ATTENTION_FUNCTIONS" in body
+                    if "sigmoid" in body and (attends or _TIMES_OUTPUT.search(body)):
+                        found.setdefault(folder, []).append(cls.name)
+    return found
+
+
+def unrecognised_gates(found: dict[str, list[str]]) -> dict[str, list[str]]:
+    """The folders of a scan_gates() result that discover.GATED (or the linear-attention list) does not name."""
+    from .discover import GATED, LINEAR_ATTENTION_GATES
+
+    return {f: c for f, c in found.items() if f not in GATED and f not in LINEAR_ATTENTION_GATES}
 
 
 def causal_lm_types() -> list[str]:

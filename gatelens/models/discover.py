@@ -6,9 +6,10 @@ the instantiated model (no forward pass):
   * which layers attend: those holding a module whose class calls the attention interface and has a
     `layer_idx`; the others (recurrent, Mamba, DeltaNet, linear attention) are skipped and listed;
   * how W_V and W_O are stored, for the rank metric: separate projections (under their many names),
-    fused [Q | K | V] rows, GPT-2's Conv1D, GPT-NeoX's per-head rows, multi-head latent attention;
+    fused [Q | K | V] rows, GPT-2's Conv1D, GPT-NeoX's per-head rows, Falcon's per-KV-group rows, multi-head
+    latent attention;
   * the output gate, from `GATED` below: the families whose attention output is multiplied by a sigmoid
-    gate before W_O (tests/test_any_model.py walks the installed modeling files and fails on a new one).
+    gate before W_O (`gatelens models --scan-gates` walks the installed modeling files and names a new one).
 Each discovered attention module is marked with `gatelens_layer` (its decoder layer's index), which the
 attention function reports, so a layer index never depends on how a family counts its `layer_idx`.
 """
@@ -35,7 +36,8 @@ _NOT_TEXT = ("vision", "visual", "audio", "speech", "image", "encoder", "vqmodel
 class GateReader:
     """Where a family's output gate logits come from: `module`'s forward output, under the attention module.
 
-    layout "interleaved": q_proj rows per head [q_h | g_h] (Qwen3-Next, Qwen3.5); "per_head": the module's output
+    layout "interleaved": the module's rows per head [q_h | g_h] (Qwen3-Next, Qwen3.5's q_proj; MiniCPM5-MoE's
+    q_gate_proj); "per_head": the module's output
     is [.., head * g] (g = d_head elementwise, 1 headwise), plus the attention module's `bias` [head] if named;
     "query_rows": the module's rows per head are [q_h | g_h], g_h the last `v_head_dim` of them (AXK2's fused
     q_gate_proj under latent attention). `scale`: the attention module's (s, s_scale) attributes, the logits
@@ -58,6 +60,7 @@ GATED: dict[str, GateReader] = {
     "qwen3_5": GateReader("q_proj", "interleaved"),
     "qwen3_5_moe": GateReader("q_proj", "interleaved"),
     "qwen4_exp": GateReader("q_proj", "interleaved"),
+    "minicpm5_moe": GateReader("q_gate_proj", "interleaved"),
     "beam": GateReader("gate_proj", "per_head", bias="gate_bias"),
     "inkling2": GateReader("o_proj.gate_proj", "per_head"),
     "inkling2_loop": GateReader("o_proj.gate_proj", "per_head"),
@@ -131,7 +134,11 @@ def weight_layout(attn: nn.Module) -> tuple[str | None, str, str, str]:
         return "mla", "kv_b_proj", o, ""
     if "c_attn" in kids and type(kids["c_attn"]).__name__ == "Conv1D":
         return "gpt2", "c_attn", o, ""
-    if "query_key_value" in kids:
+    if "query_key_value" in kids:  # Falcon's three layouts under one name, told apart by its flags
+        if getattr(attn, "new_decoder_architecture", False):  # rows per KV group [its heads' queries | k | v]
+            return "kv_grouped", "query_key_value", o, ""
+        if getattr(attn, "multi_query", False):              # [Q | k | v]: one KV head
+            return "fused", "query_key_value", o, ""
         return "neox", "query_key_value", o, ""
     v = next((n for n in V_NAMES if n in kids and _has_weight(kids[n])), None)
     if v is not None:

@@ -28,9 +28,11 @@ from torch import nn
 from .. import attention
 from ..errors import GatelensError
 from . import native
+from .cache import cache_folder, checked_root
 from .discover import discover
-from .gated import GATE_KINDS
 from .families import ATTENTION_LAYER_TYPES, BY_MODEL_TYPE, FAMILIES, Family
+from .gated import GATE_KINDS
+from .versions import warn_if_untested
 
 ZOO_DIR = Path(__file__).resolve().parent.parent / "zoo"
 SMOLLM2 = "smollm2-135m"
@@ -101,9 +103,9 @@ class Loaded:
                                 "changed), which TransformerLens does not know; use gatelens.patterns.attention_map "
                                 "for its attention maps")
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        from transformer_lens.model_bridge import TransformerBridge
-
         import copy
+
+        from transformer_lens.model_bridge import TransformerBridge
 
         return TransformerBridge.boot_transformers(self.info.path or self.info.spec, hf_model=copy.deepcopy(self.model),
                                                    tokenizer=self.tokenizer, device=self.info.device)
@@ -111,10 +113,6 @@ class Loaded:
 
 def zoo_names() -> list[str]:
     return sorted(p.name for p in ZOO_DIR.iterdir() if (p / "config.json").exists()) if ZOO_DIR.exists() else []
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("GATELENS_CACHE", Path.home() / ".cache" / "gatelens"))
 
 
 def fingerprint(files: list[Path]) -> str:
@@ -142,7 +140,7 @@ def _smollm2_gguf() -> Path:
 def _content_key(path: Path) -> str:
     """sha256 of a file's bytes (16 hex digits), remembered per path, size and mtime so it is computed once."""
     st = path.stat()
-    index_path = cache_dir() / "gguf" / "index.json"
+    index_path = checked_root() / "gguf" / "index.json"
     stamp = f"{path.resolve()}:{st.st_size}:{st.st_mtime_ns}"
     try:
         index = json.loads(index_path.read_text())
@@ -153,7 +151,7 @@ def _content_key(path: Path) -> str:
     key = fingerprint([path])
     index[stamp] = key
     try:
-        index_path.parent.mkdir(parents=True, exist_ok=True)
+        cache_folder("gguf")
         tmp = index_path.with_name(f".index-{os.getpid()}.json")
         tmp.write_text(json.dumps(index, indent=1) + "\n")
         os.replace(tmp, index_path)
@@ -223,7 +221,7 @@ def _gguf_folder(gguf: Path) -> Path:
     if importlib.util.find_spec("gguf") is None:
         raise GatelensError(f"reading {gguf.name} needs the gguf package: run `pip install gguf` "
                             "(or `pip install gatelens[gguf]`)")
-    folder = cache_dir() / "gguf" / f"{gguf.stem}-{_content_key(gguf)}"
+    folder = checked_root() / "gguf" / f"{gguf.stem}-{_content_key(gguf)}"
     if (folder / "config.json").exists():
         return folder
     _gguf_metadata(gguf)
@@ -234,8 +232,7 @@ def _gguf_folder(gguf: Path) -> Path:
         tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
     except Exception as e:  # noqa: BLE001 - a damaged tensor section fails here, with any exception type
         raise GatelensError(f"cannot read GGUF file {gguf}: {str(e).splitlines()[0][:160]}") from None
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=".tmp-"))
+    tmp = Path(tempfile.mkdtemp(dir=cache_folder("gguf"), prefix=".tmp-"))
     try:
         # transformers marks GGUF-loaded models as quantized and refuses save_pretrained; the weights
         # are plain dequantized tensors by now, so write them and the config ourselves.
@@ -340,11 +337,16 @@ def _hub_folder(spec: str, revision: str | None = None) -> Path:
     return folder
 
 
-def resolve(spec: str, revision: str | None = None) -> tuple[Path, str]:
-    """Spec -> (local folder, display name). Hub ids are downloaded (or found in the hub cache) first."""
+def check_revision(spec: str, revision: str | None) -> None:
+    """A revision selects a version of a hub id; a shipped model or a local path has one version."""
     if revision is not None and (spec in zoo_names() or spec == SMOLLM2 or Path(spec).expanduser().exists()):
         raise GatelensError(f"--revision {revision!r} selects a version of a hub id; {spec} is a shipped model or a "
                             "local path, which has one version: drop --revision")
+
+
+def resolve(spec: str, revision: str | None = None) -> tuple[Path, str]:
+    """Spec -> (local folder, display name). Hub ids are downloaded (or found in the hub cache) first."""
+    check_revision(spec, revision)
     if spec in zoo_names():
         return ZOO_DIR / spec, spec
     if spec == SMOLLM2:
@@ -377,7 +379,7 @@ def _dispatch(model: nn.Module, device_map: dict | str) -> nn.Module:
 
     if device_map == "auto":
         device_map = infer_auto_device_map(model, no_split_module_classes=model._no_split_modules)
-    return dispatch_model(model, device_map=device_map, offload_dir=str(cache_dir() / "offload"))
+    return dispatch_model(model, device_map=device_map, offload_dir=str(cache_folder("offload")))
 
 
 def _attention_layers(cfg, family: Family, n_layers: int) -> list[int]:
@@ -502,17 +504,19 @@ def load(spec: str, *, device: str = "cpu", dtype: str = "float32", device_map: 
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise GatelensError(f"--device {device} asked for, but this machine has no CUDA GPU; use --device cpu")
     attention.register()
+    warn_if_untested()
     torch_dtype = DTYPES[dtype]
     folder, name = resolve(spec, revision)
     cfg_dict = read_config_json(folder, spec)
     check_tokenizer_files(folder, spec)
+    files = native.weight_files(folder)  # what the folder names, as transformers reads it; fingerprinted below
     gate = native.native_gate(cfg_dict)
 
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     if gate is not None:
         model = native.build(cfg_dict, torch_dtype, attention.ATTN_NAME)
-        native.load_weights(model, native.read_state(folder), folder)
+        native.load_weights(model, native.read_state(files), folder)
         if device_map is not None:
             model = _dispatch(model, device_map)
         family = native_family(gate)
@@ -530,7 +534,7 @@ def load(spec: str, *, device: str = "cpu", dtype: str = "float32", device_map: 
             raise GatelensError(f"unsupported architecture {mt!r} in {spec}: {why}")
         try:
             kw = {} if device_map is None else {"device_map": device_map,
-                                                "offload_folder": str(cache_dir() / "offload")}
+                                                "offload_folder": str(cache_folder("offload"))}
             model = strict_from_pretrained(AutoModelForCausalLM, folder, spec, dtype=torch_dtype,
                                            attn_implementation=attention.ATTN_NAME, **kw)
         except GatelensError:
@@ -560,7 +564,7 @@ def load(spec: str, *, device: str = "cpu", dtype: str = "float32", device_map: 
                             "save the tokenizer into the checkpoint folder") from None
 
     info = model_info(name, family, model_type, model.config, tok, cfg_dict,
-                      fingerprint=fingerprint(native.weight_files(folder)),
+                      fingerprint=fingerprint(files),
                       dtype=str(torch_dtype).replace("torch.", ""), device=device, path=str(folder),
                       attn=_first_attention(model, family))
     return Loaded(model, tok, info, family)

@@ -13,6 +13,7 @@ Weights are loaded with an explicit key and shape check, so a mismatch names the
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import torch
@@ -23,6 +24,7 @@ from torch import nn
 from ..errors import GatelensError
 from .gated import GATES, add_gates
 
+logger = logging.getLogger(__name__)
 NATIVE_MODEL_TYPE = "gatelens"
 _EXTRA_KEYS = ("gate", "final_norm", "headwise_attn_output_gate", "elementwise_attn_output_gate", "qkv_bias",
                "use_qk_norm", "model_type", "architectures", "gatelens_eval", "auto_map", "pre_norm")
@@ -79,16 +81,53 @@ def build(cfg: dict, dtype: torch.dtype = torch.float32, attn_implementation: st
     return model
 
 
+SINGLE_WEIGHTS = "model.safetensors"
+WEIGHTS_INDEX = "model.safetensors.index.json"
+
+
 def weight_files(folder: Path) -> list[Path]:
-    files = sorted(folder.glob("*.safetensors"))
-    if not files:
-        raise GatelensError(f"{folder} has no *.safetensors weights; save the checkpoint with safetensors")
+    """The weight files a checkpoint folder names, chosen as transformers chooses them: `model.safetensors` if
+    there is one, else the shards `model.safetensors.index.json` maps tensors to. Any other *.safetensors in the
+    folder (a backup, a second download) is not read, and one log line says so."""
+    if (folder / SINGLE_WEIGHTS).is_file():
+        files, read = [folder / SINGLE_WEIGHTS], SINGLE_WEIGHTS
+    elif (folder / WEIGHTS_INDEX).is_file():
+        files, read = _shards(folder / WEIGHTS_INDEX), f"the shards {WEIGHTS_INDEX} names"
+    else:
+        raise GatelensError(f"{folder} has no {SINGLE_WEIGHTS} (or {WEIGHTS_INDEX} and its shards), so no weights "
+                            "to read; save the checkpoint with model.save_pretrained(folder)")
+    stray = sorted(p.name for p in folder.glob("*.safetensors") if p not in files)
+    if stray:
+        logger.warning("%s: %s not read (the weights are %s, as transformers reads them)", folder,
+                       ", ".join(stray), read)
     return files
 
 
-def read_state(folder: Path) -> dict[str, torch.Tensor]:
+def _shards(index: Path) -> list[Path]:
+    """The files a safetensors index's weight_map names, each inside the index's folder and present."""
+    try:
+        weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+        names = sorted(set(weight_map.values()))
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError):
+        raise GatelensError(f"{index} is not a safetensors index (JSON with a weight_map of tensor -> file); "
+                            "save the checkpoint again") from None
+    if not names or not all(isinstance(n, str) and n for n in names):
+        raise GatelensError(f"{index} names no weight files; save the checkpoint again")
+    outside = [n for n in names if Path(n).anchor or ".." in Path(n).parts]
+    if outside:  # the check transformers makes: an index never reaches out of its folder
+        raise GatelensError(f"{index} names {outside[0]}, outside the checkpoint folder; fix the index")
+    missing = [n for n in names if not (index.parent / n).is_file()]
+    if missing:
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        raise GatelensError(f"{index} names {missing[0]}{more}, which is not in the folder; copy the missing "
+                            "shard into it or download the checkpoint again")
+    return [index.parent / n for n in names]
+
+
+def read_state(files: list[Path]) -> dict[str, torch.Tensor]:
+    """Every tensor of the given weight files (`weight_files(folder)`)."""
     state: dict[str, torch.Tensor] = {}
-    for f in weight_files(folder):
+    for f in files:
         try:
             state.update(load_file(str(f)))
         except (SafetensorError, OSError, RuntimeError) as e:
@@ -117,8 +156,13 @@ def load_weights(model: nn.Module, state: dict[str, torch.Tensor], where: Path) 
 
 def save(model: nn.Module, folder: Path, cfg: dict, dtype: torch.dtype | None = None) -> None:
     """Write config.json + model.safetensors for a native model (tied lm_head stored once)."""
+    save_state(model.state_dict(), folder, cfg, dtype)
+
+
+def save_state(state: dict, folder: Path, cfg: dict, dtype: torch.dtype | None = None) -> None:
+    """`save` from a state dict (a copy taken during training, say)."""
     folder.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().to(dtype or v.dtype).contiguous() for k, v in model.state_dict().items()}
+    state = {k: v.detach().to(dtype or v.dtype).contiguous() for k, v in state.items()}
     if cfg.get("tie_word_embeddings"):
         state.pop("lm_head.weight", None)
     save_file(state, str(folder / "model.safetensors"), metadata={"format": "pt"})

@@ -81,6 +81,9 @@ def _discovered_ov(loaded: Loaded, attn) -> tuple[torch.Tensor, torch.Tensor]:
     elif family.qkv == "neox":   # rows per head [q_h | k_h | v_h]
         d_v = d
         w_v = w.view(H, 3, d, -1)[:, 2].transpose(1, 2)
+    elif family.qkv == "kv_grouped":  # Falcon's new decoder: rows per KV group [its H/K heads' queries | k | v]
+        d_v = d
+        w_v = w.view(K, H // K + 2, d, -1)[:, -1].transpose(1, 2)
     elif family.qkv == "mp_qvk":  # CodeGen: rows per model-parallel shard [q | v | k], each H*d / mp_num long
         d_v, mp = d, attn.mp_num
         w_v = w.view(mp, 3, H * d // mp, -1)[:, 1].reshape(H, d, -1).transpose(1, 2)
@@ -112,11 +115,21 @@ def _value_bias(loaded: Loaded, attn, bias: torch.Tensor | None) -> torch.Tensor
         return bias[bias.shape[0] - K * d_v:]
     if family.qkv == "neox":
         return bias.view(H, 3, d)[:, 2].reshape(-1)
+    if family.qkv == "kv_grouped":
+        return bias.view(K, H // K + 2, d)[:, -1].reshape(-1)
     if family.qkv == "mp_qvk":
         return bias.view(attn.mp_num, 3, -1)[:, 1].reshape(-1)
     if family.qkv == "mla":
         return None   # kv_b_proj has no bias in any latent-attention family; W_V maps the latent
     return bias
+
+
+def _has_module(module, path: str) -> bool:
+    try:
+        module.get_submodule(path)
+    except AttributeError:
+        return False
+    return True
 
 
 def _check_ov(loaded: Loaded) -> str:
@@ -125,6 +138,10 @@ def _check_ov(loaded: Loaded) -> str:
     family = loaded.family
     if family.qkv == "none":
         return family.rank_note
+    borrowed = [i for i in loaded.info.attention_layers if not _has_module(loaded.attention(i), family.v_proj)]
+    if borrowed:  # Kolibri: a layer attending to an earlier layer's keys and values has no W_V of its own
+        which = f"layer {borrowed[0]} reuses" if len(borrowed) == 1 else f"layers {','.join(map(str, borrowed))} reuse"
+        return f"{which} another layer's values (no {family.v_proj} of its own)"
     layer = loaded.info.attention_layers[0]
     attn = loaded.attention(layer)
     try:
@@ -152,6 +169,8 @@ def _check_ov(loaded: Loaded) -> str:
     x = x.reshape(x.shape[0], -1, x.shape[-1])                                    # [1, n, d_in]
     value = events[0].double().cpu()                                             # [1, kv, n, d_v]
     w = w_v[:: loaded.info.n_heads // value.shape[1]].double()                   # [kv, d_in, d_v]
+    if w.shape[1] != x.shape[-1]:
+        return f"weights do not fit the layout: W_V takes {w.shape[1]} inputs, its projection {x.shape[-1]}"
     v = torch.einsum("bnd,kde->bkne", x, w)
     bias = _value_bias(loaded, attn, getattr(src, "bias", None))
     if bias is not None:

@@ -30,6 +30,26 @@ def received_profile(results: list, max_pos: int | None = None, tokens: list[str
     return fig
 
 
+def sink_score(results: list, max_pos: int | None = None):
+    """Gu et al.'s sink score per key position: the share of (sequence, layer, head) in which the position's
+    received attention exceeds eps, one line per model."""
+    style.apply()
+    fig, ax = plt.subplots(figsize=(style.COLUMN_WIDTH * 1.3, 2.6))
+    for i, r in enumerate(results):
+        score = r.sink_score().numpy()
+        n = len(score) if max_pos is None else min(max_pos, len(score))
+        others = ", ".join(str(p["pos"]) for p in r.sink_positions(4) if p["pos"] != 0) or "none"
+        ax.plot(np.arange(n), score[:n], lw=1.0, marker="o" if n <= 64 else None, ms=2.0, color=style.color(i),
+                label=f"{style.short_label(r.model)}: @0 {score[0]:.2f}; others: {others}")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_xlabel("key position")
+    ax.set_ylabel(f"sink score (share > {results[0].settings.get('eps', 0.3):g})")
+    ax.set_title(f"Sink score per key position (Gu et al. 2024)\n{style.input_line(results[0].settings)}")
+    ax.legend(frameon=False, fontsize=6, loc="upper right")
+    fig.tight_layout()
+    return fig
+
+
 def top_not_first(result):
     """Layer x head heatmap: share of sequences whose top key is not position 0."""
     return style.head_heatmap(result, "top_not_first", "magma", "top key not position 0 (share of sequences)",
@@ -60,4 +80,5 @@ def norm_weighted(results: list):
 def figures(result) -> dict:
     """The figures `gatelens sinks` writes for a `SinksResult`, by file stem."""
     return {"sinks_received": received_profile([result.received]), "sinks_top_not_first": top_not_first(result.received),
+            "sinks_sink_score": sink_score([result.received]),
             "sinks_norm_weighted": norm_weighted([result.contribution])}

@@ -2,7 +2,9 @@
 
 Work happens in a hidden sibling folder `.<out>.partial/` (checkpoint.pt, train_log.csv, a corpus
 run's tokenizer/), renamed to `out` only when training has finished; every file in it is written
-to a temporary name first and moved into place, so a kill never leaves half a file.
+to a temporary name first and moved into place, so a kill never leaves half a file. A run that stops
+after its first checkpoint keeps the work folder, and `--resume` continues it; a run that stops before
+(a refused input, an error in the first steps) removes it: nothing of it is left (`discard`).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from ..models import native
 from .config import TrainConfig
 
 LOG_COLUMNS = ("step", "tokens", "train_loss", "val_loss", "f_attn", "mean_gate", "lr", "wall_s")
-_NOT_COMPARED_ON_RESUME = ("resume", "overwrite", "device")
+_NOT_COMPARED_ON_RESUME = ("resume", "overwrite", "device", "keep_checkpoints")
 
 
 def work_folder(cfg: TrainConfig) -> Path:
@@ -33,10 +35,28 @@ def work_folder(cfg: TrainConfig) -> Path:
         raise GatelensError(f"{out} already exists; choose another --out or pass --overwrite")
     if cfg.resume and not (work / "checkpoint.pt").exists():
         raise GatelensError(f"no checkpoint to resume in {work}; start without --resume")
+    if not cfg.resume and (work / "checkpoint.pt").exists() and not cfg.overwrite:
+        raise GatelensError(f"{work} holds the checkpoint of an interrupted run of {out}; continue it with --resume, "
+                            "or pass --overwrite to start afresh")
     if not cfg.resume and work.exists():
         shutil.rmtree(work)
     work.mkdir(parents=True, exist_ok=True)
     return work
+
+
+def discard(work: Path, cfg: TrainConfig, made: list[Path]) -> bool:
+    """After a run stopped early: remove its work folder, and the folders `made` for it (deepest first, while
+    empty), unless it holds a checkpoint to resume (always kept for a --resume run, whose folder was there
+    before). True when a checkpoint is kept."""
+    if cfg.resume or (work / "checkpoint.pt").exists():
+        return True
+    shutil.rmtree(work, ignore_errors=True)
+    for folder in made:
+        try:
+            folder.rmdir()
+        except OSError:
+            break
+    return False
 
 
 def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
@@ -88,6 +108,20 @@ def last_loss(path: Path) -> float:
     return torch.load(path, map_location="cpu", weights_only=True)["last_loss"]
 
 
+def snapshot(work: Path, model, model_cfg: dict, tokenizer, step: int, tokens: int) -> None:
+    """A loadable copy of the model as it is at `step` (weights, config, tokenizer, checkpoint.json), kept in
+    the run's checkpoints/ folder for measuring across training (`gatelens emergence`)."""
+    folder = work / "checkpoints" / f"step-{step:06d}"
+    tmp = folder.with_name(folder.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    state_model = {k: v.detach().float().cpu() for k, v in model.state_dict().items()}
+    native.save_state(state_model, tmp, model_cfg)
+    tokenizer.save_pretrained(str(tmp))
+    (tmp / "checkpoint.json").write_text(json.dumps({"step": step, "tokens": tokens}) + "\n")
+    shutil.rmtree(folder, ignore_errors=True)
+    os.replace(tmp, folder)
+
+
 def publish(work: Path, out: Path, model, model_cfg: dict, tokenizer, cfg: TrainConfig, training: dict) -> None:
     """Assemble the output folder next to the checkpoint, then move it into place in one rename."""
     final = work / "final"
@@ -97,6 +131,8 @@ def publish(work: Path, out: Path, model, model_cfg: dict, tokenizer, cfg: Train
     tokenizer.save_pretrained(str(final))
     shutil.copy(work / "train_log.csv", final / "train_log.csv")
     (final / "training.json").write_text(json.dumps(training, indent=2) + "\n")
+    if (work / "checkpoints").exists():
+        os.replace(work / "checkpoints", final / "checkpoints")
     if out.exists():
         shutil.rmtree(out)
     os.replace(final, out)

@@ -1,93 +1,114 @@
-"""TrainConfig: every setting of a training run, checked on construction, and recipes as TOML files.
+"""TrainConfig: every setting of a training run with its declared range, checked on construction; recipes as TOML.
 
     cfg = TrainConfig(out="runs/base", gate="elementwise")
     cfg = TrainConfig(out="runs/mech", **read_recipe(RECIPES / "mech.toml"))   # the zoo's recipe
 
 A recipe is a TOML file whose keys are TrainConfig fields (`task_params` a table); `gatelens train
---config FILE` reads one, and each option given on the command line overrides the file.
+--config FILE` reads one, and each option given on the command line overrides the file. Each field declares
+what it may hold in its metadata (`setting(3e-3, gt=0)`); `check_setting` is the one check of a value against
+it, for options, code and recipes alike.
 """
 
 from __future__ import annotations
 
+import os
+import re
 import tomllib
 import types
 import typing
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 
 from ..errors import GatelensError
 from ..models.gate_kinds import GATES
+from ..models.tokenizer import SPECIALS
+from ..options import Range
 
 RECIPES = Path(__file__).resolve().parent.parent / "zoo" / "recipes"   # mech.toml, text.toml
 
 
+def setting(default=MISSING, *, gt=None, ge=None, lt=None, le=None, choices=(),
+            pattern: tuple[str, str] | None = None):
+    """A TrainConfig field with what it may hold, declared in its metadata (so the range is documented where the
+    field is defined): a Range for numbers (gt/ge/lt/le), `choices` or a `pattern` (regular expression, and the
+    words that say it) for text. `check_setting` checks a value against it."""
+    bounds = (gt, ge, lt, le)
+    meta = {"range": Range(*bounds) if any(b is not None for b in bounds) else None, "choices": tuple(choices),
+            "pattern": pattern}
+    return field(default=default, metadata=meta)
+
+
+SEED = {"ge": 0, "lt": 2**63}
+DEVICE = (r"cpu|auto|mps|cuda(:\d+)?", "cpu, cuda, cuda:N, mps or auto")
+BPE_LEAST = 256 + len(SPECIALS)   # a byte-level BPE holds every byte and the special tokens
+
+
 @dataclass
 class TrainConfig:
-    out: str                              # final output folder
-    data: str = "bigram-backcopy"         # a task name or a text corpus file (documents split by <|doc|>)
-    gate: str = "none"                    # one of models.gated.GATES
+    out: str = setting()                  # final output folder
+    data: str = setting("bigram-backcopy")  # a task name or a text corpus file (documents split by <|doc|>)
+    gate: str = setting("none", choices=GATES)
     final_norm: bool = True               # False drops the last RMSNorm (model_type "gatelens")
     qk_norm: bool = True                  # Qwen3's RMSNorm on queries and keys; False -> model_type "gatelens"
     pre_norm: bool = True                 # RMSNorm before attention and MLP; False -> model_type "gatelens"
     # model (Qwen3)
-    d_model: int = 128
-    n_layers: int = 1
-    n_heads: int = 1
-    n_kv_heads: int | None = None         # None: = n_heads
-    head_dim: int | None = None           # None: d_model // n_heads
-    ffn: int = 512
-    rope_theta: float = 10000.0
+    d_model: int = setting(128, ge=1)
+    n_layers: int = setting(1, ge=1)
+    n_heads: int = setting(1, ge=1)
+    n_kv_heads: int | None = setting(None, ge=1)   # None: = n_heads
+    head_dim: int | None = setting(None, ge=2)     # even (RoPE rotates pairs); None: d_model // n_heads
+    ffn: int = setting(512, ge=1)
+    rope_theta: float = setting(10000.0, gt=0)
     tie_embeddings: bool = True
-    init_std: float = 0.02
-    gate_init_std: float = 0.02           # gate rows; logits start near 0 (sigmoid 0.5)
+    init_std: float = setting(0.02, gt=0)
+    gate_init_std: float = setting(0.02, ge=0)  # gate rows; logits start near 0 (sigmoid 0.5)
     # data
-    seq_len: int = 256                    # also the model's max_position_embeddings
-    task_params: dict = field(default_factory=dict)  # e.g. {"vocab": 64, "n_triggers": 3}
-    eval_seed: int = 1234                 # held-out task sequences (a seed namespace apart from training)
-    val_data: str | None = None           # corpus only; None: the last 5% of the corpus' tokens
-    bpe_vocab: int = 4096                 # corpus only: byte-level BPE trained on the training split
+    seq_len: int = setting(256, ge=2)     # BOS and at least one token; also the model's max_position_embeddings
+    task_params: dict = field(default_factory=dict)  # e.g. {"vocab": 64, "n_triggers": 3}, checked by the task
+    eval_seed: int = setting(1234, **SEED)  # held-out task sequences (a seed namespace apart from training)
+    val_data: str | None = None           # corpus only: a text file; None: the last 5% of the corpus' tokens
+    bpe_vocab: int = setting(4096, ge=BPE_LEAST)  # corpus only: byte-level BPE trained on the training split
     # optimisation
-    batch_size: int = 32
-    steps: int = 500
-    lr: float = 3e-3
-    min_lr: float = 3e-4
-    warmup_steps: int = 50
-    weight_decay: float = 0.1
-    beta1: float = 0.9
-    beta2: float = 0.95
-    grad_clip: float = 1.0
+    batch_size: int = setting(32, ge=1)
+    steps: int = setting(500, ge=1)
+    lr: float = setting(3e-3, gt=0)
+    min_lr: float = setting(3e-4, ge=0)   # at most lr
+    warmup_steps: int = setting(50, ge=0)
+    weight_decay: float = setting(0.1, ge=0)
+    beta1: float = setting(0.9, ge=0, lt=1)
+    beta2: float = setting(0.95, ge=0, lt=1)
+    grad_clip: float = setting(1.0, ge=0)  # max gradient norm; 0: no clipping (nanoGPT)
     # bookkeeping
-    eval_every: int = 50
-    eval_seqs: int = 16
-    ckpt_every: int = 100
-    seed: int = 0
-    device: str = "cpu"                   # cpu | cuda[:i] | auto (CUDA if there is one)
-    save_dtype: str = "float32"           # float32 | bfloat16
+    eval_every: int = setting(50, ge=1)
+    eval_seqs: int = setting(16, ge=1)
+    ckpt_every: int = setting(100, ge=1)
+    seed: int = setting(0, **SEED)
+    device: str = setting("cpu", pattern=DEVICE)  # cpu | cuda[:i] | mps | auto (CUDA if there is one)
+    save_dtype: str = setting("float32", choices=("float32", "bfloat16"))
+    keep_checkpoints: bool = False        # a loadable model at step 0 and every ckpt_every steps: OUT/checkpoints/
     resume: bool = False
     overwrite: bool = False
 
     def __post_init__(self):
-        if self.gate not in GATES:
-            raise GatelensError(f"unknown gate {self.gate!r}; use one of {', '.join(GATES)}")
-        for name in ("d_model", "n_layers", "n_heads", "ffn", "batch_size", "steps", "eval_every", "eval_seqs",
-                     "ckpt_every"):
-            if getattr(self, name) < 1:
-                raise GatelensError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
-        if self.seq_len < 2:
-            raise GatelensError(f"--seq-len {self.seq_len} is too short; use at least 2")
+        """Every field against its declaration (type, range, choices), then what fields say of each other, then
+        the files named: the whole config is checked before any work."""
+        for f in fields(self):
+            setattr(self, f.name, check_setting(f.name, getattr(self, f.name)))
         self.n_kv_heads = self.n_kv_heads or self.n_heads
         if self.n_heads % self.n_kv_heads:
             raise GatelensError(f"--n-heads {self.n_heads} is not a multiple of --n-kv-heads {self.n_kv_heads}")
         self.head_dim = self.head_dim or self.d_model // self.n_heads
         if self.head_dim < 1 or self.head_dim % 2:
             raise GatelensError(f"head_dim {self.head_dim} must be even and positive (RoPE); set --head-dim")
-        if self.lr <= 0 or not 0 <= self.min_lr <= self.lr:
-            raise GatelensError("--lr must be positive and --min-lr between 0 and --lr")
-        if self.save_dtype not in ("float32", "bfloat16"):
-            raise GatelensError(f"--save-dtype {self.save_dtype!r}; use float32 or bfloat16")
+        if self.min_lr > self.lr:
+            raise GatelensError(f"--min-lr {self.min_lr:g} is above --lr {self.lr:g}; the cosine decays from lr "
+                                "down to min_lr: give --min-lr at most --lr")
         if self.is_task:
             from .. import tasks
 
+            if self.val_data is not None:
+                raise GatelensError(f"--val-data is a corpus' validation file, but --data {self.data} is a task "
+                                    "(validated on sequences from --eval-seed); drop --val-data")
             tasks.task_params(self.data, **self.task_params)  # raises on bad parameters
         else:
             self._check_corpus()
@@ -100,54 +121,102 @@ class TrainConfig:
 
     def _check_corpus(self) -> None:
         path = Path(self.data)
-        if not path.exists():
-            if path.suffix == "" and "/" not in self.data:
-                from ..tasks import TASKS
+        if not _exists(path) and path.suffix == "" and "/" not in self.data:
+            from ..tasks import TASKS
 
-                raise GatelensError(f"unknown task {self.data!r}; known tasks: {', '.join(TASKS)} "
-                                    "(or give the path of a text corpus)")
-            raise GatelensError(f"corpus file {self.data} not found")
-        if not path.is_file():
-            from ..data import DOC_SEPARATOR
-
-            raise GatelensError(f"--data {self.data} is a folder; give a text file (documents split by "
-                                f"{DOC_SEPARATOR})")
-        from .documents import read_documents
-
-        docs = read_documents(path)
-        if not docs:
-            raise GatelensError(f"corpus {self.data} is empty; give a text file with at least one document")
+            raise GatelensError(f"unknown task {self.data!r}; known tasks: {', '.join(TASKS)} "
+                                "(or give the path of a text corpus)")
+        docs = _documents("--data", path)
         # Byte-level BPE never makes more tokens than bytes: an upper bound, known before any tokenizer.
         most = sum(len(d.encode()) + 1 for d in docs)
         if most < self.seq_len:
             raise GatelensError(f"corpus {self.data} has at most {most} tokens, fewer than one sequence of "
                                 f"{self.seq_len}; give a longer corpus or a smaller --seq-len")
+        if self.val_data is not None:
+            _documents("--val-data", Path(self.val_data))
+
+
+def _exists(path: Path) -> bool:
+    try:
+        return path.exists()
+    except OSError:   # a name too long for the file system names no file
+        return False
+
+
+def _documents(flag: str, path: Path) -> list[str]:
+    """The documents of a corpus file the config names, or a one-line error: missing, a folder, not UTF-8, empty."""
+    from ..data import DOC_SEPARATOR
+    from .documents import read_documents
+
+    if not _exists(path):
+        raise GatelensError(f"corpus file {path} not found ({flag})")
+    if not path.is_file():
+        what = "a folder" if path.is_dir() else "not a regular file"
+        raise GatelensError(f"{flag} {path} is {what}; give a text file (documents split by {DOC_SEPARATOR})")
+    try:
+        docs = read_documents(path)
+    except (UnicodeDecodeError, OSError) as e:
+        why = "not UTF-8 text" if isinstance(e, UnicodeDecodeError) else e.strerror or str(e)
+        raise GatelensError(f"{flag} {path}: {why}; give a UTF-8 text file") from None
+    if not docs:
+        raise GatelensError(f"corpus {path} is empty; give a text file with at least one document ({flag})")
+    return docs
+
+
+FIELDS = {f.name: f for f in fields(TrainConfig)}
+HINTS = typing.get_type_hints(TrainConfig)
+PATHS = ("out", "data", "val_data")   # may be given as a Path; kept as text
+
+
+def check_setting(name: str, value, recipe: Path | None = None):
+    """`value` checked against field `name`'s type and declared range (an integer where a float is expected
+    becomes that float, a Path where a path is expected its text), or a one-line GatelensError naming the fix:
+    the option `--name` or, from a `recipe`, the key in that file."""
+    f, hint = FIELDS[name], HINTS[name]
+    label = f"recipe {recipe}: {name} = {value!r}" if recipe else f"--{name.replace('_', '-')} {value!r}"
+    fix = "; fix the file" if recipe else ""
+    allowed = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)   # int | None -> int, None
+    if name in PATHS and isinstance(value, os.PathLike):
+        value = os.fspath(value)
+    if float in allowed and type(value) is int:
+        try:
+            value = float(value)
+        except OverflowError:
+            raise GatelensError(f"{label} is out of range: give a finite number {f.metadata['range']}{fix}") from None
+    if not any(type(value) is t for t in allowed):   # exact: a TOML true is no integer
+        want = " or ".join(t.__name__ for t in allowed if t is not type(None))
+        raise GatelensError(f"{label} should be {want}{fix}")
+    if value is None or isinstance(value, (bool, dict)):
+        return value
+    meta = f.metadata
+    if isinstance(value, str):
+        if not value.strip():
+            raise GatelensError(f"{label} is empty: give a value{fix}")
+        if name in PATHS and "\0" in value:
+            raise GatelensError(f"{label} holds a NUL character, which no path can{fix}")
+        if meta.get("choices") and value not in meta["choices"]:
+            where = f"recipe {recipe}: " if recipe else ""
+            raise GatelensError(f"{where}unknown {name.replace('_', ' ')} {value!r}; use one of "
+                                f"{', '.join(meta['choices'])}{fix}")
+        if meta.get("pattern") and not re.fullmatch(meta["pattern"][0], value):
+            raise GatelensError(f"{label}: use {meta['pattern'][1]}{fix}")
+    elif meta.get("range") is not None and value not in meta["range"]:
+        kind = "an integer" if type(value) is int else "a finite number"
+        raise GatelensError(f"{label} is out of range: give {kind} {meta['range']}{fix}")
+    return value
 
 
 def read_recipe(path: str | Path) -> dict:
-    """A recipe file's settings, each key a TrainConfig field holding a value of that field's type."""
+    """A recipe file's settings, each key a TrainConfig field and its value checked against that field."""
     path = Path(path)
     if not path.is_file():
         raise GatelensError(f"recipe {path} not found; pass --config FILE (the zoo's: {RECIPES}/*.toml)")
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
-        raise GatelensError(f"recipe {path} is not valid TOML ({e}); fix the file") from None
-    hints = typing.get_type_hints(TrainConfig)
+        raise GatelensError(f"recipe {path} is not valid TOML ({' '.join(str(e).split())}); fix the file") from None
     for key, value in raw.items():
-        if key not in hints:
-            raise GatelensError(f"recipe {path}: unknown setting {key!r}; valid settings: {', '.join(hints)}")
-        raw[key] = _typed(path, key, value, hints[key])
+        if key not in FIELDS:
+            raise GatelensError(f"recipe {path}: unknown setting {key!r}; valid settings: {', '.join(FIELDS)}")
+        raw[key] = check_setting(key, value, path)
     return raw
-
-
-def _typed(path: Path, key: str, value, hint):
-    """`value` as the field's type (an integer where a float is expected becomes that float), or a one-line error."""
-    allowed = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)   # int | None -> int, None
-    if float in allowed and type(value) is int:
-        return float(value)
-    if not any(type(value) is t for t in allowed):   # exact: a TOML true is no integer
-        want = " or ".join(t.__name__ for t in allowed if t is not type(None))
-        raise GatelensError(f"recipe {path}: {key} = {value!r} should be {want}; fix the file")
-    return value
-

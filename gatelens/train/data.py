@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 from .. import tasks
+from ..data import token_ids
 from ..errors import GatelensError
 from ..models.tokenizer import SPECIALS, symbol_tokenizer
 from .config import TrainConfig
@@ -64,7 +65,7 @@ def corpus_data(cfg: TrainConfig, work: Path) -> Data:
         tok.save_pretrained(str(tok_dir))
 
     def stream(texts: list[str]) -> torch.Tensor:  # [n_tokens]
-        ids = tok(texts, add_special_tokens=False)["input_ids"]
+        ids = token_ids(tok, texts)
         return torch.tensor([t for doc in ids for t in (*doc, tok.eos_token_id)], dtype=torch.long)
 
     body = cfg.seq_len - 1

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..data import DOC_SEPARATOR
+from ..data import DOC_SEPARATOR, read_text
 
 
 def read_documents(path: str | Path) -> list[str]:
-    """The non-empty documents of a corpus file, in order, without their outer blank lines."""
+    """The non-empty documents of a corpus file (read as every user text is, `data.read_text`), in order, without
+    their outer blank lines."""
     docs: list[str] = []
     current: list[str] = []
-    for line in Path(path).read_text(encoding="utf-8").split("\n"):
+    for line in read_text(path).split("\n"):
         if line == DOC_SEPARATOR:
             docs.append("\n".join(current).strip("\n"))
             current = []

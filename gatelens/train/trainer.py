@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 import os
 import platform
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import asdict
@@ -31,7 +32,8 @@ from ..errors import GatelensError
 from ..measure import Inputs, measure
 from ..models.load import Loaded, model_info, native_family
 from ..report import runtime
-from .checkpoint import last_loss, load_checkpoint, publish, save_checkpoint, work_folder, write_log
+from .checkpoint import (discard, last_loss, load_checkpoint, publish, save_checkpoint, snapshot, work_folder,
+                         write_log)
 from .config import TrainConfig
 from .data import load_data
 from .init import initial_state, twin_model
@@ -117,8 +119,30 @@ def _is_cpu_oom(e: RuntimeError) -> bool:
 
 
 def train(cfg: TrainConfig, on_step: Callable[[int, int, float, float], None] | None = None) -> dict:
-    """Train (or resume) one model; write the finished folder to cfg.out; return a summary dict."""
-    out, work = Path(cfg.out), work_folder(cfg)
+    """Train (or resume) one model; write the finished folder to cfg.out; return a summary dict.
+
+    A run that stops early leaves nothing unless it wrote a checkpoint: that one is kept for --resume, and the
+    error (or the interruption) says where it is."""
+    out = Path(cfg.out)
+    made = [p for p in out.parents if not p.exists()]   # folders made for the run: removed with it if it stops early
+    work = work_folder(cfg)
+    kept = f"the checkpoint in {work} is kept: --resume continues it with the same settings, --overwrite starts afresh"
+    try:
+        return _train(cfg, out, work, on_step)
+    except KeyboardInterrupt:
+        if discard(work, cfg, made):
+            raise KeyboardInterrupt(kept) from None
+        raise
+    except GatelensError as e:
+        if discard(work, cfg, made) and not cfg.resume:
+            raise GatelensError(f"{e}; {kept}") from None
+        raise
+    except BaseException:
+        discard(work, cfg, made)
+        raise
+
+
+def _train(cfg: TrainConfig, out: Path, work: Path, on_step) -> dict:
     ckpt_path = work / "checkpoint.pt"
     device = resolve_device(cfg.device)
     if device.type == "cuda":
@@ -138,6 +162,8 @@ def train(cfg: TrainConfig, on_step: Callable[[int, int, float, float], None] | 
         state = load_checkpoint(ckpt_path, model, opt, sched, cfg)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
 
+    if cfg.keep_checkpoints and state["step"] == 0:
+        snapshot(work, model, model_cfg, data.tokenizer, 0, 0)
     t0, tokens0, wall0 = time.perf_counter(), state["tokens"], state["wall_s"]
     loss_value = float("nan")
     try:
@@ -149,22 +175,34 @@ def train(cfg: TrainConfig, on_step: Callable[[int, int, float, float], None] | 
             loss = lm_loss(logits, x)
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            if cfg.grad_clip > 0:  # 0: no clipping (nanoGPT's convention)
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             opt.step()
             sched.step()
             loss_value = float(loss.detach())
+            if not math.isfinite(loss_value):
+                shutil.rmtree(work)  # nothing to resume: the run diverged (--out itself was never touched)
+                raise GatelensError(f"the training loss is {loss_value} at step {step + 1} of {cfg.steps}: the run "
+                                    f"diverged; lower --lr (now {cfg.lr:g}) or raise --warmup-steps "
+                                    f"(now {cfg.warmup_steps})")
             state["recent"].append(loss_value)
             state["step"], state["tokens"] = step + 1, state["tokens"] + x.numel()
             state["wall_s"] = wall0 + time.perf_counter() - t0
             last = state["step"] == cfg.steps
             if state["step"] % cfg.eval_every == 0 or last:
                 recent = state["recent"]
+                try:
+                    val = evaluate(loaded, data.val)
+                except GatelensError as e:  # a NaN/inf validation number: say at which step it appeared
+                    raise GatelensError(f"validation at step {state['step']} of {cfg.steps}: {e}") from None
                 state["log"].append({"step": state["step"], "tokens": state["tokens"],
-                                     "train_loss": sum(recent) / len(recent), **evaluate(loaded, data.val),
+                                     "train_loss": sum(recent) / len(recent), **val,
                                      "lr": opt.param_groups[0]["lr"], "wall_s": round(state["wall_s"], 2)})
                 state["recent"] = []
                 write_log(work / "train_log.csv", state["log"])
             if state["step"] % cfg.ckpt_every == 0 or last:
+                if cfg.keep_checkpoints:
+                    snapshot(work, model, model_cfg, data.tokenizer, state["step"], state["tokens"])
                 save_checkpoint(ckpt_path, model, opt, sched, cfg, {**state, "last_loss": loss_value})
             if on_step is not None:
                 speed = (state["tokens"] - tokens0) / max(time.perf_counter() - t0, 1e-9)
@@ -174,8 +212,7 @@ def train(cfg: TrainConfig, on_step: Callable[[int, int, float, float], None] | 
             raise
         where = "CUDA" if isinstance(e, torch.OutOfMemoryError) else "the CPU"
         raise GatelensError(f"{where} ran out of memory at --batch-size {cfg.batch_size} x --seq-len {cfg.seq_len}; "
-                            f"retry with a smaller --batch-size (the run resumes from its last checkpoint with "
-                            f"--resume)") from None
+                            "retry with a smaller --batch-size") from None
     if math.isnan(loss_value):  # resumed after the last step: the checkpoint holds the final loss
         loss_value = last_loss(ckpt_path)
 
