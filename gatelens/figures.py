@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from .errors import GatelensError
@@ -34,6 +34,7 @@ class Group:
     text: str | None = None                            # attention-map text (default: the model's own data)
     analyses: list[str] | None = None                  # only these analyses for this group (default: all)
     per_seed: str | None = None                        # JSON of per-seed runs (the ablation), relative to the config
+    emergence: str | None = None                       # JSON of `gatelens emergence` (a checkpointed pair), likewise
 
 
 @dataclass
@@ -53,6 +54,12 @@ def read_config(path: str | Path) -> Config:
         raw = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as e:
         raise GatelensError(f"{path} is not valid TOML: {e}") from None
+    known = {f.name for f in fields(Group)}
+    for g in raw.get("group", []):
+        unknown = sorted(set(g) - known)
+        if unknown or "name" not in g or "models" not in g:
+            what = f"unknown key {unknown[0]!r}" if unknown else "a group needs name and models"
+            raise GatelensError(f"{path}: [[group]] {g.get('name', '?')}: {what}; a group takes {', '.join(sorted(known))}")
     groups = [Group(**g) for g in raw.get("group", [])]
     if not groups:
         raise GatelensError(f"{path} lists no [[group]] of models")

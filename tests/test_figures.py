@@ -85,3 +85,16 @@ def test_style_heatmap_cells_and_labels():
     texts = sorted(t.get_text() for t in ax.texts)
     assert texts == sorted(["0.10", "0.90", "0.50", "0.00", "1.00"])   # the NaN cell stays blank
     assert ax.get_ylim() == (3.0, 0.0)   # layer 0 at the top
+
+
+def test_a_figures_config_with_an_unknown_group_key_is_one_line(tmp_path):
+    from typer.testing import CliRunner
+
+    from gatelens.cli import app
+
+    cfg = tmp_path / "f.toml"
+    cfg.write_text('[[group]]\nname = "x"\nmodels = ["mech-baseline"]\nper_sed = "a.json"\n')
+    r = CliRunner().invoke(app, ["figures", "--config", str(cfg)])
+    assert r.exit_code == 2 and "Traceback" not in r.output
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "unknown key 'per_sed'" in lines[0] and "per_seed" in lines[0]
