@@ -344,12 +344,9 @@ def run_metric(name: str, loaded, inputs, opts: Measuring, **probe_options):
 
 
 def publish(command: str, loaded, result, opts: Measuring, out: Path, extra: dict | None = None) -> None:
-    """A one-result command's outputs: its tables, figures and JSON; then the terminal view."""
-    import importlib
-
+    """A one-result command's outputs: its tables, figures (the result's own) and JSON; then the terminal view."""
     from . import report
 
-    plots = importlib.import_module(f"gatelens.plots.{command}")
     payload = {**result.to_dict(), **(extra or {}),
                "provenance": report.provenance(result.settings, [loaded.info.to_dict()])}
 
@@ -360,7 +357,7 @@ def publish(command: str, loaded, result, opts: Measuring, out: Path, extra: dic
     def fill(w):
         for stem, df in result.tables().items():
             w.table(stem, df, caption)
-        for stem, fig in plots.figures(result).items():
+        for stem, fig in result.figures().items():
             w.figure(stem, fig)
         if opts.html:
             from .views import heads_html
@@ -609,6 +606,29 @@ def heads_cli(model: Model,
     publish("heads", loaded, r, opts, out)
 
 
+@command("measure")
+@user_errors
+@measuring
+def measure_cli(metric: Annotated[str, typer.Argument(help="a registered metric (gatelens' own or another package's)")],
+                model: Model, *, opts: Measuring):
+    """Any metric of the registry on one model (its tables, figures, JSON and terminal view), those other packages
+    register through the `gatelens.metrics` entry-point group included."""
+    from .metrics import METRICS, exact_for
+
+    if metric not in METRICS:
+        raise GatelensError(f"unknown metric {metric!r}: the registry has {', '.join(METRICS)}")
+    cls = METRICS[metric]
+    out = opts.output(metric, model)
+    loaded = opts.load(model)
+    if not cls.applies(loaded):
+        raise GatelensError(f"{metric} does not apply to {loaded.info.spec}")
+    why = exact_for(cls, loaded)
+    if why:
+        raise GatelensError(f"{metric} is {why} ({loaded.info.spec}); its module must say it measures that exactly "
+                            "(exact_with) before it runs here")
+    publish(metric, loaded, run_metric(metric, loaded, opts.inputs(loaded), opts), opts, out)
+
+
 @command("rank")
 @user_errors
 @measuring
@@ -675,9 +695,6 @@ def compare_cli(models: Annotated[list[str], typer.Argument(help="BASELINE GATED
     from . import report
     from .compare import compare_models
     from .metrics.sink import check_eps
-    from .plots import massive as massive_plots
-    from .plots import rank as rank_plots
-    from .plots import sink as sink_plots
 
     if len(models) < 2:
         raise GatelensError("compare needs a baseline and at least one gated model: gatelens compare BASE GATED")
@@ -703,21 +720,14 @@ def compare_cli(models: Annotated[list[str], typer.Argument(help="BASELINE GATED
 
     def fill(w):
         w.table("compare", df, f"gatelens compare: {what}")
-        w.figure("compare_sink_layers", sink_plots.per_layer([r.sink for r in c.reports]))
-        w.figure("compare_massive_layers", massive_plots.per_layer([r.massive for r in c.reports]))
-        w.figure("compare_rank_ov", rank_plots.per_layer([r.rank for r in c.reports], "ov_effective_rank"))
-        w.figure("compare_rank_outputs", rank_plots.per_layer([r.rank for r in c.reports], "out_effective_rank"))
+        for stem, fig in c.figures().items():
+            w.figure(stem, fig)
         w.json("compare.json", payload)
 
     files = _write(out, fill, payload, opts.json_out)
     if files is None:
         return
-    labels = {"f_attn": "F-Attn", "sink_rate": "sink rate", "m_act": "M-Act (max over layers)",
-              "m_act_layer_mean": "M-Act (mean over layers)", "mean_gate": "mean gate score",
-              "ov_effective_rank": "eff. rank W_V·W_O", "out_effective_rank": "eff. rank head outputs",
-              "out_effective_rank_linearized": "  ... gate linearised", "perplexity": "perplexity",
-              "top_not_first": "heads whose top key is not 0", "f_attn_norm": "norm-weighted F-Attn",
-              "first_share": "key-0 share of head output", "first_share_gated": "  ... after the gate"}
+    labels = c.labels()
     names = [Path(m).name or m for m in df["model"]]
     prefix = os.path.commonprefix(names)
     prefix = prefix[: prefix.rfind("-") + 1] if len(names) > 2 else ""  # ablate-none, ablate-value -> none, value
@@ -733,6 +743,8 @@ def compare_cli(models: Annotated[list[str], typer.Argument(help="BASELINE GATED
     out_console.print(table)
     if c.settings.get("tokenizers_differ"):
         out_console.print("the models have different tokenizers: their perplexities are not comparable (no ratio)")
+    for note in c.notes():
+        out_console.print(note)
     out_console.print("Paper (15B MoE, 400B tokens): baseline F-Attn 0.467, M-Act 1053, PPL 6.026; "
                       "elementwise G1 0.048, 94, gate 0.116, PPL 5.761; headwise G1 0.073, 98, gate 0.172.")
     out_console.print(f"wrote {len(files)} files to {out}/")

@@ -21,6 +21,25 @@ class Comparison(Result):
     settings: dict = field(default_factory=dict)
 
     @staticmethod
+    def labels() -> dict[str, str]:
+        """Every standard metric's table columns with their labels, in the registry's order."""
+        return {k: cls.result_type.LABELS.get(k, k.replace("_", " ")) for cls in METRICS.values() if cls.standard
+                for k in cls.result_type.COLUMNS}
+
+    def figures(self) -> dict:
+        """Each standard metric's figures across the models (the ones it measured), by file stem."""
+        figs = {}
+        for name, cls in METRICS.items():
+            results = [r.results.get(name) for r in self.reports if r.results.get(name) is not None]
+            if cls.standard and results:
+                figs.update(cls.result_type.compare_figures(results))
+        return figs
+
+    def notes(self) -> list[str]:
+        """What was not measured on which model, and why."""
+        return [f"{r.info['spec']}: {name} not measured ({why})" for r in self.reports for name, why in r.skipped.items()]
+
+    @staticmethod
     def ratio_columns() -> list[str]:
         return [c for cls in METRICS.values() if cls.standard for c in cls.result_type.RATIOS]
 

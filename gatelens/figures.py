@@ -34,6 +34,7 @@ class Group:
     text: str | None = None                            # attention-map text (default: the model's own data)
     analyses: list[str] | None = None                  # only these analyses for this group (default: all)
     per_seed: str | None = None                        # JSON of per-seed runs (the ablation), relative to the config
+    metrics: list[str] = field(default_factory=list)   # registered metrics whose tables and figures analyses/metrics.py writes
     emergence: str | None = None                       # JSON of `gatelens emergence` (a checkpointed pair), likewise
 
 

@@ -16,7 +16,7 @@ import torch
 from . import attention, data, distributed, tasks
 from .data import Batch
 from .errors import GatelensError
-from .metrics import METRICS, Gates, Massive, Perplexity, Probe, Queries, Rank, Sink, standard_probes
+from .metrics import METRICS, exact_for, Gates, Massive, Perplexity, Probe, Queries, Rank, Sink, standard_probes
 from .metrics.base import Result, check_exact, check_result
 from .metrics.gates import GatesResult
 from .metrics.massive import MassiveResult
@@ -209,6 +209,7 @@ class Report(Result):
     the model has none), `.rank`, `.perplexity`, or `report.results[name]`."""
 
     results: dict = field(default_factory=dict)
+    skipped: dict = field(default_factory=dict)   # metric -> why it was not measured on this model (not exact)
 
     def __getattr__(self, name):  # only for names that are not attributes: the metrics
         if name in METRICS:
@@ -230,7 +231,8 @@ class Report(Result):
 
     def to_dict(self) -> dict:
         return {"model": self.info["spec"], **{name: r.to_dict() if r is not None else None
-                                               for name, r in self.results.items()}}
+                                               for name, r in self.results.items()},
+                **({"skipped": self.skipped} if self.skipped else {})}
 
 
 def report(model: Loaded | str, inputs: Inputs | None = None, *, batch_size: int = 4,
@@ -241,7 +243,9 @@ def report(model: Loaded | str, inputs: Inputs | None = None, *, batch_size: int
     probes = standard_probes(loaded, options)
     results = measure(loaded, probes, inputs, batch_size=batch_size, on_batch=on_batch, **input_kw)
     by_name = {p.name: r for p, r in zip(probes, results)}
-    return Report({name: by_name.get(name) for name, cls in METRICS.items() if cls.standard})
+    skipped = {name: why for name, cls in METRICS.items() if cls.standard and cls.applies(loaded)
+               and (why := exact_for(cls, loaded)) is not None}
+    return Report({name: by_name.get(name) for name, cls in METRICS.items() if cls.standard}, skipped)
 
 
 def sink(model: Loaded | str, inputs: Inputs | None = None, *, batch_size: int = 4, eps: float = 0.3,

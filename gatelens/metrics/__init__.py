@@ -8,6 +8,7 @@ to a model (gate statistics only for gated models).
 
 from __future__ import annotations
 
+from ..errors import GatelensError
 from .base import Probe
 from .contribution import Contribution
 from .gates import Gates
@@ -20,14 +21,59 @@ from .rank import Rank
 from .received import Received
 from .sink import Sink
 
-METRICS: dict[str, type[Probe]] = {p.name: p for p in (Sink, Massive, Gates, Rank, Perplexity, Queries,
-                                                          Received, Contribution, Norms, Heads)}
+METRICS: dict[str, type[Probe]] = {}
+ENTRY_POINTS = "gatelens.metrics"   # metrics from other packages: [project.entry-points."gatelens.metrics"]
+
+
+def register(cls: type[Probe]) -> type[Probe]:
+    """Put a probe class in the registry (its `name`), and tell its result type which metric it is."""
+    if not cls.name or cls.result_type is None:
+        raise GatelensError(f"{cls.__name__} needs a `name` and a `result_type` to be a gatelens metric")
+    METRICS[cls.name] = cls
+    cls.result_type.metric = cls.name
+    return cls
+
+
+def discover() -> list[str]:
+    """Register the metrics other installed packages declare in the `gatelens.metrics` entry-point group
+    (`name = "package.module:ProbeClass"`); returns their names. A broken one is a one-line error naming it."""
+    from importlib.metadata import entry_points
+
+    found = []
+    for ep in entry_points(group=ENTRY_POINTS):
+        if ep.name in METRICS:
+            continue
+        try:
+            cls = ep.load()
+        except Exception as e:  # noqa: BLE001 - any import failure of a third-party metric is reported, in one line
+            raise GatelensError(f"metric {ep.name!r} ({ep.value}) from an installed package failed to import: "
+                                f"{type(e).__name__}: {e}") from None
+        register(cls)
+        found.append(cls.name)
+    return found
+
+
+for _cls in (Sink, Massive, Gates, Rank, Perplexity, Queries, Received, Contribution, Norms, Heads):
+    register(_cls)
+discover()
+
+
+def exact_for(cls: type[Probe], loaded) -> str | None:
+    """None if the metric measures `loaded` exactly; else why not (an attention variant it does not model)."""
+    if not cls.listens_to_attention:
+        return None
+    from ..models.load import attention_variants
+
+    missing = sorted(attention_variants(loaded) - cls.exact_with)
+    return None if not missing else f"not exact with {' and '.join(v.replace('_', ' ') for v in missing)} attention"
 
 
 def standard_probes(loaded, options: dict[str, dict] | None = None) -> list[Probe]:
     """A new probe of every standard metric that applies to `loaded`; options by metric name ({"sink": {"eps": .3}})."""
     options = options or {}
-    return [cls(**options.get(name, {})) for name, cls in METRICS.items() if cls.standard and cls.applies(loaded)]
+    return [cls(**options.get(name, {})) for name, cls in METRICS.items()
+            if cls.standard and cls.applies(loaded) and exact_for(cls, loaded) is None]
 
 
-__all__ = ["METRICS", "Probe", "standard_probes", *(cls.__name__ for cls in METRICS.values())]
+__all__ = ["METRICS", "Probe", "discover", "exact_for", "register", "standard_probes", "Contribution", "Gates",
+           "Heads", "Massive", "Norms", "Perplexity", "Queries", "Rank", "Received", "Sink"]

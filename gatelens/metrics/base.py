@@ -48,7 +48,8 @@ class Probe:
     name: ClassVar[str] = ""
     result_type: ClassVar[type | None] = None
     listens_to_attention: ClassVar[bool] = False
-    standard: ClassVar[bool] = True   # in the set `compare`, `figures` and the trainer run on every model
+    standard: ClassVar[bool] = True   # in the set `compare` and `figures` run on every model
+    in_training: ClassVar[bool] = False  # measured at every validation pass of `gatelens train` (train_log.csv)
     REDUCE: ClassVar[dict[str, Callable]] = {}
     # Attention variants this probe measures exactly ("softcap": Gemma 2's capped logits, "learned_sink": sink logits
     # in the softmax denominator, already inside the event's lse); any other variant is refused (check_exact).
@@ -238,6 +239,18 @@ class Result:
     headline numbers, the size of what it holds), not the dataclass repr of every layer, head and tensor.
     Subclasses are `@dataclass(repr=False)`, so this repr is theirs."""
 
+    metric: ClassVar[str] = ""               # the registry name (set by `metrics.register`)
+    LABELS: ClassVar[dict[str, str]] = {}    # column -> label, for terminal tables (compare's rows included)
+
+    def figures(self) -> dict:
+        """The figures of this result, by file stem (matplotlib figures); none by default."""
+        return {}
+
+    @classmethod
+    def compare_figures(cls, results: list) -> dict:
+        """Figures `compare` draws for this metric across models (one result per model), by file stem."""
+        return {}
+
     def __repr__(self) -> str:
         model, settings = getattr(self, "model", None), getattr(self, "settings", None)
         head = [type(self).__name__]
@@ -298,6 +311,30 @@ class HeadResult(Result):
 
     def columns(self) -> dict:
         return {k: self.overall(k) for k in self.COLUMNS}
+
+    def label(self, key: str) -> str:
+        return self.LABELS.get(key, key.replace("_", " "))
+
+    def tables(self) -> dict:
+        """Per head and per layer, named after the metric."""
+        return {f"{self.metric}_heads": self.to_frame(), f"{self.metric}_layers": self.layer_frame()}
+
+    def display(self) -> dict:
+        """The terminal view every per-head metric gets unless it says more: per-layer means of each statistic and
+        the model row."""
+        s = self.settings
+        return {"title": f"{self.metric} of {self.model['spec']} ({s.get('input')}, {s.get('n_seqs')} x "
+                         f"{s.get('seq_len')} tokens)",
+                "frame": self.layer_frame(), "columns": {"layer": "layer", **{k: self.label(k) for k in self.keys()}},
+                "total": {"layer": "model", **self.summary()}, "notes": []}
+
+    def figures(self) -> dict:
+        """A layer x head heatmap of each statistic (a metric with its own plots module overrides this)."""
+        from ..plots import style
+
+        return {f"{self.metric}_{k}": style.head_heatmap(self, k, "viridis", self.label(k),
+                                                         f"{self.label(k)} of {style.short_label(self.model)}")
+                for k in self.keys()}
 
     def to_frame(self):
         """One row per (layer, head)."""

@@ -168,6 +168,8 @@ class ContributionResult(HeadResult):
     """Value drain and norm-weighted F-Attn per layer and head of one model on one input set."""
 
     COLUMNS: ClassVar = ("f_attn_norm", "first_share", "first_share_gated")
+    LABELS: ClassVar = {"f_attn_norm": "norm-weighted F-Attn", "first_share": "key-0 share of head output",
+                        "first_share_gated": "  ... after the gate"}
     RATIOS: ClassVar = ("f_attn_norm",)
 
     def columns(self) -> dict:

@@ -198,6 +198,7 @@ class Gates(Probe):
     """
 
     name = "gates"
+    in_training = True
     listens_to_attention = True
     exact_with = frozenset({"softcap", "learned_sink"})
     REDUCE = {"min": MIN, "max": MAX}
@@ -249,6 +250,7 @@ class GatesResult(HeadResult):
     """Sigmoid gate scores of every gated attention layer: sparsity, query dependence, effect on W_O's input."""
 
     COLUMNS: ClassVar = ("mean_gate",)
+    LABELS: ClassVar = {"mean_gate": "mean gate score"}
 
     @property
     def mean_gate(self) -> float:
@@ -269,6 +271,11 @@ class GatesResult(HeadResult):
             return (f"hybrid model: only its {len(m['attention_layers'])} full-attention layers "
                     f"{m['attention_layers']} have gates; the other layers are linear attention")
         return None
+
+    def figures(self) -> dict:
+        from ..plots import gates
+
+        return gates.figures(self)
 
     def tables(self) -> dict:
         return {"gates_heads": self.to_frame(), "gates_layers": self.layer_frame(), "gates_hist": self.hist_frame()}

@@ -15,6 +15,7 @@ class Perplexity(Probe):
     """Summed next-token negative log-likelihood (nats) and the count of predicted tokens."""
 
     name = "perplexity"
+    in_training = True
 
     def attach(self, loaded):
         super().attach(loaded)
@@ -40,6 +41,7 @@ class PerplexityResult(Result):
     n_tokens: int
 
     COLUMNS: ClassVar = ("perplexity",)
+    LABELS: ClassVar = {"perplexity": "perplexity"}
     RATIOS: ClassVar = ("perplexity",)
 
     @property

@@ -347,6 +347,7 @@ class ReceivedResult(HeadResult):
     scores: dict = field(default_factory=dict)        # layer -> (sequences where alpha_k > eps [head, pos], scored)
 
     COLUMNS: ClassVar = ("top_not_first",)
+    LABELS: ClassVar = {"top_not_first": "heads whose top key is not 0"}
     RATIOS: ClassVar = ()
 
     @property

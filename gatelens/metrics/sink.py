@@ -72,6 +72,7 @@ class Sink(Probe):
     """F-Attn and sink rate per attention layer and head, from LSE + one dot product per query."""
 
     name = "sink"
+    in_training = True
     listens_to_attention = True
     exact_with = frozenset({"softcap", "learned_sink"})
 
@@ -110,6 +111,7 @@ class SinkResult(HeadResult):
     """First-token attention share (F-Attn) and sink rate of one model on one input set."""
 
     COLUMNS: ClassVar = ("f_attn", "sink_rate")
+    LABELS: ClassVar = {"f_attn": "F-Attn", "sink_rate": "sink rate", "learned_sink": "learned sink"}
     RATIOS: ClassVar = ("f_attn", "sink_rate")
 
     @property
@@ -135,6 +137,17 @@ class SinkResult(HeadResult):
         for the others)."""
         extra = {} if self.learned_sink is None else {"learned_sink": self.learned_sink}
         return {**super().columns(), **extra}
+
+    def figures(self) -> dict:
+        from ..plots import sink
+
+        return sink.figures(self)
+
+    @classmethod
+    def compare_figures(cls, results: list) -> dict:
+        from ..plots import sink
+
+        return {"compare_sink_layers": sink.per_layer(results)}
 
     def tables(self) -> dict:
         return {"sink_heads": self.to_frame(), "sink_layers": self.layer_frame()}

@@ -111,6 +111,15 @@ class Loaded:
                                                    tokenizer=self.tokenizer, device=self.info.device)
 
 
+def attention_variants(loaded) -> set[str]:
+    """The attention variants a model uses that a metric recomputing the pattern must model: learned sink logits
+    ("learned_sink") and soft-capped logits ("softcap", Gemma 2's attn_logit_softcapping)."""
+    cfg = getattr(loaded.model, "config", None)
+    cfgs = [cfg, getattr(cfg, "text_config", None)]
+    softcap = any(getattr(c, "attn_logit_softcapping", None) for c in cfgs if c is not None)
+    return {v for v, on in (("learned_sink", loaded.info.learned_sink), ("softcap", softcap)) if on}
+
+
 def zoo_names() -> list[str]:
     return sorted(p.name for p in ZOO_DIR.iterdir() if (p / "config.json").exists()) if ZOO_DIR.exists() else []
 

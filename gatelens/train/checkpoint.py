@@ -68,9 +68,10 @@ def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
 def write_log(path: Path, rows: list[dict]) -> None:
     def write(tmp: Path):
         with open(tmp, "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=LOG_COLUMNS)
+            extra = sorted({k for r in rows for k in r} - set(LOG_COLUMNS))   # metrics added to the registry
+            w = csv.DictWriter(f, fieldnames=[*LOG_COLUMNS, *extra])
             w.writeheader()
-            w.writerows({k: ("" if r.get(k) is None else r[k]) for k in LOG_COLUMNS} for r in rows)
+            w.writerows({k: ("" if r.get(k) is None else r[k]) for k in [*LOG_COLUMNS, *extra]} for r in rows)
     _atomic_write(path, write)
 
 

@@ -73,14 +73,12 @@ def as_loaded(model: nn.Module, tokenizer, cfg: TrainConfig, model_cfg: dict, de
     return Loaded(model, tokenizer, info, family)
 
 
-EVAL_METRICS = ("sink", "perplexity", "gates")  # names in gatelens.metrics.METRICS
-
-
 def eval_probes(loaded: Loaded) -> list:
-    """The probes of one validation pass: F-Attn, next-token loss and, for a gated model, the gate scores."""
-    from ..metrics import METRICS
+    """The probes of one validation pass: every registered metric marked `in_training` that applies (F-Attn,
+    next-token loss and, for a gated model, the gate scores; and any metric added to the registry so marked)."""
+    from ..metrics import METRICS, exact_for
 
-    return [METRICS[name]() for name in EVAL_METRICS if METRICS[name].applies(loaded)]
+    return [cls() for cls in METRICS.values() if cls.in_training and cls.applies(loaded) and exact_for(cls, loaded) is None]
 
 
 @torch.no_grad()
@@ -92,8 +90,10 @@ def evaluate(loaded: Loaded, val: torch.Tensor) -> dict:
     r = dict(zip((p.name for p in probes), measure(loaded, probes, inputs, batch_size=8)))
     loaded.model.train()
     gates = r.get("gates")
+    other = {f"{name}_{k}": v for name, res in r.items() if name not in ("sink", "perplexity", "gates")
+             for k, v in (res.columns() or res.summary()).items()}      # a metric added to the registry, logged too
     return {"val_loss": r["perplexity"].loss, "f_attn": r["sink"].f_attn,
-            "mean_gate": None if gates is None else gates.mean_gate}
+            "mean_gate": None if gates is None else gates.mean_gate, **other}
 
 
 def resolve_device(name: str) -> torch.device:
