@@ -99,3 +99,18 @@ def test_one_training_evaluation_logs_it(entropy, tmp_path):
     train(cfg)
     rows = list(csv.DictReader(open(tmp_path / "t" / "train_log.csv")))
     assert 0 < float(rows[-1]["entropy_entropy"]) < 4             # ln 32 = 3.47 at most
+
+
+def test_a_broken_third_party_metric_is_one_line_not_a_crash(tmp_path, monkeypatch, caplog):
+    site = tmp_path / "site"
+    info = site / "gl_broken-0.1.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: gl-broken\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[gatelens.metrics]\nbroken = gl_broken_missing:Nope\n")
+    monkeypatch.syspath_prepend(str(site))
+    monkeypatch.setattr(metrics, "METRICS", dict(metrics.METRICS))
+    with pytest.raises(metrics.GatelensError, match="metric 'broken' .* failed to load: ModuleNotFoundError"):
+        metrics.discover()
+    with caplog.at_level("WARNING", logger="gatelens"):
+        assert metrics.discover(strict=False) == []
+    assert [r.getMessage().count("\n") for r in caplog.records] == [0] and "broken" not in metrics.METRICS

@@ -34,9 +34,11 @@ def register(cls: type[Probe]) -> type[Probe]:
     return cls
 
 
-def discover() -> list[str]:
+def discover(strict: bool = True) -> list[str]:
     """Register the metrics other installed packages declare in the `gatelens.metrics` entry-point group
-    (`name = "package.module:ProbeClass"`); returns their names. A broken one is a one-line error naming it."""
+    (`name = "package.module:ProbeClass"`); returns their names. A broken one is a one-line error naming it, or with
+    strict=False (as when gatelens is imported) one logged line, so that another package's bug never stops gatelens."""
+    import logging
     from importlib.metadata import entry_points
 
     found = []
@@ -44,18 +46,20 @@ def discover() -> list[str]:
         if ep.name in METRICS:
             continue
         try:
-            cls = ep.load()
-        except Exception as e:  # noqa: BLE001 - any import failure of a third-party metric is reported, in one line
-            raise GatelensError(f"metric {ep.name!r} ({ep.value}) from an installed package failed to import: "
-                                f"{type(e).__name__}: {e}") from None
-        register(cls)
-        found.append(cls.name)
+            register(ep.load())
+        except Exception as e:  # noqa: BLE001 - any failure of a third-party metric is reported, in one line
+            msg = f"metric {ep.name!r} ({ep.value}) from an installed package failed to load: {type(e).__name__}: {e}"
+            if strict:
+                raise GatelensError(msg) from None
+            logging.getLogger("gatelens").warning(msg)
+            continue
+        found.append(ep.name)
     return found
 
 
 for _cls in (Sink, Massive, Gates, Rank, Perplexity, Queries, Received, Contribution, Norms, Heads):
     register(_cls)
-discover()
+discover(strict=False)
 
 
 def exact_for(cls: type[Probe], loaded) -> str | None:
