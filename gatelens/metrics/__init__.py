@@ -1,9 +1,11 @@
 """One module per measurement: its pure tensor maths, its probe (hooks + streaming state) and its result.
 
 `METRICS` names them, in the order of the paper's table (and of `compare`'s columns). Adding a metric is
-one new module plus one line here; `compare`, `figures`, the trainer's evaluation and the zoo scripts
-read this registry. `standard_probes(loaded)` gives a fresh probe of every standard metric that applies
-to a model (gate statistics only for gated models).
+one new module plus one `register(...)` line here, or an entry point in the `gatelens.metrics` group of another
+package; `compare`, `figures`, the trainer's evaluation, `gatelens measure` and the zoo scripts read this registry.
+`standard_probes(loaded)` gives a fresh probe of every standard metric that applies to a model (gate statistics
+only for gated models) and measures it exactly (`exact_for`: soft-capped or learned-sink attention needs the
+metric to say so).
 """
 
 from __future__ import annotations
