@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, fields
 from functools import wraps
 from pathlib import Path
-from typing import Annotated, Optional, get_type_hints
+from typing import Annotated, Optional, get_args, get_type_hints
 
 import typer
 from rich.console import Console
@@ -771,13 +771,6 @@ def _train_option(field: str, text: str, *names: str):
                         metavar=metavar)
 
 
-def _gate_help() -> str:
-    from .models.gate_kinds import GATE_KINDS
-
-    return "the attention gate: " + ", ".join(k.name + (f" ({k.position})" if k.position else "")
-                                              for k in GATE_KINDS.values())
-
-
 def train_config_from_options(config: Path | None = None, **options):
     """The TrainConfig of `gatelens train`: the --config recipe (if any), then every option given (not None) over it."""
     from .train.config import TrainConfig, read_recipe
@@ -799,71 +792,47 @@ def train_config_from_options(config: Path | None = None, **options):
     return cfg
 
 
+def train_options(fn: Callable) -> Callable:
+    """Add an option for every TrainConfig field to `gatelens train`, made from the field's declaration (type, help,
+    range, default): a field added to TrainConfig is an option without a line here. The command receives them as
+    `options` (None: not given, so the --config recipe or the field's default holds)."""
+    from dataclasses import fields as dc_fields
+
+    from .train.config import TrainConfig
+
+    hints = get_type_hints(TrainConfig)
+    cli_type = {dict: str}   # task_params: JSON text on the command line
+    params = []
+    for f in dc_fields(TrainConfig):
+        t = hints[f.name]
+        t = next((a for a in get_args(t) if a is not type(None)), t)
+        flag = (f"--{f.name.replace('_', '-')}/--no-{f.name.replace('_', '-')}",) if t is bool else ()
+        params.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[
+            Optional[cli_type.get(t, t)], _train_option(f.name, f.metadata["help"], *flag)]))
+    sig = inspect.signature(fn, eval_str=True)
+    own = [p for p in sig.parameters.values() if p.name != "options"]
+
+    @wraps(fn)
+    def wrapper(*args, **kwargs):
+        return fn(*args, options={p.name: kwargs.pop(p.name) for p in params}, **kwargs)
+
+    wrapper.__signature__ = sig.replace(parameters=own + params)
+    wrapper.__annotations__ = {p.name: p.annotation for p in own + params}
+    return wrapper
+
+
 @command("train")
 @user_errors
+@train_options
 def train_cli(
     config: Annotated[Optional[Path], typer.Option(
         "--config", help="a recipe: TOML whose keys are TrainConfig fields, e.g. gatelens/zoo/recipes/mech.toml; "
                          "options given here override it")] = None,
-    out: Annotated[Optional[str], _train_option("out", "output checkpoint folder (here or in --config)")] = None,
-    data: Annotated[Optional[str], _train_option("data", "a named task (bigram-backcopy) or a text corpus file, "
-                                                         "documents split by <|doc|> lines")] = None,
-    gate: Annotated[Optional[str], _train_option("gate", _gate_help())] = None,
-    final_norm: Annotated[Optional[bool], _train_option(
-        "final_norm", "the last RMSNorm (without it: model_type gatelens)", "--final-norm/--no-final-norm")] = None,
-    qk_norm: Annotated[Optional[bool], _train_option(
-        "qk_norm", "Qwen3's RMSNorm on queries and keys", "--qk-norm/--no-qk-norm")] = None,
-    pre_norm: Annotated[Optional[bool], _train_option(
-        "pre_norm", "RMSNorm before attention and MLP", "--pre-norm/--no-pre-norm")] = None,
-    d_model: Annotated[Optional[int], _train_option("d_model", "residual stream width")] = None,
-    n_layers: Annotated[Optional[int], _train_option("n_layers", "decoder layers")] = None,
-    n_heads: Annotated[Optional[int], _train_option("n_heads", "query heads per layer")] = None,
-    n_kv_heads: Annotated[Optional[int], _train_option("n_kv_heads", "key/value heads (default: --n-heads)")] = None,
-    head_dim: Annotated[Optional[int], _train_option("head_dim", "width of a head (default: d_model / n_heads)")] = None,
-    ffn: Annotated[Optional[int], _train_option("ffn", "MLP hidden width")] = None,
-    rope_theta: Annotated[Optional[float], _train_option("rope_theta", "RoPE base")] = None,
-    tie_embeddings: Annotated[Optional[bool], _train_option(
-        "tie_embeddings", "one matrix for input embedding and LM head", "--tie-embeddings/--no-tie-embeddings")] = None,
-    init_std: Annotated[Optional[float], _train_option("init_std", "std of the initial weights")] = None,
-    gate_init_std: Annotated[Optional[float], _train_option(
-        "gate_init_std", "std of the initial gate rows (logits near 0: scores near 0.5)")] = None,
-    seq_len: Annotated[Optional[int], _train_option("seq_len", "tokens per sequence, BOS included; also the "
-                                                               "model's context")] = None,
-    task_params: Annotated[Optional[str], _train_option(
-        "task_params", 'task parameters as JSON, e.g. {"vocab": 64}; replaces the --config table')] = None,
-    eval_seed: Annotated[Optional[int], _train_option("eval_seed", "seed of a task's held-out sequences")] = None,
-    val_data: Annotated[Optional[str], _train_option(
-        "val_data", "corpus only: validation text file (default: the last 5% of --data)")] = None,
-    bpe_vocab: Annotated[Optional[int], _train_option("bpe_vocab", "corpus only: byte-level BPE vocabulary")] = None,
-    batch_size: Annotated[Optional[int], _train_option("batch_size", "sequences per step")] = None,
-    steps: Annotated[Optional[int], _train_option("steps", "optimiser steps")] = None,
-    lr: Annotated[Optional[float], _train_option("lr", "peak learning rate (AdamW)")] = None,
-    min_lr: Annotated[Optional[float], _train_option("min_lr", "learning rate at the end of the cosine (at most --lr)")] = None,
-    warmup_steps: Annotated[Optional[int], _train_option("warmup_steps", "linear warm-up steps")] = None,
-    weight_decay: Annotated[Optional[float], _train_option("weight_decay", "AdamW weight decay on matrices")] = None,
-    beta1: Annotated[Optional[float], _train_option("beta1", "AdamW beta1")] = None,
-    beta2: Annotated[Optional[float], _train_option("beta2", "AdamW beta2")] = None,
-    grad_clip: Annotated[Optional[float], _train_option("grad_clip", "gradient-norm clip (0: none)")] = None,
-    eval_every: Annotated[Optional[int], _train_option("eval_every", "steps between validation passes")] = None,
-    eval_seqs: Annotated[Optional[int], _train_option("eval_seqs", "validation sequences")] = None,
-    ckpt_every: Annotated[Optional[int], _train_option("ckpt_every", "steps between checkpoints")] = None,
-    seed: Annotated[Optional[int], _train_option("seed", "seed of the initial weights and the batches")] = None,
-    device: Annotated[Optional[str], _train_option(
-        "device", "cpu, cuda, cuda:N or auto (CUDA if there is a GPU, else CPU)")] = None,
-    save_dtype: Annotated[Optional[str], _train_option("save_dtype", "saved weights: float32 or bfloat16")] = None,
-    keep_checkpoints: Annotated[Optional[bool], _train_option(
-        "keep_checkpoints", "keep a loadable model at step 0 and every --ckpt-every steps in OUT/checkpoints/ "
-        "(for gatelens emergence)", "--keep-checkpoints/--no-keep-checkpoints")] = None,
-    resume: Annotated[Optional[bool], _train_option(
-        "resume", "continue the run whose checkpoint an interruption kept in .<out>.partial/ beside --out",
-        "--resume/--no-resume")] = None,
-    overwrite: Annotated[Optional[bool], _train_option(
-        "overwrite", "replace an existing --out", "--overwrite/--no-overwrite")] = None,
     json_out: Annotated[bool, typer.Option("--json", metavar="", help="print the summary as one JSON object")] = False,
+    *, options: dict,
 ):
     """Train a baseline or gated twin (same init, data order and schedule for every --gate), from a --config recipe
     and/or options."""
-    options = {k: v for k, v in locals().items() if k not in ("config", "json_out")}  # TrainConfig fields
     from .train.trainer import train
 
     cfg = train_config_from_options(config, **options)

@@ -20,7 +20,7 @@ from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 
 from ..errors import GatelensError
-from ..models.gate_kinds import GATES
+from ..models.gate_kinds import GATE_KINDS, GATES
 from ..models.tokenizer import SPECIALS
 from ..options import Range
 
@@ -28,14 +28,21 @@ RECIPES = Path(__file__).resolve().parent.parent / "zoo" / "recipes"   # mech.to
 
 
 def setting(default=MISSING, *, gt=None, ge=None, lt=None, le=None, choices=(),
-            pattern: tuple[str, str] | None = None):
-    """A TrainConfig field with what it may hold, declared in its metadata (so the range is documented where the
-    field is defined): a Range for numbers (gt/ge/lt/le), `choices` or a `pattern` (regular expression, and the
-    words that say it) for text. `check_setting` checks a value against it."""
+            pattern: tuple[str, str] | None = None, help: str = "", factory=None):
+    """A TrainConfig field with what it may hold and what it means, declared in its metadata (so range and help are
+    written where the field is defined, and `gatelens train` makes its option from them): a Range for numbers
+    (gt/ge/lt/le), `choices` or a `pattern` (regular expression, and the words that say it) for text, the option's
+    `help`. `check_setting` checks a value against it."""
     bounds = (gt, ge, lt, le)
     meta = {"range": Range(*bounds) if any(b is not None for b in bounds) else None, "choices": tuple(choices),
-            "pattern": pattern}
+            "pattern": pattern, "help": help}
+    if factory is not None:
+        return field(default_factory=factory, metadata=meta)
     return field(default=default, metadata=meta)
+
+
+GATE_HELP = "the attention gate: " + ", ".join(k.name + (f" ({k.position})" if k.position else "")
+                                               for k in GATE_KINDS.values())
 
 
 SEED = {"ge": 0, "lt": 2**63}
@@ -45,49 +52,64 @@ BPE_LEAST = 256 + len(SPECIALS)   # a byte-level BPE holds every byte and the sp
 
 @dataclass
 class TrainConfig:
-    out: str = setting()                  # final output folder
-    data: str = setting("bigram-backcopy")  # a task name or a text corpus file (documents split by <|doc|>)
-    gate: str = setting("none", choices=GATES)
-    final_norm: bool = True               # False drops the last RMSNorm (model_type "gatelens")
-    qk_norm: bool = True                  # Qwen3's RMSNorm on queries and keys; False -> model_type "gatelens"
-    pre_norm: bool = True                 # RMSNorm before attention and MLP; False -> model_type "gatelens"
+    out: str = setting(help="output checkpoint folder (here or in --config)")
+    data: str = setting("bigram-backcopy", help="a named task (bigram-backcopy) or a text corpus file, documents "
+                                                "split by <|doc|> lines")
+    gate: str = setting("none", choices=GATES, help=GATE_HELP)
+    # any of the three norms off: the model_type "gatelens" (gatelens' own build), else a plain Qwen3
+    final_norm: bool = setting(True, help="the last RMSNorm (without it: model_type gatelens)")
+    qk_norm: bool = setting(True, help="Qwen3's RMSNorm on queries and keys")
+    pre_norm: bool = setting(True, help="RMSNorm before attention and MLP")
     # model (Qwen3)
-    d_model: int = setting(128, ge=1)
-    n_layers: int = setting(1, ge=1)
-    n_heads: int = setting(1, ge=1)
-    n_kv_heads: int | None = setting(None, ge=1)   # None: = n_heads
-    head_dim: int | None = setting(None, ge=2)     # even (RoPE rotates pairs); None: d_model // n_heads
-    ffn: int = setting(512, ge=1)
-    rope_theta: float = setting(10000.0, gt=0)
-    tie_embeddings: bool = True
-    init_std: float = setting(0.02, gt=0)
-    gate_init_std: float = setting(0.02, ge=0)  # gate rows; logits start near 0 (sigmoid 0.5)
+    d_model: int = setting(128, ge=1, help="residual stream width")
+    n_layers: int = setting(1, ge=1, help="decoder layers")
+    n_heads: int = setting(1, ge=1, help="query heads per layer")
+    n_kv_heads: int | None = setting(None, ge=1, help="key/value heads (default: --n-heads)")
+    # even (RoPE rotates pairs); None: d_model // n_heads
+    head_dim: int | None = setting(None, ge=2, help="width of a head (default: d_model / n_heads)")
+    ffn: int = setting(512, ge=1, help="MLP hidden width")
+    rope_theta: float = setting(10000.0, gt=0, help="RoPE base")
+    tie_embeddings: bool = setting(True, help="one matrix for input embedding and LM head")
+    init_std: float = setting(0.02, gt=0, help="std of the initial weights")
+    gate_init_std: float = setting(0.02, ge=0,
+                                   help="std of the initial gate rows (logits near 0: scores near 0.5)")
     # data
-    seq_len: int = setting(256, ge=2)     # BOS and at least one token; also the model's max_position_embeddings
-    task_params: dict = field(default_factory=dict)  # e.g. {"vocab": 64, "n_triggers": 3}, checked by the task
-    eval_seed: int = setting(1234, **SEED)  # held-out task sequences (a seed namespace apart from training)
-    val_data: str | None = None           # corpus only: a text file; None: the last 5% of the corpus' tokens
-    bpe_vocab: int = setting(4096, ge=BPE_LEAST)  # corpus only: byte-level BPE trained on the training split
+    # BOS and at least one token; also the model's max_position_embeddings
+    seq_len: int = setting(256, ge=2, help="tokens per sequence, BOS included; also the model's context")
+    # e.g. {"vocab": 64, "n_triggers": 3}, checked by the task
+    task_params: dict = setting(factory=dict,
+                                help="task parameters as JSON, e.g. {\"vocab\": 64}; replaces the --config table")
+    # held-out task sequences (a seed namespace apart from training)
+    eval_seed: int = setting(1234, **SEED, help="seed of a task's held-out sequences")
+    val_data: str | None = setting(None,
+                                   help="corpus only: validation text file (default: the last 5% of --data)")
+    # corpus only: byte-level BPE trained on the training split
+    bpe_vocab: int = setting(4096, ge=BPE_LEAST, help="corpus only: byte-level BPE vocabulary")
     # optimisation
-    batch_size: int = setting(32, ge=1)
-    steps: int = setting(500, ge=1)
-    lr: float = setting(3e-3, gt=0)
-    min_lr: float = setting(3e-4, ge=0)   # at most lr
-    warmup_steps: int = setting(50, ge=0)
-    weight_decay: float = setting(0.1, ge=0)
-    beta1: float = setting(0.9, ge=0, lt=1)
-    beta2: float = setting(0.95, ge=0, lt=1)
-    grad_clip: float = setting(1.0, ge=0)  # max gradient norm; 0: no clipping (nanoGPT)
+    batch_size: int = setting(32, ge=1, help="sequences per step")
+    steps: int = setting(500, ge=1, help="optimiser steps")
+    lr: float = setting(3e-3, gt=0, help="peak learning rate (AdamW)")
+    min_lr: float = setting(3e-4, ge=0, help="learning rate at the end of the cosine (at most --lr)")
+    warmup_steps: int = setting(50, ge=0, help="linear warm-up steps")
+    weight_decay: float = setting(0.1, ge=0, help="AdamW weight decay on matrices")
+    beta1: float = setting(0.9, ge=0, lt=1, help="AdamW beta1")
+    beta2: float = setting(0.95, ge=0, lt=1, help="AdamW beta2")
+    # max gradient norm; 0: no clipping (nanoGPT)
+    grad_clip: float = setting(1.0, ge=0, help="gradient-norm clip (0: none)")
     # bookkeeping
-    eval_every: int = setting(50, ge=1)
-    eval_seqs: int = setting(16, ge=1)
-    ckpt_every: int = setting(100, ge=1)
-    seed: int = setting(0, **SEED)
-    device: str = setting("cpu", pattern=DEVICE)  # cpu | cuda[:i] | mps | auto (CUDA if there is one)
-    save_dtype: str = setting("float32", choices=("float32", "bfloat16"))
-    keep_checkpoints: bool = False        # a loadable model at step 0 and every ckpt_every steps: OUT/checkpoints/
-    resume: bool = False
-    overwrite: bool = False
+    eval_every: int = setting(50, ge=1, help="steps between validation passes")
+    eval_seqs: int = setting(16, ge=1, help="validation sequences")
+    ckpt_every: int = setting(100, ge=1, help="steps between checkpoints")
+    seed: int = setting(0, **SEED, help="seed of the initial weights and the batches")
+    device: str = setting("cpu", pattern=DEVICE,
+                          help="cpu, cuda, cuda:N or auto (CUDA if there is a GPU, else CPU)")
+    save_dtype: str = setting("float32", choices=("float32", "bfloat16"),
+                              help="saved weights: float32 or bfloat16")
+    keep_checkpoints: bool = setting(False, help="keep a loadable model at step 0 and every --ckpt-every steps in "
+                                                 "OUT/checkpoints/ (for gatelens emergence)")
+    resume: bool = setting(False,
+                           help="continue the run whose checkpoint an interruption kept in .<out>.partial/ beside --out")
+    overwrite: bool = setting(False, help="replace an existing --out")
 
     def __post_init__(self):
         """Every field against its declaration (type, range, choices), then what fields say of each other, then
