@@ -34,8 +34,9 @@ from .errors import GatelensError
 from .kernels import explicit_mask
 from .measure import Inputs, as_loaded, finish, pad_id, prepare_inputs, run, settings_of
 from .metrics import Massive, Perplexity, Sink
-from .metrics.base import Probe, Result, gate_logits, hidden, with_gate_logits
+from .metrics.base import Probe, Result, hidden
 from .metrics.massive import ABS_THRESHOLD, RATIO, histogram_medians, massive_mask, sequence_histograms
+from .models.gate_logits import gate_logits, with_gate_logits
 from .models.load import Loaded
 from .options import LAYERS
 

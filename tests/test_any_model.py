@@ -218,7 +218,7 @@ def test_gate_logits_written_back_read_the_same(model_type, tmp_path):
     q_gate_proj, per head with a bias or a learned scale, query rows, gatelens' own): reading them back gives what was
     written, and the model runs."""
     from gatelens.ablate import ablate
-    from gatelens.metrics.base import gate_logits, with_gate_logits
+    from gatelens.models.gate_logits import gate_logits, with_gate_logits
 
     loaded = _tiny(model_type, tmp_path)
     attn = loaded.attention(loaded.info.attention_layers[0])

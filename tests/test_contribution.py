@@ -44,7 +44,7 @@ def _values(loaded, seqs, n_kv, d):
 
 
 def _gates(loaded, seqs):
-    from gatelens.metrics.base import gate_logits, hook_gates
+    from gatelens.models.gate_logits import gate_logits, hook_gates
 
     got = {}
     hooks = hook_gates(loaded, lambda layer: lambda m, a, o: got.__setitem__(layer, torch.sigmoid(gate_logits(loaded, o))))

@@ -24,7 +24,8 @@ from typing import ClassVar
 
 import torch
 
-from .base import HeadLayer, HeadResult, Probe, check_finite, gate_logits, hook_gates
+from ..models.gate_logits import gate_logits, hook_gates
+from .base import HeadLayer, HeadResult, Probe, check_finite
 from .received import key_sums
 from .sink import query_mask
 

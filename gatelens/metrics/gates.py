@@ -25,9 +25,10 @@ from typing import ClassVar
 
 import torch
 
-from . import bitbins
 from ..errors import GatelensError
-from .base import MAX, MIN, HeadLayer, HeadResult, Probe, check_finite, gate_logits, hook_gates
+from ..models.gate_logits import gate_logits, hook_gates
+from . import bitbins
+from .base import MAX, MIN, HeadLayer, HeadResult, Probe, check_finite
 
 Tensor = torch.Tensor
 N_BINS = 50          # histogram bins on [0, 1] (paper-style plots)

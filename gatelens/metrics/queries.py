@@ -11,7 +11,8 @@ from dataclasses import dataclass
 
 import torch
 
-from .base import Probe, Result, check_finite, gate_logits, hook_gates
+from ..models.gate_logits import gate_logits, hook_gates
+from .base import Probe, Result, check_finite
 from .sink import first_token_weights
 
 

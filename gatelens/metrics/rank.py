@@ -21,7 +21,8 @@ from typing import ClassVar
 import torch
 
 from ..errors import GatelensError
-from .base import HeadLayer, HeadResult, Probe, check_finite, gate_logits, hook_gates
+from ..models.gate_logits import gate_logits, hook_gates
+from .base import HeadLayer, HeadResult, Probe, check_finite
 
 Tensor = torch.Tensor
 DEFAULT_TOL = 1e-3

@@ -403,7 +403,7 @@ def _gate_check(loaded, ids) -> float | None:
     before W_O) divided by the SDPA output (a cross-check that needs no knowledge of the layout), over entries where
     the SDPA output is not tiny; None if not observable."""
     from .. import attention
-    from ..metrics.base import gate_logits
+    from .gate_logits import gate_logits
     from .discover import GATED, modeling_folder
 
     if loaded.family.native:
@@ -444,7 +444,7 @@ def _paper_gate_check(loaded, ids) -> float | None:
     gates], the release's layout written out here again)."""
     import torch.nn.functional as F
 
-    from ..metrics.base import gate_logits
+    from .gate_logits import gate_logits
 
     info = loaded.info
     q_proj = loaded.attention(info.attention_layers[0]).get_submodule("q_proj")
