@@ -202,7 +202,7 @@ def check_table_out(out: Path) -> None:
     """`gatelens models --out`: a Markdown file (its rows are written beside it as .json), checked before the sweep:
     not a folder, a .md file whose .json is no folder, in a folder we can write, and not a file gatelens did not
     write."""
-    from .models.coverage import read_rows
+    from .coverage import read_rows
 
     if out.is_dir():
         raise GatelensError(f"--out {out} is a folder; give the Markdown file to write, e.g. {out / 'MODELS.md'}")
@@ -1021,7 +1021,7 @@ def models_cli(out: Annotated[Path, typer.Option("--out", help="Markdown table t
     import transformers
 
     from . import report
-    from .models import coverage
+    from . import coverage
 
     if scan_gates:
         if types or merge:
@@ -1074,7 +1074,7 @@ def models_cli(out: Annotated[Path, typer.Option("--out", help="Markdown table t
 
 def _scan_gates_report(json_out: bool) -> None:
     """`gatelens models --scan-gates`: the maintainer's check before raising coverage.VERIFIED_TRANSFORMERS."""
-    from .models import coverage
+    from . import coverage
 
     version = coverage.installed_transformers()
     found = coverage.scan_gates()

@@ -14,7 +14,8 @@ import transformers
 
 import gatelens
 from gatelens import measure
-from gatelens.models import coverage, discover, versions
+from gatelens import coverage
+from gatelens.models import discover, versions
 
 # Plain, MoE, soft-capped, fused QKV, latent attention, Conv1D, hybrid (Mamba + attention), sliding window.
 SAMPLE = ["mistral", "qwen2_moe", "gemma2", "gemma3_text", "phi3", "deepseek_v3", "starcoder2", "falcon_h1",

@@ -60,7 +60,7 @@ def test_its_command(entropy, tmp_path):
 
 
 def test_compare_on_a_plain_model_and_with_a_note_where_it_is_not_exact(entropy, tmp_path):
-    from gatelens.models import coverage
+    from gatelens import coverage
 
     out = tmp_path / "c"
     r = _ok("compare", "mech-baseline", "mech-gated", "--n-seqs", 2, "--seq-len", 64, "--out", out)

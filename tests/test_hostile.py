@@ -413,14 +413,14 @@ def _listing(folder) -> list:
 
 @pytest.mark.parametrize("argv, phrase", [c[1:] for c in DEGENERATE], ids=[c[0] for c in DEGENERATE])
 def test_degenerate_result_is_one_clean_line(argv, phrase, degenerate, tmp_path, monkeypatch):
-    import gatelens.models.coverage
+    import gatelens.coverage
 
     argv = [_fill(a, degenerate) for a in argv]
     out = tmp_path / "o"
     if "--out" not in argv:
         argv += ["--out", str(out)]
     mine = _listing(degenerate["mine"]), degenerate["mine-too.md"].read_bytes()
-    monkeypatch.setattr(gatelens.models.coverage, "sweep", lambda *a, **k: pytest.fail("swept before checking --out"))
+    monkeypatch.setattr(gatelens.coverage, "sweep", lambda *a, **k: pytest.fail("swept before checking --out"))
     r = run(*argv)
     assert_clean_failure(r, _fill(phrase, degenerate), out=out)
     assert_options_exist(argv[0], r.stderr)

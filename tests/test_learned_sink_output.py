@@ -6,7 +6,7 @@ import pytest
 from typer.testing import CliRunner
 
 from gatelens.cli import app
-from gatelens.models import coverage
+from gatelens import coverage
 from gatelens.plots import sink as sink_plots
 
 runner = CliRunner()

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from .versions import VERIFIED_TRANSFORMERS, installed_transformers  # noqa: F401  (the report names them)
+from .models.versions import VERIFIED_TRANSFORMERS, installed_transformers  # noqa: F401  (the report names them)
 
 log = logging.getLogger("gatelens")
 
@@ -99,7 +99,7 @@ PAPER_FORMATS = {"paper_elementwise": "elementwise", "paper_headwise": "headwise
 
 def paper_config(gate: str) -> dict:
     """A tiny paper-release config: 4 heads over 2 KV heads (G = 2, so its grouped gate rows are not interleaved)."""
-    from .tokenizer import byte_tokenizer
+    from .models.tokenizer import byte_tokenizer
 
     tok = byte_tokenizer()
     return dict(model_type="qwen3", architectures=["Qwen3ForCausalLM"], **{**SMALL, "max_position_embeddings": 512},
@@ -110,8 +110,8 @@ def paper_config(gate: str) -> dict:
 
 
 def _build_paper(gate: str, folder: Path, seed: int) -> Path:
-    from . import native
-    from .tokenizer import byte_tokenizer
+    from .models import native
+    from .models.tokenizer import byte_tokenizer
 
     cfg = paper_config(gate)
     torch.manual_seed(seed)
@@ -136,7 +136,7 @@ def _eager_reference(model_type: str, folder: Path):
                                                     dtype=torch.float32).eval()
     import json
 
-    from . import native
+    from .models import native
 
     cfg = json.loads((folder / "config.json").read_text())
     ref = native.build(cfg, attn_implementation="eager")
@@ -179,7 +179,7 @@ def scan_gates() -> dict[str, list[str]]:
 
 def unrecognised_gates(found: dict[str, list[str]]) -> dict[str, list[str]]:
     """The folders of a scan_gates() result that discover.GATED (or the linear-attention list) does not name."""
-    from .discover import GATED, LINEAR_ATTENTION_GATES
+    from .models.discover import GATED, LINEAR_ATTENTION_GATES
 
     return {f: c for f, c in found.items() if f not in GATED and f not in LINEAR_ATTENTION_GATES}
 
@@ -193,7 +193,7 @@ def causal_lm_types() -> list[str]:
 def tiny_config(model_type: str, n_layers: int = 2):
     from transformers import AutoConfig
 
-    from .tokenizer import byte_tokenizer
+    from .models.tokenizer import byte_tokenizer
 
     tok = byte_tokenizer()
     kw = {**SMALL, "num_hidden_layers": n_layers, "vocab_size": len(tok), "bos_token_id": tok.bos_token_id,
@@ -224,7 +224,7 @@ def build_tiny(model_type: str, folder: Path, seed: int = 0) -> Path:
     """A tiny random checkpoint of `model_type` in `folder` (4 layers if 2 hold no softmax attention)."""
     from transformers import AutoModelForCausalLM
 
-    from .discover import discover
+    from .models.discover import discover
 
     if model_type in PAPER_FORMATS:
         return _build_paper(PAPER_FORMATS[model_type], folder, seed)
@@ -266,14 +266,14 @@ def check_type(model_type: str, seq_len: int = 24, n_seqs: int = 2) -> Row:
 
 
 def _is_refusal(e: BaseException) -> bool:
-    from ..errors import GatelensError
+    from .errors import GatelensError
 
     return isinstance(e, GatelensError)
 
 
 def _check(model_type: str, tmp: Path, row: Row, seq_len: int, n_seqs: int) -> None:
     import gatelens
-    from ..metrics.sink import f_attn_reference
+    from .metrics.sink import f_attn_reference
 
     try:
         folder = build_tiny(model_type, tmp / "m")
@@ -328,7 +328,7 @@ def _check(model_type: str, tmp: Path, row: Row, seq_len: int, n_seqs: int) -> N
             s_err = max(s_err, float((torch.tensor(ly.heads["learned_sink"], dtype=torch.float64) - ref_s).abs().max()))
     row.f_attn_err = f_err
     row.sink_err = s_err if info.learned_sink else None
-    from ..measure import massive as measure_massive
+    from .measure import massive as measure_massive
 
     massive = measure_massive(loaded, inputs, batch_size=n_seqs)
     row.massive = massive is not None
@@ -402,9 +402,9 @@ def _gate_check(loaded, ids) -> float | None:
     """Max difference between gatelens' gate scores and W_O's input (or the gated_into module's: Dory normalises
     before W_O) divided by the SDPA output (a cross-check that needs no knowledge of the layout), over entries where
     the SDPA output is not tiny; None if not observable."""
-    from .. import attention
-    from .gate_logits import gate_logits
-    from .discover import GATED, modeling_folder
+    from . import attention
+    from .models.gate_logits import gate_logits
+    from .models.discover import GATED, modeling_folder
 
     if loaded.family.native:
         return _paper_gate_check(loaded, ids)
@@ -444,7 +444,7 @@ def _paper_gate_check(loaded, ids) -> float | None:
     gates], the release's layout written out here again)."""
     import torch.nn.functional as F
 
-    from .gate_logits import gate_logits
+    from .models.gate_logits import gate_logits
 
     info = loaded.info
     q_proj = loaded.attention(info.attention_layers[0]).get_submodule("q_proj")
@@ -474,7 +474,7 @@ def _has_sink_kwarg(loaded) -> bool:
 
 def _rank_check(loaded, ids) -> str:
     """'ok' when W_V read through the family reproduces the values the attention function receives."""
-    from .weights import check_ov, ov_weights
+    from .models.weights import check_ov, ov_weights
 
     if loaded.family.discovered:
         return check_ov(loaded)[:90] or "ok"
@@ -542,7 +542,7 @@ def read_rows(path: Path) -> list[Row]:
     """The rows of a table `gatelens models` wrote (its .json)."""
     import json
 
-    from ..errors import GatelensError
+    from .errors import GatelensError
 
     try:
         return [Row(**d) for d in json.loads(Path(path).read_text())]
