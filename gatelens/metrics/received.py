@@ -232,6 +232,11 @@ def _top_per_head(k: int):
     return reduce
 
 
+def _share(passed: Tensor, scored: Tensor) -> Tensor:
+    """Sink score per position from its counts: passed / scored, NaN where nothing was scored."""
+    return torch.where(scored > 0, passed / scored.clamp(min=1), float("nan"))
+
+
 def check_received_options(top_k: int, min_queries: int | None, seq_len: int | None = None) -> None:
     """top_k and min_queries in range; with the (longest) sequence length, min_queries within what a key can
     reach: key 0 is seen by the most counted queries, the seq_len - 1 positions after it."""
@@ -371,8 +376,7 @@ class ReceivedResult(HeadResult):
     def sink_score(self) -> Tensor:
         """Gu et al.'s sink score of every key position [pos]: the share of scored (sequence, layer, head) in which
         the position's received attention alpha_k exceeds eps (NaN where no key was scored)."""
-        passed, scored = self._score_totals()
-        return torch.where(scored > 0, passed / scored.clamp(min=1), float("nan"))
+        return _share(*self._score_totals())
 
     def sink_positions(self, k: int = 10) -> list[dict]:
         """The (at most k) positions with the highest sink score above 0: the positions that pass eps."""
@@ -384,7 +388,8 @@ class ReceivedResult(HeadResult):
         """Sink score per key position (Gu et al. 2024) with the number of scored (sequence, layer, head)."""
         import pandas as pd
 
-        score, (_, scored) = self.sink_score(), self._score_totals()
+        passed, scored = self._score_totals()
+        score = _share(passed, scored)
         return pd.DataFrame({"pos": range(len(score)), "sink_score": score.tolist(), "n_scored": scored.tolist()})
 
     def sink_tokens(self, k: int = 5, min_occurrences: int = 5) -> list[dict]:
