@@ -2,6 +2,8 @@
 
     python scripts/seed_kernels.py --work runs/seed-kernels                  # trains what is missing, within budget
     python scripts/seed_kernels.py --work runs/seed-kernels --budget-hours 5 # the whole grid's bound (CPU-hours)
+    python scripts/seed_kernels.py --work runs/seed-kernels --jobs 2         # two runs at once (echo 1 > runs/seed-kernels/jobs
+                                                                             # slows it to one when a run ends)
     python scripts/seed_kernels.py --work runs/seed-kernels --report         # tables from the finished runs
 
 Why: ATen picks its CPU kernels at start-up (AVX-512 where the processor has it, else AVX2); their rounding differs
@@ -26,7 +28,6 @@ import argparse
 import csv
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
@@ -103,48 +104,82 @@ def ledger(work: Path) -> list[dict]:
     return list(csv.DictReader(path.open())) if path.exists() else []
 
 
-def drive(work: Path, budget_h: float, seeds, models, kernels) -> None:
+def _launch(work: Path, kernel: str, model: str, gate: str, seed: int) -> subprocess.Popen:
+    env = dict(os.environ, OMP_NUM_THREADS="1",
+               PYTHONPATH=os.pathsep.join(filter(None, (str(ROOT.parent), os.environ.get("PYTHONPATH")))))
+    env.pop("ATEN_CPU_CAPABILITY", None)
+    if kernel != "default":
+        env["ATEN_CPU_CAPABILITY"] = kernel
+    return subprocess.Popen([sys.executable, __file__, "--work", str(work), "--one", kernel, model, gate, str(seed)],
+                            env=env)
+
+
+def _jobs(work: Path, jobs: int) -> int:
+    """How many runs may go at once: --jobs, or the number in <work>/jobs when that file exists (it is read each
+    time a run ends, so a long grid can be slowed to one process, or drained with 0, without stopping a run)."""
+    path = work / "jobs"
+    try:
+        return max(0, int(path.read_text().strip())) if path.exists() else jobs
+    except ValueError:
+        return jobs
+
+
+def _finish(work: Path, kernel: str, model: str, seed: int, cpu: float, wall: float, spent: float,
+            budget_h: float) -> None:
+    row = json.loads((run_folder(work, kernel, model, seed) / "result.json").read_text())
+    record(work, kernel, model, seed)
+    path = RECORD / "ledger.csv"
+    new = not path.exists()
+    with path.open("a", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=LEDGER_COLUMNS)
+        if new:
+            w.writeheader()
+        w.writerow({"finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"), "kernel": kernel, "model": model,
+                    "seed": seed, "cpu_s": round(cpu, 1), "wall_s": round(wall, 1),
+                    "capability": row["capability"], "f_attn": round(row["f_attn"], 4)})
+    write_table()
+    print(f"{kernel:7s} {model:26s} seed {seed}: F-Attn {row['f_attn']:.3f} dormant "
+          f"{row['f_attn_dormant']:.3f} val {row['val_loss']:.4f} ({cpu:.0f} CPU-s; "
+          f"{spent / 3600:.2f} of {budget_h} CPU-hours)", flush=True)
+
+
+def drive(work: Path, budget_h: float, seeds, models, kernels, jobs: int = 1) -> None:
+    """Train every missing run of the grid, up to `jobs` processes at once (one torch thread each), within budget.
+
+    Each process's CPU time is read from its own rusage (os.wait4) and written to the ledger when it ends."""
     work.mkdir(parents=True, exist_ok=True)
     RECORD.mkdir(parents=True, exist_ok=True)
     spent = sum(float(r["cpu_s"]) for r in ledger(work))
-    for seed in seeds:
-        for model, gate in models:
-            for kernel in kernels:
-                res = run_folder(work, kernel, model, seed) / "result.json"
-                if (RECORD / kernel / f"{model}-s{seed}" / "result.json").exists():
-                    continue
-                if spent >= budget_h * 3600:
-                    print(f"budget of {budget_h} CPU-hours spent ({spent / 3600:.2f}); stopping", flush=True)
-                    return
-                env = dict(os.environ, OMP_NUM_THREADS="1")
-                env.pop("ATEN_CPU_CAPABILITY", None)
-                if kernel != "default":
-                    env["ATEN_CPU_CAPABILITY"] = kernel
-                before = resource.getrusage(resource.RUSAGE_CHILDREN)
-                t = time.perf_counter()
-                proc = subprocess.run([sys.executable, __file__, "--work", str(work), "--one", kernel, model, gate,
-                                       str(seed)], env=env)
-                after = resource.getrusage(resource.RUSAGE_CHILDREN)
-                cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
-                spent += cpu
-                if proc.returncode != 0:
-                    print(f"{kernel} {model} seed {seed}: failed (exit {proc.returncode})", flush=True)
-                    continue
-                row = json.loads(res.read_text())
-                record(work, kernel, model, seed)
-                path = RECORD / "ledger.csv"
-                new = not path.exists()
-                with path.open("a", newline="") as f:
-                    w = csv.DictWriter(f, fieldnames=LEDGER_COLUMNS)
-                    if new:
-                        w.writeheader()
-                    w.writerow({"finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"), "kernel": kernel, "model": model,
-                                "seed": seed, "cpu_s": round(cpu, 1), "wall_s": round(time.perf_counter() - t, 1),
-                                "capability": row["capability"], "f_attn": round(row["f_attn"], 4)})
-                write_table()
-                print(f"{kernel:7s} {model:26s} seed {seed}: F-Attn {row['f_attn']:.3f} dormant "
-                      f"{row['f_attn_dormant']:.3f} val {row['val_loss']:.4f} ({cpu:.0f} CPU-s; "
-                      f"{spent / 3600:.2f} of {budget_h} CPU-hours)", flush=True)
+    todo = [(kernel, model, gate, seed) for seed in seeds for model, gate in models for kernel in kernels
+            if not (RECORD / kernel / f"{model}-s{seed}" / "result.json").exists()]
+    running: dict[int, tuple] = {}
+    failures = 0
+    while todo or running:
+        while todo and len(running) < _jobs(work, jobs):
+            if spent >= budget_h * 3600:
+                print(f"budget of {budget_h} CPU-hours spent ({spent / 3600:.2f}); starting no more runs", flush=True)
+                todo = []
+                break
+            kernel, model, gate, seed = todo.pop(0)
+            proc = _launch(work, kernel, model, gate, seed)
+            running[proc.pid] = (proc, kernel, model, seed, time.perf_counter())
+        if not running:
+            break
+        pid, status, usage = os.wait4(-1, 0)
+        if pid not in running:
+            continue
+        proc, kernel, model, seed, t = running.pop(pid)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        cpu = usage.ru_utime + usage.ru_stime
+        spent += cpu
+        if proc.returncode != 0:
+            failures += 1
+            print(f"{kernel} {model} seed {seed}: failed (exit {proc.returncode})", flush=True)
+            if failures >= 2:
+                print("two runs failed; starting no more (see their output above)", flush=True)
+                todo = []
+            continue
+        _finish(work, kernel, model, seed, cpu, time.perf_counter() - t, spent, budget_h)
 
 
 def rows() -> list[dict]:
@@ -199,6 +234,7 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="*", default=list(SEEDS))
     ap.add_argument("--models", nargs="*", default=[m for m, _ in MODELS], choices=[m for m, _ in MODELS])
     ap.add_argument("--kernels", nargs="*", default=list(KERNELS), choices=KERNELS)
+    ap.add_argument("--jobs", type=int, default=1, help="runs at once, one torch thread each (<work>/jobs overrides)")
     ap.add_argument("--report", action="store_true", help="print every finished run as JSON; train nothing")
     ap.add_argument("--table", action="store_true", help="rewrite the record's README.md table; train nothing")
     ap.add_argument("--one", nargs=4, metavar=("KERNEL", "MODEL", "GATE", "SEED"), help=argparse.SUPPRESS)
@@ -211,7 +247,8 @@ def main() -> None:
     elif args.report:
         print(json.dumps(rows(), indent=1))
     else:
-        drive(args.work, args.budget_hours, args.seeds, [m for m in MODELS if m[0] in args.models], args.kernels)
+        drive(args.work, args.budget_hours, args.seeds, [m for m in MODELS if m[0] in args.models], args.kernels,
+              args.jobs)
 
 
 if __name__ == "__main__":
