@@ -271,3 +271,33 @@ def _eager(model, ids, device):
 def _tl(bridge, ids, device):
     with torch.no_grad():
         bridge.run_with_cache(ids.to(device))
+
+
+def load_for_bench(model: str, lens: list[int], *, device: str = "cpu", dtype: str = "float32",
+                   tl: bool = True) -> tuple[Loaded, object]:
+    """The model of `gatelens bench` (a spec, or random:PRESET built with a context of the longest length) and,
+    when `tl`, a TransformerLens bridge on the same weights (None, with a logged note, where it cannot wrap it)."""
+    import logging
+
+    from .models import random as random_models
+    from .models.load import load
+
+    log = logging.getLogger("gatelens")
+    spec = str(random_models.build_folder(model.split(":", 1)[1], max_context=max(lens))) \
+        if model.startswith("random:") else model
+    loaded = load(spec, device=device, dtype=dtype)
+    loaded.info.spec = model
+    if max(lens) > (loaded.info.max_context or max(lens)):
+        log.warning(f"lengths beyond the model's window ({loaded.info.max_context}) measure cost only")
+    bridge = None
+    if tl:
+        try:
+            bridge = loaded.bridge()
+        except Exception as e:  # noqa: BLE001 - TransformerLens cannot wrap every model; the row says so
+            log.warning(f"TransformerLens bridge unavailable ({str(e).splitlines()[0][:80]})")
+    return loaded, bridge
+
+
+
+VIEW_COLUMNS = {"seq_len": "tokens", "method": "method", "seconds": "seconds (median)", "time_ratio": "time / bare",
+                "peak_mb": "peak MiB", "mem_ratio": "mem / bare", "tokens_per_s": "tokens/s", "note": "note"}

@@ -1,35 +1,33 @@
 """The `gatelens` command line: each command parses options, calls the library, writes, prints.
 
-The measuring options (text, sequences, batching, device, output) are declared once, in `Measuring`, and
-added to every measuring command by `@measuring`; each result knows its own tables (`tables()`), terminal
-view (`display()`) and figures (`plots.<metric>.figures`). Errors a user can fix arrive as GatelensError
-and are printed as one line (exit code 2).
+Parsing and printing only. The measuring options are `settings.Settings`' fields (declared there once, with their
+help and ranges) plus the output options here, added to every measuring command by `@measuring`; a command's
+files are made by `report` (tables, figures from `plots`, JSON with provenance), its terminal view by `terminal`.
+Errors a user can fix arrive as GatelensError and are printed as one line (exit code 2).
 """
 
 from __future__ import annotations
 
 import inspect
 import json
-import logging
 import os
-import re
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import fields, replace
 from functools import wraps
 from pathlib import Path
 from typing import Annotated, Optional, get_args, get_type_hints
 
 import typer
-from rich.console import Console
-from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-from rich.table import Table
+from rich.progress import TextColumn
 
 from .errors import GatelensError
 from .models.gate_kinds import GATES
 from .options import HEADS, LAYERS, SEQ_LENS, ListOption
-
+from .report import check_writable, output_folder
+from .settings import DATASETS, DTYPES, Settings
+from .terminal import emit_json, err_console, out_console, progress, show, wrote
+from . import terminal
 
 
 def _untyped_flags(params: list) -> list:
@@ -79,180 +77,68 @@ def command(name: str):
     return app.command(name, cls=_Command)
 
 
-out_console = Console()
-err_console = Console(stderr=True)
 
-DEVICES = "cpu, cuda, cuda:N or auto (accelerate device map)"
-DTYPES = ("float32", "bfloat16", "float16")
-DATASETS = ("eval_sample",)  # gatelens.data.DATASETS, without importing torch (tests check they agree)
 BENCH_METHODS = ("bare", "sink", "massive", "gates", "norms", "heads", "all", "tl_cache", "eager")  # bench.METHODS
 METHODS = ListOption("--methods", str, "passes", choices=BENCH_METHODS, example="bare,sink",
                      omitted="every pass is timed")
 TYPES = ListOption("--types", str, "model types", example="llama,qwen3", omitted="every type is checked")
+ABLATIONS = ("sink", "sink-value", "gate-mean", "gate-one", "head", "massive-zero", "massive-mean")  # ablate.WHAT
 
 # Options shared by many commands, declared once so they mean the same everywhere.
 Model = Annotated[str, typer.Argument(help="zoo name, smollm2-135m, checkpoint folder, .gguf file or hub id")]
-TextFile = Annotated[Optional[Path], typer.Option("--text", help="UTF-8 text file to measure on")]
-Dataset = Annotated[Optional[str], typer.Option("--dataset", metavar="[" + "|".join(DATASETS) + "]",
-                                                help="shipped dataset (default: the model's own evaluation data)")]
-SeqLen = Annotated[tuple, typer.Option("--seq-len", metavar="N[,N...]", parser=SEQ_LENS.typer(),
-                                       help="tokens per sequence; a comma list sweeps lengths (sink)")]
-NSeqs = Annotated[int, typer.Option("--n-seqs", min=1, help="number of sequences")]
-BatchSize = Annotated[int, typer.Option("--batch-size", min=1, help="sequences per forward pass")]
-Device = Annotated[str, typer.Option("--device", metavar="[cpu|cuda|cuda:N|auto]", help=DEVICES)]
-Dtype = Annotated[str, typer.Option("--dtype", metavar="[" + "|".join(DTYPES) + "]", help="weights and activations")]
-Bos = Annotated[bool, typer.Option("--bos/--no-bos", help="prepend the model's BOS token to each sequence")]
 Out = Annotated[Optional[Path], typer.Option("--out", help="output folder (default results/<command>/<model>)")]
 Json = Annotated[bool, typer.Option("--json", help="print one JSON object to stdout and nothing else there")]
-Revision = Annotated[Optional[str], typer.Option("--revision", help="hub ids: branch, tag or commit to load")]
 Html = Annotated[bool, typer.Option("--html", help="also write interactive views (self-contained HTML, offline)")]
+Eps = Annotated[float, typer.Option("--eps", help=fields(Settings)[-1].metadata["help"])]
+# the Settings fields other commands declare too, as options of their own
+SeqLen = Annotated[tuple, typer.Option("--seq-len", metavar="N[,N...]", parser=SEQ_LENS.typer(),
+                                       help="tokens per sequence; a comma list sweeps lengths (sink)")]
+BatchSize = Annotated[int, typer.Option("--batch-size", min=1, help="sequences per forward pass")]
+Device = Annotated[str, typer.Option("--device", metavar="[cpu|cuda|cuda:N|auto]",
+                                     help="cpu, cuda, cuda:N or auto (accelerate device map)")]
+Dtype = Annotated[str, typer.Option("--dtype", metavar="[" + "|".join(DTYPES) + "]", help="weights and activations")]
+TextFile = Annotated[Optional[Path], typer.Option("--text", help="UTF-8 text file to measure on")]
+Bos = Annotated[bool, typer.Option("--bos/--no-bos", help="prepend the model's BOS token to each sequence")]
 
 
-@dataclass
-class Measuring:
-    """The options of every measuring command (sink, massive, gates, rank, compare)."""
+def _setting_option(f) -> object:
+    """The Typer option of a Settings field, made from its declaration (name, help, metavar, lower bound)."""
+    name = "--" + ("text" if f.name == "text_file" else f.name.replace("_", "-"))
+    meta, kw = f.metadata, {}
+    if f.name == "seq_len":
+        kw["parser"] = SEQ_LENS.typer()
+    if meta["range"] is not None and meta["range"].ge is not None and f.type in ("int", int):
+        kw["min"] = meta["range"].ge
+    names = (f"{name}/--no-{name[2:]}",) if f.name == "bos" else (name,)
+    return typer.Option(*names, help=meta["help"], metavar=meta["metavar"], **kw)
 
-    text: TextFile = None
-    dataset: Dataset = None
-    seq_len: SeqLen = "256"
-    n_seqs: NSeqs = 8
-    batch_size: BatchSize = 4
-    device: Device = "cpu"
-    dtype: Dtype = "float32"
-    bos: Bos = True
-    out: Out = None
-    json_out: Json = False
-    revision: Revision = None
-    html: Html = False
 
-    def __post_init__(self):
-        if isinstance(self.seq_len, str):  # built in code rather than by Typer, which parses it already
-            self.seq_len = SEQ_LENS.parse(self.seq_len)
-        check_device(self.device)
-        check_dtype(self.dtype)
-
-    def lengths(self) -> list[int]:
-        return list(self.seq_len)
-
-    def length(self) -> int:
-        lens = self.lengths()
-        if len(lens) != 1:
-            raise GatelensError("this command takes one --seq-len; sweeps are for `gatelens sink`")
-        return lens[0]
-
-    def output(self, command: str, *specs: str) -> Path:
-        return output_folder(self.out, command, specs)
-
-    def load(self, spec: str):
-        from . import measure
-
-        return measure.as_loaded(spec, device=_device(self.device), dtype=self.dtype, revision=self.revision)
-
-    def inputs(self, loaded, seq_len: int | None = None, check: Callable | None = None):
-        """The command's sequences; `check(inputs)` refuses what the text really gave before the note on it."""
-        one = None if check is None else (lambda xs: check(xs[0]))
-        return self.sweep_inputs(loaded, [seq_len or self.length()], one)[0]
-
-    def sweep_inputs(self, loaded, lengths: list[int], check: Callable | None = None) -> list:
-        """The inputs at each length; `check(inputs)` may refuse them before any note is printed."""
-        from . import measure
-
-        inputs = [measure.prepare_inputs(loaded, text_file=str(self.text) if self.text else None,
-                                         dataset=self.dataset, seq_len=n, n_seqs=self.n_seqs, bos=self.bos)
-                  for n in lengths]
-        if check is not None:
-            check(inputs)
-        for i in inputs:
-            if i.shortfall:  # fewer or shorter sequences than asked: said once, here, for every command
-                err_console.print(f"note: {escape(i.shortfall)}", highlight=False, soft_wrap=True)
-        return inputs
+_SETTING_TYPES = {"text_file": Optional[Path], "dataset": Optional[str], "seq_len": tuple, "revision": Optional[str]}
+_OUTPUT = {"out": (Out, None), "json_out": (Json, False), "html": (Html, False)}
 
 
 def measuring(fn: Callable) -> Callable:
-    """Add the `Measuring` options to a command's signature; the command receives them as `opts`."""
-    hints = get_type_hints(Measuring, include_extras=True)
-    extra = [inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default, annotation=hints[f.name])
-             for f in fields(Measuring)]
+    """Add an option for every `Settings` field (but eps, which the commands that use it declare) and the output
+    options to a command; it receives `settings` (a Settings) and `out`, `json_out`, `html`."""
+    hints = get_type_hints(Settings)
+    wanted = [f for f in fields(Settings) if f.name != "eps"]
+    extra = [inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default if f.name != "seq_len"
+                               else "256", annotation=Annotated[_SETTING_TYPES.get(f.name, hints[f.name]),
+                                                                _setting_option(f)]) for f in wanted]
+    extra += [inspect.Parameter(k, inspect.Parameter.KEYWORD_ONLY, default=d, annotation=a)
+              for k, (a, d) in _OUTPUT.items()]
     sig = inspect.signature(fn, eval_str=True)
-    own = [p for p in sig.parameters.values() if p.name != "opts"]
+    own = [p for p in sig.parameters.values() if p.name not in ("settings", *_OUTPUT)]
 
     @wraps(fn)
     def wrapper(*args, **kwargs):
-        opts = Measuring(**{p.name: kwargs.pop(p.name) for p in extra})
-        return fn(*args, opts=opts, **kwargs)
+        given = {f.name: kwargs.pop(f.name) for f in wanted}
+        settings = Settings(**given, **({"eps": kwargs["eps"]} if "eps" in kwargs else {}))
+        return fn(*args, settings=settings, **{k: kwargs.pop(k) for k in _OUTPUT}, **kwargs)
 
     wrapper.__signature__ = sig.replace(parameters=own + extra)
     wrapper.__annotations__ = {p.name: p.annotation for p in own + extra}
     return wrapper
-
-
-def output_folder(out: Path | None, command: str, specs) -> Path:
-    """The output folder (default results/<command>/<models>), checked before any work: writable, and new, empty or
-    gatelens' own earlier output (rewritten in place), so that no file of the user's is ever replaced."""
-    from .report import is_output_folder
-
-    out = out or Path("results") / command / "_vs_".join(_safe(s) for s in specs)
-    check_writable(out)
-    if out.is_dir() and not is_output_folder(out):
-        raise GatelensError(f"--out {out} is a folder of other files, not gatelens output; give a new or empty folder")
-    return out
-
-
-def check_table_out(out: Path) -> None:
-    """`gatelens models --out`: a Markdown file (its rows are written beside it as .json), checked before the sweep:
-    not a folder, a .md file whose .json is no folder, in a folder we can write, and not a file gatelens did not
-    write."""
-    from .coverage import read_rows
-
-    if out.is_dir():
-        raise GatelensError(f"--out {out} is a folder; give the Markdown file to write, e.g. {out / 'MODELS.md'}")
-    if out.suffix.lower() != ".md":
-        raise GatelensError(f"--out {out}: give a Markdown file ending in .md (its rows go to the .json beside it)")
-    if out.with_suffix(".json").is_dir():
-        raise GatelensError(f"--out {out}: {out.with_suffix('.json')} is a folder, where the table's .json goes; "
-                            "choose another --out")
-    check_writable(out.parent)
-    rows = out.with_suffix(".json")
-    for taken in (p for p in (out, rows) if p.exists()):
-        try:
-            read_rows(rows)
-        except (GatelensError, OSError):
-            raise GatelensError(f"--out {out}: {taken} exists and is not a table of `gatelens models`; "
-                                "choose another --out") from None
-
-
-def _safe(spec: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", Path(spec).name or spec)
-
-
-def check_device(device: str) -> str:
-    if not re.fullmatch(r"cpu|auto|cuda(:\d+)?|mps", device):
-        raise GatelensError(f"--device {device!r}: use {DEVICES}")
-    return device
-
-
-def check_dtype(dtype: str) -> str:
-    if dtype not in DTYPES:
-        raise GatelensError(f"--dtype {dtype!r}: use one of {', '.join(DTYPES)}")
-    return dtype
-
-
-def check_writable(out: Path) -> None:
-    """Fail before the work if `out` cannot become a folder we can write into."""
-    if out.exists() and not out.is_dir():
-        raise GatelensError(f"--out {out} is a file; give a folder")
-    probe = out
-    while not probe.exists():
-        probe = probe.parent
-    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
-        raise GatelensError(f"cannot write to {out} ({probe} is not writable); choose another --out")
-    import tempfile
-
-    try:  # permissions are not the whole story (read-only file systems, /proc, quotas): try it
-        with tempfile.TemporaryFile(dir=probe):
-            pass
-    except OSError as e:
-        raise GatelensError(f"cannot write to {out} ({probe}: {e.strerror or e}); choose another --out") from None
 
 
 def _quiet_libraries() -> None:
@@ -268,19 +154,6 @@ def _quiet_libraries() -> None:
         transformers.utils.logging.disable_progress_bar()
 
 
-class _Notes(logging.Handler):
-    """The library's warnings (a stray weight file not read ...) as `note:` lines on stderr: it logs, the CLI prints."""
-
-    def emit(self, record: logging.LogRecord) -> None:
-        err_console.print(f"note: {escape(record.getMessage())}", highlight=False, soft_wrap=True)
-
-
-def _show_notes() -> None:
-    log = logging.getLogger("gatelens")
-    if not any(isinstance(h, _Notes) for h in log.handlers):
-        log.addHandler(_Notes(logging.WARNING))
-
-
 def user_errors(fn: Callable) -> Callable:
     """Turn GatelensError (and out-of-memory) into one line on stderr and exit code 2."""
     own = inspect.signature(fn).parameters  # the command's options: a message names only those it has
@@ -289,26 +162,21 @@ def user_errors(fn: Callable) -> Callable:
     def wrapper(*args, **kwargs):
         try:
             _quiet_libraries()
-            _show_notes()
+            terminal.show_notes()
             return fn(*args, **kwargs)
         except GatelensError as e:
-            err_console.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
+            terminal.error(str(e))
             raise typer.Exit(2) from None
         except MemoryError:
-            smaller = " or ".join(f"--{n.replace('_', '-')}" for n in ("batch_size", "seq_len") if n in own)
-            fix = f"use a smaller {smaller}" if smaller else "close other programs"
-            err_console.print(f"[bold red]error:[/] out of memory; {fix}")
+            smaller = " or ".join(f"--{n.replace('_', '-')}" for n in ("batch_size", "seq_len")
+                                  if n in own or "settings" in own)
+            terminal.error(f"out of memory; {f'use a smaller {smaller}' if smaller else 'close other programs'}")
             raise typer.Exit(2) from None
         except KeyboardInterrupt as e:  # its message, if any, says what was kept (train's checkpoint)
-            err_console.print(f"interrupted; {escape(str(e)) or 'nothing was written'}")
+            err_console.print(f"interrupted; {e or 'nothing was written'}", markup=False)
             raise typer.Exit(130) from None
 
     return wrapper
-
-
-def progress(what: str):
-    return Progress(TextColumn(f"[bold]{what}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                    console=err_console, transient=True)
 
 
 def _device(device: str) -> str:
@@ -316,6 +184,10 @@ def _device(device: str) -> str:
     from . import distributed
 
     return distributed.init_from_env() or device
+
+
+def _on_device(settings: Settings) -> Settings:
+    return replace(settings, device=_device(settings.device))
 
 
 def _write(out: Path, fill, payload: dict, json_out: bool) -> list[str] | None:
@@ -332,84 +204,39 @@ def _write(out: Path, fill, payload: dict, json_out: bool) -> list[str] | None:
     return files
 
 
-def run_metric(name: str, loaded, inputs, opts: Measuring, **probe_options):
+def run_metric(name: str, loaded, inputs, settings: Settings, **probe_options):
     """One metric of the registry on `inputs`, under a progress bar over sequences (on stderr)."""
     from . import measure
     from .metrics import METRICS
 
     with progress(f"{name} {loaded.info.spec} @ {inputs.seq_len}") as bar:
         task = bar.add_task("", total=len(inputs.seqs))
-        return measure.measure(loaded, [METRICS[name](**probe_options)], inputs, batch_size=opts.batch_size,
+        return measure.measure(loaded, [METRICS[name](**probe_options)], inputs, batch_size=settings.batch_size,
                                on_batch=lambda k: bar.advance(task, k))[0]
 
 
-def publish(command: str, loaded, result, opts: Measuring, out: Path, extra: dict | None = None) -> None:
-    """A one-result command's outputs: its tables, figures (the result's own) and JSON; then the terminal view."""
-    from . import report
-
-    payload = {**result.to_dict(), **(extra or {}),
-               "provenance": report.provenance(result.settings, [loaded.info.to_dict()])}
+def publish(command: str, result, models: list[dict], out: Path, json_out: bool, html: bool = False,
+            extra: dict | None = None, caption: str | None = None) -> None:
+    """A one-result command's files (`report.result_files`), then its terminal view."""
+    from .report import result_files
 
     view = result.display()
-    caption = (f"{view['title']}; model fingerprint {loaded.info.fingerprint}"
-               if isinstance(view, dict) and view.get("title") else None)
-
-    def fill(w):
-        for stem, df in result.tables().items():
-            w.table(stem, df, caption)
-        for stem, fig in result.figures().items():
-            w.figure(stem, fig)
-        if opts.html:
-            from .views import heads_html
-
-            for part in _head_results(result):
-                w.html(f"{part.__class__.__name__.removesuffix('Result').lower()}_heads", heads_html(part))
-        w.json(f"{command}.json", payload)
-
-    files = _write(out, fill, payload, opts.json_out)
+    if caption is None and isinstance(view, dict) and view.get("title"):
+        caption = f"{view['title']}; model fingerprint {models[0]['fingerprint']}"
+    payload, fill = result_files(command, result, models, extra=extra, caption=caption, html=html)
+    files = _write(out, fill, payload, json_out)
     if files is not None:
         show(view)
-        out_console.print(f"wrote {len(files)} files to {out}/")
+        wrote(files, out)
 
 
-def _head_results(result) -> list:
-    """The per-head results inside a command's result (itself, or the parts of a composite such as `sinks`)."""
-    from .metrics.base import HeadResult
-
-    parts = [result] + [v for v in vars(result).values() if isinstance(v, HeadResult)]
-    return [p for p in parts if isinstance(p, HeadResult) and p.layers]
-
-
-def emit_json(obj: dict) -> None:
-    sys.stdout.write(json.dumps(obj, default=str) + "\n")
-
-
-def show(view: dict) -> None:
-    """Print a result's `display()`: a table of its per-layer columns, the model row, and its notes."""
-    table = Table(title=view["title"])
-    cols = view["columns"]
-    for label in cols.values():
-        table.add_column(label, justify="right")
-    for row in view["frame"].to_dict(orient="records"):
-        table.add_row(*[_fmt(row.get(c)) for c in cols])
-    if view.get("total"):
-        table.add_section()
-        table.add_row(*[_fmt(view["total"].get(c, "")) for c in cols], style="bold")
-    out_console.print(table)
-    for note in view.get("notes", []):
-        out_console.print(note)
-
-
-def _fmt(v) -> str:
-    if isinstance(v, float):
-        if v != v:
-            return ""
-        if abs(v) >= 1000:
-            return f"{v:,.0f}"
-        if abs(v) >= 1:
-            return f"{v:.4g}"
-        return f"{v:.4f}" if abs(v) >= 1e-3 or v == 0 else f"{v:.1e}"
-    return "" if v is None else str(v)
+def measure_one(command: str, model: str, settings: Settings, out, json_out: bool, html: bool, *,
+                check: Callable | None = None, extra: Callable | None = None, **probe_options) -> None:
+    """The whole of a one-metric command: output folder checked, model loaded, inputs made, metric run, published."""
+    out = output_folder(out, command, [model])
+    loaded = _on_device(settings).load(model)
+    r = run_metric(command, loaded, settings.inputs(loaded, check=check), settings, **probe_options)
+    publish(command, r, [loaded.info.to_dict()], out, json_out, html, extra=extra(r) if extra else None)
 
 
 def version_callback(value: bool) -> None:
@@ -426,56 +253,34 @@ def main(version: Annotated[bool, typer.Option("--version", callback=version_cal
     """Measure what a sigmoid gate after SDPA changes inside a language model."""
 
 
-Eps = Annotated[float, typer.Option("--eps", help="sink-rate threshold on the key-0 share, in (0, 1)")]
-
-
 @command("sink")
 @user_errors
 @measuring
-def sink_cli(model: Model, eps: Eps = 0.3, *, opts: Measuring):
+def sink_cli(model: Model, eps: Eps = 0.3, *, settings: Settings, out: Path, json_out: bool, html: bool):
     """First-token attention share (F-Attn) per layer and head, and the sink rate."""
-    from . import report
-    from .metrics.sink import check_eps, length_frame
-    from .plots import sink as plots
+    from .metrics.sink import check_eps
+    from .report import sink_sweep_files
 
     check_eps(eps)
-    lens = opts.lengths()
-    out = opts.output("sink", model)
-    loaded = opts.load(model)
-    inputs = opts.sweep_inputs(loaded, lens, check=lambda xs: check_distinct(opts.seq_len, xs))
-    results = [run_metric("sink", loaded, i, opts, eps=eps) for i in inputs]
+    out = output_folder(out, "sink", [model])
+    loaded = _on_device(settings).load(model)
+    inputs = settings.sweep_inputs(loaded, check=lambda xs: check_distinct(settings.seq_len, xs))
+    results = [run_metric("sink", loaded, i, settings, eps=eps) for i in inputs]
     if len(results) == 1:
-        return publish("sink", loaded, results[0], opts, out)
-    measured = [r.settings["seq_len"] for r in results]   # a short text gives shorter sequences than asked
-    prov = report.provenance({"seq_lens": measured, **({"seq_lens_asked": lens} if measured != lens else {}),
-                              **results[-1].settings}, [loaded.info.to_dict()])
-    payload = {"f_attn": {r.settings["seq_len"]: r.f_attn for r in results},
-               "lengths": [{"seq_len": r.settings["seq_len"], **r.to_dict()} for r in results], "provenance": prov}
-
-    def fill(w):
-        for r in results:
-            n = r.settings["seq_len"]
-            for stem, df in r.tables().items():
-                w.table(f"{stem}_{n}", df)
-            w.figure(f"sink_heatmap_{n}", plots.heatmap(r))
-            if r.learned_sink is not None:
-                w.figure(f"learned_sink_heatmap_{n}", plots.learned_sink_heatmap(r))
-        w.figure("sink_layers", plots.per_layer(results))
-        w.table("sink_lengths", length_frame(results))
-        w.figure("sink_lengths", plots.per_length(results))
-        w.json("sink.json", payload)
-
-    files = _write(out, fill, payload, opts.json_out)
+        return publish("sink", results[0], [loaded.info.to_dict()], out, json_out, html)
+    payload, fill = sink_sweep_files(results, loaded.info.to_dict(), settings.lengths())
+    files = _write(out, fill, payload, json_out)
     if files is not None:
         for r in results:
             show(r.display())
-        out_console.print(f"wrote {len(files)} files to {out}/")
+        wrote(files, out)
 
 
-def check_distinct(asked: str, inputs: list) -> None:
+def check_distinct(asked, inputs: list) -> None:
     """A sweep whose text is too short for several of its lengths would measure the same sequences twice."""
     measured = [min(i.seq_len, i.longest) for i in inputs]
     if len(set(measured)) < len({i.seq_len for i in inputs}):
+        asked = ",".join(map(str, asked)) if isinstance(asked, tuple) else asked
         raise GatelensError(f"--seq-len {asked}: the text gives at most {max(measured)} tokens per sequence, so "
                             f"several lengths would measure the same {max(measured)}; sweep lengths up to it")
 
@@ -488,26 +293,23 @@ def sinks_cli(model: Model,
               min_queries: Annotated[Optional[int], typer.Option(
                   min=1, help="rank only keys seen by at least this many queries (default: a quarter of the "
                               "sequence's)")] = None,
-              eps: Eps = 0.3, *, opts: Measuring):
+              eps: Eps = 0.3, *, settings: Settings, out: Path, json_out: bool, html: bool):
     """Which tokens are sinks (attention received per key, top keys, sink tokens, Gu et al.'s sink score of every
     position) and what they contribute (value norms, norm-weighted F-Attn)."""
     from .metrics.received import check_received_options
     from .metrics.sink import check_eps
     from .sinks import sinks
 
-    check_received_options(top_k, min_queries, opts.length())
+    check_received_options(top_k, min_queries, settings.length())
     check_eps(eps)
-    out = opts.output("sinks", model)
-    loaded = opts.load(model)
-    inputs = opts.inputs(loaded, check=lambda i: check_received_options(top_k, min_queries, i.longest))  # short text
+    out = output_folder(out, "sinks", [model])
+    loaded = _on_device(settings).load(model)
+    inputs = settings.inputs(loaded, check=lambda i: check_received_options(top_k, min_queries, i.longest))
     with progress(f"sinks {loaded.info.spec} @ {inputs.seq_len}") as bar:
         task = bar.add_task("", total=len(inputs.seqs))
-        r = sinks(loaded, inputs, top_k=top_k, min_queries=min_queries, eps=eps, batch_size=opts.batch_size,
+        r = sinks(loaded, inputs, top_k=top_k, min_queries=min_queries, eps=eps, batch_size=settings.batch_size,
                   on_batch=lambda k: bar.advance(task, k))
-    publish("sinks", loaded, r, opts, out)
-
-
-ABLATIONS = ("sink", "sink-value", "gate-mean", "gate-one", "head", "massive-zero", "massive-mean")  # ablate.WHAT, no torch
+    publish("sinks", r, [loaded.info.to_dict()], out, json_out, html)
 
 
 @command("ablate")
@@ -526,25 +328,24 @@ def ablate_cli(model: Model,
                heads: Annotated[Optional[tuple], typer.Option(
                    "--heads", metavar="H[,H...]", parser=HEADS.typer(),
                    help="with --what head: the heads zeroed in each of --layers (each alone, then together)")] = None,
-               *, opts: Measuring):
+               *, settings: Settings, out: Path, json_out: bool, html: bool):
     """Causal tests, one forward each: loss change, F-Attn and M-Act with the sink or the gate ablated."""
     from .ablate import ablate, check_measurable, parse_layers
 
     if what not in ABLATIONS:
         raise GatelensError(f"--what {what!r}: use one of {', '.join(ABLATIONS)}")
     chosen, whole = parse_layers(layers)
-    head_list = None if heads is None else list(heads)
-    out = opts.output("ablate", model)
-    loaded = opts.load(model)
-    inputs = opts.inputs(loaded, check=lambda i: check_measurable(what, i))
+    out = output_folder(out, "ablate", [model])
+    loaded = _on_device(settings).load(model)
+    inputs = settings.inputs(loaded, check=lambda i: check_measurable(what, i))
     with progress(f"ablate {what} {loaded.info.spec}") as bar:
         def on_run(name):
             task = bar.add_task(name, total=len(inputs.seqs))
             return lambda k: bar.advance(task, k)
 
-        r = ablate(loaded, what, chosen, all_layers=whole, inputs=inputs, batch_size=opts.batch_size, on_run=on_run,
-                   heads=head_list)
-    publish("ablate", loaded, r, opts, out)
+        r = ablate(loaded, what, chosen, all_layers=whole, inputs=inputs, batch_size=settings.batch_size,
+                   on_run=on_run, heads=None if heads is None else list(heads))
+    publish("ablate", r, [loaded.info.to_dict()], out, json_out, html)
 
 
 @command("massive")
@@ -554,37 +355,30 @@ def massive_cli(model: Model,
                 top_k: Annotated[int, typer.Option(min=1, help="top activations per layer")] = 5,
                 abs_threshold: Annotated[float, typer.Option(help="massive if |h| above this ...")] = 100.0,
                 ratio: Annotated[float, typer.Option(help="... and above this x the layer median")] = 1000.0,
-                *, opts: Measuring):
+                *, settings: Settings, out: Path, json_out: bool, html: bool):
     """Massive activations: per-layer max |hidden| with position, token and channel (M-Act)."""
     from .metrics.massive import check_thresholds
 
     check_thresholds(abs_threshold, ratio, top_k)
-    out = opts.output("massive", model)
-    loaded = opts.load(model)
-    r = run_metric("massive", loaded, opts.inputs(loaded), opts, top_k=top_k, abs_threshold=abs_threshold, ratio=ratio)
-    publish("massive", loaded, r, opts, out)
+    measure_one("massive", model, settings, out, json_out, html, top_k=top_k, abs_threshold=abs_threshold,
+                ratio=ratio)
 
 
 @command("gates")
 @user_errors
 @measuring
-def gates_cli(model: Model, *, opts: Measuring):
+def gates_cli(model: Model, *, settings: Settings, out: Path, json_out: bool, html: bool):
     """Gate-score sparsity of a gated model: per layer and head, histograms, query dependence."""
-    out = opts.output("gates", model)
-    loaded = opts.load(model)
-    r = run_metric("gates", loaded, opts.inputs(loaded), opts)
-    publish("gates", loaded, r, opts, out, extra={"note": r.note})
+    measure_one("gates", model, settings, out, json_out, html, extra=lambda r: {"note": r.note})
 
 
 @command("norms")
 @user_errors
 @measuring
-def norms_cli(model: Model, *, opts: Measuring):
+def norms_cli(model: Model, *, settings: Settings, out: Path, json_out: bool, html: bool):
     """Norms of every token's hidden state, key and value per layer (Gu et al. 2024, Sun et al. 2024): the first
     token against the median, per position and per token string."""
-    out = opts.output("norms", model)
-    loaded = opts.load(model)
-    publish("norms", loaded, run_metric("norms", loaded, opts.inputs(loaded), opts), opts, out)
+    measure_one("norms", model, settings, out, json_out, html)
 
 
 @command("heads")
@@ -594,39 +388,36 @@ def heads_cli(model: Model,
               sink_weight: Annotated[float, typer.Option(help="dormant: at least this weight on key 0, in (0, 1]")] = 0.5,
               output_ratio: Annotated[float, typer.Option(
                   help="dormant: output norm below this fraction of the layer's mean head output")] = 0.5,
-              *, opts: Measuring):
+              *, settings: Settings, out: Path, json_out: bool, html: bool):
     """Dormant and active heads (Guo et al. 2024, Sandoval-Segura et al. 2025): per head, the share of queries parked
     on the sink with a small output, first-token weight and output norm, ranked; test one with `ablate --what head`."""
     from .metrics.heads import check_dormant_options
 
     check_dormant_options(sink_weight, output_ratio)
-    out = opts.output("heads", model)
-    loaded = opts.load(model)
-    r = run_metric("heads", loaded, opts.inputs(loaded), opts, sink_weight=sink_weight, output_ratio=output_ratio)
-    publish("heads", loaded, r, opts, out)
+    measure_one("heads", model, settings, out, json_out, html, sink_weight=sink_weight, output_ratio=output_ratio)
 
 
 @command("measure")
 @user_errors
 @measuring
 def measure_cli(metric: Annotated[str, typer.Argument(help="a registered metric (gatelens' own or another package's)")],
-                model: Model, *, opts: Measuring):
+                model: Model, *, settings: Settings, out: Path, json_out: bool, html: bool):
     """Any metric of the registry on one model (its tables, figures, JSON and terminal view), those other packages
     register through the `gatelens.metrics` entry-point group included."""
     from .metrics import METRICS, exact_for
 
     if metric not in METRICS:
         raise GatelensError(f"unknown metric {metric!r}: the registry has {', '.join(METRICS)}")
-    cls = METRICS[metric]
-    out = opts.output(metric, model)
-    loaded = opts.load(model)
-    if not cls.applies(loaded):
+    out = output_folder(out, metric, [model])
+    loaded = _on_device(settings).load(model)
+    if not METRICS[metric].applies(loaded):
         raise GatelensError(f"{metric} does not apply to {loaded.info.spec}")
-    why = exact_for(cls, loaded)
+    why = exact_for(METRICS[metric], loaded)
     if why:
         raise GatelensError(f"{metric} is {why} ({loaded.info.spec}); its module must say it measures that exactly "
                             "(exact_with) before it runs here")
-    publish(metric, loaded, run_metric(metric, loaded, opts.inputs(loaded), opts), opts, out)
+    r = run_metric(metric, loaded, settings.inputs(loaded), settings)
+    publish(metric, r, [loaded.info.to_dict()], out, json_out, html)
 
 
 @command("rank")
@@ -635,17 +426,17 @@ def measure_cli(metric: Annotated[str, typer.Argument(help="a registered metric 
 def rank_cli(model: Model,
              tol: Annotated[float, typer.Option(help="numerical rank: sigma > tol x max, in (0, 1)")] = 1e-3,
              weights_only: Annotated[bool, typer.Option("--weights-only", help="skip the head outputs")] = False,
-             *, opts: Measuring):
+             *, settings: Settings, out: Path, json_out: bool, html: bool):
     """Effective rank of W_V·W_O per head, and of the head outputs (gate on vs linearised)."""
     from . import measure
     from .metrics.rank import check_tol
 
     check_tol(tol)
-    out = opts.output("rank", model)
-    loaded = opts.load(model)
-    r = measure.rank(loaded, tol=tol, tokens=False) if weights_only else \
-        run_metric("rank", loaded, opts.inputs(loaded), opts, tol=tol)
-    publish("rank", loaded, r, opts, out)
+    if not weights_only:
+        return measure_one("rank", model, settings, out, json_out, html, tol=tol)
+    out = output_folder(out, "rank", [model])
+    loaded = _on_device(settings).load(model)
+    publish("rank", measure.rank(loaded, tol=tol, tokens=False), [loaded.info.to_dict()], out, json_out, html)
 
 
 @command("emergence")
@@ -653,108 +444,57 @@ def rank_cli(model: Model,
 @measuring
 def emergence_cli(runs: Annotated[list[str], typer.Argument(
         help="run folders trained with --keep-checkpoints (every checkpoint is measured), or model specs (one point)")],
-        *, opts: Measuring):
+        *, settings: Settings, out: Path, json_out: bool, html: bool):
     """Sink emergence across training (Gu et al. 2024): F-Attn, sink rate, M-Act and mean gate of every checkpoint
     a run kept, against tokens seen; baseline and gated twins on one figure."""
-    from . import report
     from .emergence import emergence
-    from .plots import emergence as plots
 
-    out = opts.output("emergence", *runs)
+    out = output_folder(out, "emergence", runs)
+    s = _on_device(settings)
     with progress("emergence") as bar:
         def on_checkpoint(run, step, n):
             task = bar.add_task(f"{run} step {step}", total=n)
             return lambda k: bar.advance(task, k)
 
-        r = emergence(runs, seq_len=opts.length(), n_seqs=opts.n_seqs, bos=opts.bos,
-                      text_file=str(opts.text) if opts.text else None, dataset=opts.dataset,
-                      batch_size=opts.batch_size, device=_device(opts.device), dtype=opts.dtype,
+        r = emergence(runs, seq_len=s.length(), n_seqs=s.n_seqs, bos=s.bos, text_file=s.text_file,
+                      dataset=s.dataset, batch_size=s.batch_size, device=s.device, dtype=s.dtype,
                       on_checkpoint=on_checkpoint)
-    payload = {**r.to_dict(), "provenance": report.provenance(r.settings, r.models)}
-    view = r.display()
-
-    def fill(w):
-        for stem, df in r.tables().items():
-            w.table(stem, df, view["title"])
-        for stem, fig in plots.figures(r).items():
-            w.figure(stem, fig)
-        w.json("emergence.json", payload)
-
-    files = _write(out, fill, payload, opts.json_out)
-    if files is not None:
-        show(view)
-        out_console.print(f"wrote {len(files)} files to {out}/")
+    publish("emergence", r, r.models, out, json_out, caption=r.display()["title"])
 
 
 @command("compare")
 @user_errors
 @measuring
 def compare_cli(models: Annotated[list[str], typer.Argument(help="BASELINE GATED... (first is the baseline)")],
-                eps: Eps = 0.3, *, opts: Measuring):
+                eps: Eps = 0.3, *, settings: Settings, out: Path, json_out: bool, html: bool):
     """The paper's table for any models: F-Attn, sink rate, M-Act, gate score, rank, perplexity."""
-    from . import report
     from .compare import compare_models
     from .metrics.sink import check_eps
+    from .report import comparison_files
 
     if len(models) < 2:
         raise GatelensError("compare needs a baseline and at least one gated model: gatelens compare BASE GATED")
     check_eps(eps)
-    n = opts.length()
-    out = opts.output("compare", *models)
+    settings.length()
+    out = output_folder(out, "compare", models)
     with progress("compare") as bar:
         def on_model(name, inputs):
             task = bar.add_task(name, total=len(inputs.seqs))
             return lambda k: bar.advance(task, k)
 
-        c = compare_models(models, text_file=str(opts.text) if opts.text else None, dataset=opts.dataset, seq_len=n,
-                           n_seqs=opts.n_seqs, bos=opts.bos, batch_size=opts.batch_size, eps=eps,
-                           device=_device(opts.device), dtype=opts.dtype, revision=opts.revision,
-                           on_model=on_model)
-    df = c.to_frame()
-    payload = {**c.to_dict(), "provenance": report.provenance(c.settings, [r.info for r in c.reports])}
-
-    what = (f"{c.settings['input']}, {c.settings.get('n_seqs', opts.n_seqs)} x {c.settings.get('seq_len', n)} tokens"
-            if not c.settings.get("inputs_differ") else
-            "INPUTS DIFFER: " + "; ".join(f"{i['model']} on {i['input']} ({i['n_seqs']} x {i['seq_len']})"
-                                          for i in c.settings["inputs"]))
-
-    def fill(w):
-        w.table("compare", df, f"gatelens compare: {what}")
-        for stem, fig in c.figures().items():
-            w.figure(stem, fig)
-        w.json("compare.json", payload)
-
-    files = _write(out, fill, payload, opts.json_out)
-    if files is None:
-        return
-    labels = c.labels()
-    names = [Path(m).name or m for m in df["model"]]
-    prefix = os.path.commonprefix(names)
-    prefix = prefix[: prefix.rfind("-") + 1] if len(names) > 2 else ""  # ablate-none, ablate-value -> none, value
-    table = Table(title=f"gatelens compare: {what}" + (f"; models {prefix}*" if prefix else ""))
-    table.add_column("metric")
-    for name in names:
-        table.add_column(name[len(prefix):], justify="right", overflow="fold")
-    for key, label in labels.items():
-        ratio = df.get(f"{key}_ratio")
-        cells = [_fmt(v) + ("" if ratio is None or i == 0 or ratio.iloc[i] != ratio.iloc[i] or ratio.iloc[i] is None
-                            else f" ({ratio.iloc[i]:.2f}x)") for i, v in enumerate(df[key])]
-        table.add_row(label, *cells)
-    out_console.print(table)
-    if c.settings.get("tokenizers_differ"):
-        out_console.print("the models have different tokenizers: their perplexities are not comparable (no ratio)")
-    for note in c.notes():
-        out_console.print(note)
-    out_console.print("Paper (15B MoE, 400B tokens): baseline F-Attn 0.467, M-Act 1053, PPL 6.026; "
-                      "elementwise G1 0.048, 94, gate 0.116, PPL 5.761; headwise G1 0.073, 98, gate 0.172.")
-    out_console.print(f"wrote {len(files)} files to {out}/")
+        c = compare_models(models, _on_device(settings), on_model=on_model)
+    payload, fill = comparison_files(c)
+    files = _write(out, fill, payload, json_out)
+    if files is not None:
+        terminal.show_comparison(c, c.what())
+        wrote(files, out)
 
 
 def _train_option(field: str, text: str, *names: str):
     """A `gatelens train` option for a TrainConfig field; its help ends with the default used when neither the
     option nor the --config file sets the field (the option defaults to None: not given). A field whose default
     is None says in `text` what None means."""
-    from dataclasses import MISSING, fields
+    from dataclasses import MISSING
 
     from .train.config import TrainConfig
 
@@ -796,14 +536,12 @@ def train_options(fn: Callable) -> Callable:
     """Add an option for every TrainConfig field to `gatelens train`, made from the field's declaration (type, help,
     range, default): a field added to TrainConfig is an option without a line here. The command receives them as
     `options` (None: not given, so the --config recipe or the field's default holds)."""
-    from dataclasses import fields as dc_fields
-
     from .train.config import TrainConfig
 
     hints = get_type_hints(TrainConfig)
     cli_type = {dict: str}   # task_params: JSON text on the command line
     params = []
-    for f in dc_fields(TrainConfig):
+    for f in fields(TrainConfig):
         t = hints[f.name]
         t = next((a for a in get_args(t) if a is not type(None)), t)
         flag = (f"--{f.name.replace('_', '-')}/--no-{f.name.replace('_', '-')}",) if t is bool else ()
@@ -836,8 +574,7 @@ def train_cli(
     from .train.trainer import train
 
     cfg = train_config_from_options(config, **options)
-    with Progress(TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
-                  TimeRemainingColumn(), console=err_console, transient=True) as bar:
+    with progress("train", TextColumn("{task.fields[info]}")) as bar:
         task = bar.add_task("", total=cfg.steps, info="")
 
         def on_step(step, total, loss, tok_s):
@@ -845,10 +582,10 @@ def train_cli(
 
         summary = train(cfg, on_step=on_step)
     if json_out:
-        files = sorted(str(p) for p in Path(cfg.out).rglob("*") if p.is_file())
-        return emit_json({**summary, "files": files})
+        return emit_json({**summary, "files": sorted(str(p) for p in Path(cfg.out).rglob("*") if p.is_file())})
     out_console.print(f"trained {cfg.gate} model: {summary.get('tokens', 0):,} tokens, final val loss "
-                      f"{summary.get('final_val_loss', float('nan')):.4f}, F-Attn {summary.get('final_f_attn', float('nan')):.4f}")
+                      f"{summary.get('final_val_loss', float('nan')):.4f}, F-Attn "
+                      f"{summary.get('final_f_attn', float('nan')):.4f}")
     out_console.print(f"saved to {cfg.out}/ (load it with: gatelens sink {cfg.out})")
 
 
@@ -865,54 +602,31 @@ def bench_cli(model: Annotated[str, typer.Argument(help="model spec, or random:P
                   help="comma list of the passes to time (default: all of them)")] = None,
               out: Out = None, json_out: Json = False):
     """Time and peak memory of each gatelens pass against the bare forward, TransformerLens and eager."""
-    import pandas as pd
-
-    from . import bench, report
-    from .models import random as random_models
-    from .models.load import load
+    from . import bench
+    from .report import bench_files
 
     wanted = list(methods) if methods is not None else None
-    check_device(device)
-    check_dtype(dtype)
+    Settings(device=device, dtype=dtype)   # checks both
     if quick:
         model, seq_len, repeats = "random:tiny-qwen3", (256, 1024), 1
     lens = list(seq_len)
     out = output_folder(out, "bench", [model])
-    if model.startswith("random:"):
-        spec = str(random_models.build_folder(model.split(":", 1)[1], max_context=max(lens)))
-    else:
-        spec = model
-    loaded = load(spec, device=device, dtype=dtype)
-    loaded.info.spec = model
-    if max(lens) > (loaded.info.max_context or max(lens)):
-        err_console.print(f"note: lengths beyond the model's window ({loaded.info.max_context}) measure cost only")
-    bridge = None
-    if wanted is None or "tl_cache" in wanted:
-        try:
-            bridge = loaded.bridge()
-        except Exception as e:  # noqa: BLE001 - TransformerLens cannot wrap every model; the row says so
-            err_console.print(f"note: TransformerLens bridge unavailable ({escape(str(e).splitlines()[0][:80])})")
+    loaded, bridge = bench.load_for_bench(model, lens, device=device, dtype=dtype,
+                                          tl=wanted is None or "tl_cache" in wanted)
     rows = []
     with progress("bench") as bar:
         task = bar.add_task("", total=len(lens) * len(wanted or bench.METHODS))
         bench.bench(loaded, lens, batch=batch_size, repeats=repeats, methods=wanted, bridge=bridge,
                     on_row=lambda r: (rows.append(r), bar.advance(task)))
-    df = pd.DataFrame([vars(r) for r in rows])
-    settings = {"model": model, "seq_lens": lens, "batch_size": batch_size, "repeats": repeats, "dtype": dtype,
-                "device": device, "machine": bench.machine()}
-    problem = bench.timing_problem(rows)
-    payload = {"rows": df.to_dict(orient="records"), "provenance": report.provenance(settings, [loaded.info.to_dict()]),
-               "timing_problem": problem}
-    files = _write(out, lambda w: (w.table("bench", df), w.json("bench.json", payload)), payload, json_out)
-    if problem:
-        err_console.print(f"note: {problem}")
-    if files is None:
-        return
-    show({"title": f"gatelens bench: {model} on {settings['machine']}", "frame": df,
-          "columns": {"seq_len": "tokens", "method": "method", "seconds": "seconds (median)",
-                      "time_ratio": "time / bare", "peak_mb": "peak MiB", "mem_ratio": "mem / bare",
-                      "tokens_per_s": "tokens/s", "note": "note"}})
-    out_console.print(f"wrote {len(files)} files to {out}/")
+    df, payload, fill = bench_files(model, loaded, rows, lens, batch_size=batch_size, repeats=repeats, dtype=dtype,
+                                    device=device)
+    files = _write(out, fill, payload, json_out)
+    if payload["timing_problem"]:
+        terminal.note(payload["timing_problem"])
+    if files is not None:
+        show({"title": f"gatelens bench: {model} on {payload['provenance']['settings']['machine']}", "frame": df,
+              "columns": bench.VIEW_COLUMNS})
+        wrote(files, out)
 
 
 @command("attn-map")
@@ -931,47 +645,17 @@ def attn_map_cli(models: Annotated[list[str], typer.Argument(help="one model, or
                      "--html", help="also write an interactive view per model: every head of --layer, hover for "
                                     "tokens and weights, attention received per key (self-contained, offline)")] = False):
     """Attention map of a layer and head (or the head mean) for one text; several models side by side."""
-    import pandas as pd
-
-    from . import data, measure, report
-    from .patterns import text_map
-    from .plots.attention import attention_figure
+    from . import data
+    from .patterns import attn_maps
+    from .report import attn_map_files
 
     if text is not None and prompt is not None:
         raise GatelensError("give --text FILE or --prompt TEXT, not both")
-    check_device(device)
-    check_dtype(dtype)
+    Settings(device=device, dtype=dtype)   # checks both
     out = output_folder(out, "attn-map", models)
     body = data.read_text(text) if text is not None else prompt
-    loaded = [measure.as_loaded(m, device=device, dtype=dtype) for m in models]
-    maps = [text_map(lm, body, layer, head, seq_len, bos, max_size) for lm in loaded]
-    if html and any(mp.pooled != 1 for mp in maps):
-        raise GatelensError(f"--html shows the exact map: give a text of at most --max-size {max_size} tokens "
-                            "(or raise --max-size)")
-    views = {}
-    if html:
-        from .views import attention_html
-
-        for lm in loaded:
-            every = [text_map(lm, body, layer, h, seq_len, bos, max_size) for h in [None, *range(lm.info.n_heads)]]
-            views[Path(lm.info.spec).name] = attention_html(every)
-    shares = {mp.model["spec"]: mp.first_token_share for mp in maps}
-    n = max(mp.n_tokens for mp in maps)  # what was mapped: a short --prompt gives fewer tokens than --seq-len
-    measured = {"seq_len": n, **({"seq_len_asked": seq_len} if n < seq_len else {})}
-    payload = {"layer": layer, "head": head, **measured, "first_token_share": shares,
-               "provenance": report.provenance({"layer": layer, "head": head, **measured, "bos": bos,
-                                                "text": (body or "default data")[:200]}, [mp.model for mp in maps])}
-    stem = f"attn_map_L{layer}" + ("_mean" if head is None else f"_H{head}")
-
-    def fill(w):
-        w.figure(stem, attention_figure(maps, log=log, text=(body or "")[:80]))
-        for mp in maps:
-            name = Path(mp.model["spec"]).name
-            pd.DataFrame(mp.pattern.numpy()).to_csv(w.path(f"{stem}_{name}.csv"), index=False, float_format="%.6g")
-        for name, page in views.items():
-            w.html(f"attn_map_L{layer}_{name}", page)
-        w.json(f"{stem}.json", payload)
-
+    maps, views = attn_maps(models, body, layer, head, seq_len, bos, max_size, device=device, dtype=dtype, html=html)
+    payload, fill = attn_map_files(maps, views, layer=layer, head=head, seq_len=seq_len, bos=bos, text=body, log=log)
     files = _write(out, fill, payload, json_out)
     if files is None:
         return
@@ -979,7 +663,7 @@ def attn_map_cli(models: Annotated[list[str], typer.Argument(help="one model, or
         out_console.print(f"{mp.model['spec']}: layer {layer} {'mean over heads' if head is None else f'head {head}'}: "
                           f"first-token share {mp.first_token_share:.3f} of this one sequence ({mp.n_tokens} tokens, "
                           "queries >= 1; `gatelens sink` averages many)")
-    out_console.print(f"wrote {len(files)} files to {out}/")
+    wrote(files, out)
 
 
 @command("figures")
@@ -992,13 +676,12 @@ def figures_cli(config: Annotated[Path, typer.Option("--config", help="models an
     from .figures import read_config, run_all
 
     cfg = read_config(config)
-    steps = len(only or cfg.analyses) * len(cfg.groups)
     with progress("figures") as bar:
-        task = bar.add_task("", total=steps)
+        task = bar.add_task("", total=len(only or cfg.analyses) * len(cfg.groups))
         files = run_all(config, only=only, on_step=lambda name, group: bar.advance(task))
     if json_out:
         return emit_json({"out": str(cfg.out), "analyses": list(only or cfg.analyses), "files": files})
-    out_console.print(f"wrote {len(files)} files to {cfg.out}/")
+    wrote(files, cfg.out)
 
 
 @command("models")
@@ -1016,84 +699,27 @@ def models_cli(out: Annotated[Path, typer.Option("--out", help="Markdown table t
                                      ] = False,
                json_out: Json = False):
     """Check every causal-LM type of the installed transformers on a tiny random instance (F-Attn against eager)."""
-    import json
-
-    import transformers
-
-    from . import report
     from . import coverage
 
     if scan_gates:
         if types or merge:
             raise GatelensError("--scan-gates reads the modeling files of every type and writes nothing; "
                                 "leave out --types and --merge")
-        return _scan_gates_report(json_out)
-    check_table_out(out)
+        scan = coverage.scan_report()
+        emit_json(scan) if json_out else terminal.show_scan(scan)
+        if scan["unrecognised"]:
+            raise typer.Exit(1)
+        return
     wanted = list(types) if types is not None else None
-    known = set(coverage.causal_lm_types()) | set(coverage.PAPER_FORMATS)
-    unknown = [t for t in wanted or [] if t not in known]
-    if unknown:
-        raise GatelensError(f"--types: {', '.join(unknown)} not a causal-LM model type of transformers "
-                            f"{transformers.__version__}; `gatelens models` without --types checks every one")
-    previous = None
-    if merge:
-        if not wanted:
-            raise GatelensError("--merge replaces the rows of the --types given in an existing table; name them "
-                                "(without --merge, `gatelens models` checks every type)")
-        if not out.with_suffix(".json").is_file():
-            raise GatelensError(f"--merge: no table to merge into at {out.with_suffix('.json')}; run "
-                                "`gatelens models` without --merge first")
-        previous = coverage.read_rows(out.with_suffix(".json"))
-
-    def line(row):
-        if not json_out:
-            err_console.print(f"{row.model_type:<28} {row.status:<4} {escape(row.reason[:90])}", highlight=False)
-
-    rows = coverage.sweep(wanted, line)
-    import torch
-
+    previous = coverage.plan_table(out, wanted, merge)
+    rows = coverage.sweep(wanted, None if json_out else terminal.coverage_line)
     if previous is not None:
         rows = coverage.merge_rows(previous, rows)
-
-    def fill(w):  # the table and its JSON, both or neither
-        w.path(out.name).write_text(coverage.markdown(rows, f"transformers {transformers.__version__}, "
-                                                            f"torch {torch.__version__}"))
-        w.path(out.with_suffix(".json").name).write_text(json.dumps([r.to_dict() for r in rows], indent=1) + "\n")
-
-    report.write_all(out.parent, fill)
-    hf = [r for r in rows if r.model_type not in coverage.PAPER_FORMATS]   # the paper's format is counted apart
-    paper = [r for r in rows if r.model_type in coverage.PAPER_FORMATS]
-    ok = sum(r.status == "ok" for r in hf)
-    paper_ok = sum(r.status == "ok" for r in paper)
+    n = coverage.write_table(out, rows)
     if json_out:
-        return emit_json({"ok": ok, "types": len(hf), "paper_ok": paper_ok, "paper_formats": len(paper),
-                          "table": str(out), "rows": [r.to_dict() for r in rows]})
-    also = f", and {paper_ok} of {len(paper)} paper formats" if paper else ""
-    out_console.print(f"{ok} of {len(hf)} model types measured exactly{also}; table in {out}")
-
-
-def _scan_gates_report(json_out: bool) -> None:
-    """`gatelens models --scan-gates`: the maintainer's check before raising coverage.VERIFIED_TRANSFORMERS."""
-    from . import coverage
-
-    version = coverage.installed_transformers()
-    found = coverage.scan_gates()
-    missing = coverage.unrecognised_gates(found)
-    if json_out:
-        emit_json({"transformers": version, "verified": coverage.VERIFIED_TRANSFORMERS,
-                   "gated": found, "unrecognised": missing})
-    elif missing:
-        names = "; ".join(f"{f} ({', '.join(c)})" for f, c in missing.items())
-        out_console.print(f"transformers {version}: {len(found)} modeling folders multiply an "
-                          f"attention output by a sigmoid; not recognised: {names}. Add a GateReader to "
-                          "gatelens/models/discover.py (GATED), then check it with `gatelens models --types T`",
-                          highlight=False, soft_wrap=True)
-    else:
-        out_console.print(f"transformers {version}: {len(found)} modeling folders multiply an "
-                          "attention output by a sigmoid; gatelens recognises every one", highlight=False,
-                          soft_wrap=True)
-    if missing:
-        raise typer.Exit(1)
+        return emit_json({**n, "table": str(out), "rows": [r.to_dict() for r in rows]})
+    also = f", and {n['paper_ok']} of {n['paper_formats']} paper formats" if n["paper_formats"] else ""
+    out_console.print(f"{n['ok']} of {n['types']} model types measured exactly{also}; table in {out}")
 
 
 @command("zoo")
@@ -1102,24 +728,7 @@ def zoo_cli(json_out: Json = False):
     """List the models shipped inside gatelens."""
     from .models import zoo
 
-    rows = zoo.entries()
-    if json_out:
-        emit_json({"models": rows})
-        return
-    wide = out_console.width >= 120  # else the descriptions follow the table, so no name is ever cut
-    table = Table(title="gatelens zoo (load any of these by name)")
-    for col in ("name", "gate", "params", "F-Attn") + (("kind", "what it is") if wide else ()):
-        table.add_column(col, no_wrap=col != "what it is", ratio=1 if col == "what it is" else None,
-                         justify="right" if col in ("params", "F-Attn") else "left")
-    for r in rows:
-        n = r["params"]
-        params = f"{n:,}" if wide else f"{n / 1e6:.1f}M" if n >= 1e6 else f"{n / 1e3:.0f}K"
-        cells = [r["name"], r["gate"], params, "" if r.get("f_attn") is None else f"{r['f_attn']:.3f}"]
-        table.add_row(*cells, *([r["kind"], r["description"]] if wide else []))
-    out_console.print(table)
-    if not wide:
-        for r in rows:
-            out_console.print(f"[bold]{r['name']}[/bold] ({r['kind']}): {escape(r['description'])}", highlight=False)
+    emit_json({"models": zoo.entries()}) if json_out else terminal.show_zoo(zoo.entries())
 
 
 @command("cache")
@@ -1131,16 +740,9 @@ def cache_cli(clear: Annotated[bool, typer.Option("--clear", help="delete what g
     from .models import cache
 
     root, entries = cache.entries()
-    total = sum(e["bytes"] for e in entries)
     if clear:
         cache.clear()
     if json_out:
-        return emit_json({"cache": str(root), "entries": entries, "bytes": total, "cleared": clear})
-    table = Table(title=f"gatelens cache: {root} (set GATELENS_CACHE to move it)")
-    for col in ("kind", "name", "size"):
-        table.add_column(col, justify="right" if col == "size" else "left", overflow="fold")
-    for e in entries:
-        table.add_row(e["kind"], e["name"], f"{e['bytes'] / 2**20:,.1f} MiB")
-    out_console.print(table)
-    out_console.print(f"{'removed' if clear else 'total'}: {len(entries)} entries, {total / 2**20:,.1f} MiB"
-                      + ("" if clear or not entries else "; `gatelens cache --clear` removes them"))
+        return emit_json({"cache": str(root), "entries": entries, "bytes": sum(e["bytes"] for e in entries),
+                          "cleared": clear})
+    terminal.show_cache(root, entries, clear)

@@ -9,10 +9,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from .errors import GatelensError
 from .measure import Inputs, Report, as_loaded, prepare_inputs, report
 from .metrics import METRICS
 from .metrics.base import Result
 from .models.load import Loaded, check_revision
+from .settings import Settings
 
 
 @dataclass(repr=False)
@@ -34,6 +36,15 @@ class Comparison(Result):
             if cls.standard and results:
                 figs.update(cls.result_type.compare_figures(results))
         return figs
+
+    def what(self) -> str:
+        """What was measured, in words: the input and its shape, or, when the models were measured on different
+        inputs, each model's (the table's caption and title)."""
+        s = self.settings
+        if not s.get("inputs_differ"):
+            return f"{s['input']}, {s['n_seqs']} x {s['seq_len']} tokens"
+        return "INPUTS DIFFER: " + "; ".join(f"{i['model']} on {i['input']} ({i['n_seqs']} x {i['seq_len']})"
+                                             for i in s["inputs"])
 
     def notes(self) -> list[str]:
         """What was not measured on which model, and why."""
@@ -72,24 +83,27 @@ class Comparison(Result):
         return cls(reports, d["settings"])
 
 
-def compare_models(models: list[Loaded | str], *, text: str | None = None, text_file: str | None = None,
-                   dataset: str | None = None, seq_len: int = 256, n_seqs: int = 8, bos: bool = True,
-                   batch_size: int = 4, eps: float = 0.3, device: str = "cpu", dtype: str = "float32",
-                   revision: str | None = None,
-                   on_model: Callable[[str, Inputs], Callable[[int], None]] | None = None) -> Comparison:
-    """Measure every model (first = baseline) with all standard metrics on one forward per batch; `revision`
-    selects the version of every model given as a hub id (each is checked before any is loaded)."""
+def compare_models(models: list[Loaded | str], settings: Settings | None = None, *, text: str | None = None,
+                   on_model: Callable[[str, Inputs], Callable[[int], None]] | None = None, **fields) -> Comparison:
+    """Measure every model (first = baseline) with all standard metrics on one forward per batch, under one
+    `Settings` (or its fields as keywords: `compare_models(models, seq_len=256, n_seqs=8)`); `text` is a literal
+    text in place of the settings' file or dataset. `revision` selects the version of every model given as a hub
+    id (each is checked before any is loaded)."""
+    if settings is not None and fields:
+        raise GatelensError(f"give the settings or their fields ({', '.join(fields)}), not both")
+    s = settings if settings is not None else Settings(**fields)
+    seq_len, n_seqs, bos, batch_size, eps = s.length(), s.n_seqs, s.bos, s.batch_size, s.eps
     for spec in models:
         if not isinstance(spec, Loaded):
-            check_revision(spec, revision)
+            check_revision(spec, s.revision)
     reports, tokenizers = [], []
     for spec in models:
-        loaded = as_loaded(spec, device=device, dtype=dtype, revision=revision)
-        inputs = prepare_inputs(loaded, text=text, text_file=text_file, dataset=dataset, seq_len=seq_len,
+        loaded = as_loaded(spec, device=s.device, dtype=s.dtype, revision=s.revision)
+        inputs = prepare_inputs(loaded, text=text, text_file=s.text_file, dataset=s.dataset, seq_len=seq_len,
                                 n_seqs=n_seqs, bos=bos)
         tokenizers.append(_tokenizer_key(loaded.tokenizer))
         cb = on_model(loaded.info.spec, inputs) if on_model else None
-        reports.append(report(loaded, inputs, batch_size=batch_size, options={"sink": {"eps": eps}, "received": {"eps": eps}}, on_batch=cb))
+        reports.append(report(loaded, inputs, batch_size=batch_size, options=s.metric_options(), on_batch=cb))
     sources = [r.sink.settings["input"] for r in reports]
     first = reports[0].sink.settings   # what was measured: a short text gives fewer or shorter sequences than asked
     settings = {"seq_len": first["seq_len"], "n_seqs": first["n_seqs"], "bos": bos, "batch_size": batch_size,

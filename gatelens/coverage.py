@@ -591,3 +591,82 @@ def markdown(rows: list[Row], versions: str) -> str:
                      f"| {e(r.f_attn_err)} | {e(r.extra.get('gate_err'))} | {e(r.sink_err)} "
                      f"| {r.reason.replace('|', '/')} |")
     return "\n".join(lines) + "\n"
+
+
+def scan_report() -> dict:
+    """`gatelens models --scan-gates`: the maintainer's check before raising VERIFIED_TRANSFORMERS: the modeling
+    folders of the installed transformers that multiply an attention output by a sigmoid, and those gatelens does
+    not recognise."""
+    found = scan_gates()
+    return {"transformers": installed_transformers(), "verified": VERIFIED_TRANSFORMERS, "gated": found,
+            "unrecognised": unrecognised_gates(found)}
+
+
+def check_table_out(out: Path) -> None:
+    """`gatelens models --out`: a Markdown file (its rows are written beside it as .json), checked before the sweep:
+    not a folder, a .md file whose .json is no folder, in a folder we can write, and not a file gatelens did not
+    write."""
+    from .errors import GatelensError
+    from .report import check_writable
+
+    if out.is_dir():
+        raise GatelensError(f"--out {out} is a folder; give the Markdown file to write, e.g. {out / 'MODELS.md'}")
+    if out.suffix.lower() != ".md":
+        raise GatelensError(f"--out {out}: give a Markdown file ending in .md (its rows go to the .json beside it)")
+    if out.with_suffix(".json").is_dir():
+        raise GatelensError(f"--out {out}: {out.with_suffix('.json')} is a folder, where the table's .json goes; "
+                            "choose another --out")
+    check_writable(out.parent)
+    rows = out.with_suffix(".json")
+    for taken in (p for p in (out, rows) if p.exists()):
+        try:
+            read_rows(rows)
+        except (GatelensError, OSError):
+            raise GatelensError(f"--out {out}: {taken} exists and is not a table of `gatelens models`; "
+                                "choose another --out") from None
+
+
+def plan_table(out: Path, types: list[str] | None, merge: bool) -> list[Row] | None:
+    """Check a `gatelens models` request before the sweep: the --out table, the --types named (each a causal-LM
+    type of the installed transformers or a paper format) and --merge (which needs the types and the table it
+    merges into). Returns the rows merged into (None without --merge)."""
+    import transformers
+
+    from .errors import GatelensError
+
+    check_table_out(out)
+    known = set(causal_lm_types()) | set(PAPER_FORMATS)
+    unknown = [t for t in types or [] if t not in known]
+    if unknown:
+        raise GatelensError(f"--types: {', '.join(unknown)} not a causal-LM model type of transformers "
+                            f"{transformers.__version__}; `gatelens models` without --types checks every one")
+    if not merge:
+        return None
+    if not types:
+        raise GatelensError("--merge replaces the rows of the --types given in an existing table; name them "
+                            "(without --merge, `gatelens models` checks every type)")
+    if not out.with_suffix(".json").is_file():
+        raise GatelensError(f"--merge: no table to merge into at {out.with_suffix('.json')}; run "
+                            "`gatelens models` without --merge first")
+    return read_rows(out.with_suffix(".json"))
+
+
+def write_table(out: Path, rows: list[Row]) -> dict:
+    """The Markdown table at `out` and its rows beside it as .json (both or neither); returns the counts: exact
+    model types of transformers, and of the paper's formats (counted apart)."""
+    import json
+
+    import transformers
+
+    from .report import write_all
+
+    def fill(w):
+        w.path(out.name).write_text(markdown(rows, f"transformers {transformers.__version__}, "
+                                                   f"torch {torch.__version__}"))
+        w.path(out.with_suffix(".json").name).write_text(json.dumps([r.to_dict() for r in rows], indent=1) + "\n")
+
+    write_all(out.parent, fill)
+    hf = [r for r in rows if r.model_type not in PAPER_FORMATS]
+    paper = [r for r in rows if r.model_type in PAPER_FORMATS]
+    return {"ok": sum(r.status == "ok" for r in hf), "types": len(hf),
+            "paper_ok": sum(r.status == "ok" for r in paper), "paper_formats": len(paper)}

@@ -10,9 +10,23 @@ refused while the command line is read, before any work.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import MISSING, dataclass, field
 
 from .errors import GatelensError
+
+
+def setting(default=MISSING, *, gt=None, ge=None, lt=None, le=None, choices=(),
+            pattern: tuple[str, str] | None = None, help: str = "", factory=None, metavar: str | None = None):
+    """A settings field (TrainConfig's, measure's Settings') with what it may hold and what it means, declared in its
+    metadata, so range and help are written where the field is defined and the command line makes its option from
+    them: a Range for numbers (gt/ge/lt/le), `choices` or a `pattern` (regular expression, and the words that say it)
+    for text, the option's `help` (and `metavar`)."""
+    bounds = (gt, ge, lt, le)
+    meta = {"range": Range(*bounds) if any(b is not None for b in bounds) else None, "choices": tuple(choices),
+            "pattern": pattern, "help": help, "metavar": metavar}
+    if factory is not None:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -58,6 +59,41 @@ def provenance(settings: dict, models: list[dict], seed: int | None = 0) -> dict
             "device", "n_layers", "n_heads", "n_kv_heads", "d_head", "attention_layers")
     return {"models": [{k: m.get(k) for k in keep} for m in models], "settings": settings, "seed": seed,
             "versions": versions(), "runtime": runtime()}
+
+
+def output_folder(out: Path | None, command: str, specs) -> Path:
+    """The output folder (default results/<command>/<models>), checked before any work: writable, and new, empty or
+    gatelens' own earlier output (rewritten in place), so that no file of the user's is ever replaced."""
+    from .errors import GatelensError
+
+    out = Path(out) if out is not None else Path("results") / command / "_vs_".join(_safe(s) for s in specs)
+    check_writable(out)
+    if out.is_dir() and not is_output_folder(out):
+        raise GatelensError(f"--out {out} is a folder of other files, not gatelens output; give a new or empty folder")
+    return out
+
+
+def _safe(spec: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", Path(spec).name or spec)
+
+
+def check_writable(out: Path) -> None:
+    """Fail before the work if `out` cannot become a folder we can write into."""
+    from .errors import GatelensError
+
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise GatelensError(f"--out {out} is a file; give a folder")
+    probe = out
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
+        raise GatelensError(f"cannot write to {out} ({probe} is not writable); choose another --out")
+    try:  # permissions are not the whole story (read-only file systems, /proc, quotas): try it
+        with tempfile.TemporaryFile(dir=probe):
+            pass
+    except OSError as e:
+        raise GatelensError(f"cannot write to {out} ({probe}: {e.strerror or e}); choose another --out") from None
 
 
 def is_output_folder(folder: Path) -> bool:
@@ -143,3 +179,111 @@ def write_all(out: str | Path, fill: Callable[[Writer], None]) -> list[str]:
     with writing(out) as w:
         fill(w)
     return [str(Path(out) / n) for n in w.names]
+
+
+def result_files(command: str, result, models: list[dict], *, extra: dict | None = None, caption: str | None = None,
+                 html: bool = False) -> tuple[dict, Callable[[Writer], None]]:
+    """A one-result command's JSON payload and the writer of its files: the result's tables (the Markdown captioned
+    with what was measured), its figures, its per-head views (`html`) and `<command>.json` with provenance."""
+    from . import plots
+
+    payload = {**result.to_dict(), **(extra or {}), "provenance": provenance(result.settings, models)}
+
+    def fill(w: Writer) -> None:
+        for stem, df in result.tables().items():
+            w.table(stem, df, caption)
+        for stem, fig in plots.figures(result).items():
+            w.figure(stem, fig)
+        if html:
+            from .views import heads_html, head_results
+
+            for part in head_results(result):
+                w.html(f"{part.__class__.__name__.removesuffix('Result').lower()}_heads", heads_html(part))
+        w.json(f"{command}.json", payload)
+
+    return payload, fill
+
+
+def attn_map_files(maps: list, views: dict, *, layer: int, head: int | None, seq_len: int, bos: bool,
+                   text: str | None, log: bool | None = None) -> tuple[dict, Callable[[Writer], None]]:
+    """`attn-map`'s JSON payload (each model's first-token share of the one sequence mapped) and the writer of its
+    files: the figure, each model's pattern as CSV, the views and the JSON."""
+    from .plots.attention import attention_figure
+
+    n = max(mp.n_tokens for mp in maps)  # what was mapped: a short --prompt gives fewer tokens than --seq-len
+    measured = {"seq_len": n, **({"seq_len_asked": seq_len} if n < seq_len else {})}
+    payload = {"layer": layer, "head": head, **measured,
+               "first_token_share": {mp.model["spec"]: mp.first_token_share for mp in maps},
+               "provenance": provenance({"layer": layer, "head": head, **measured, "bos": bos,
+                                         "text": (text or "default data")[:200]}, [mp.model for mp in maps])}
+    stem = f"attn_map_L{layer}" + ("_mean" if head is None else f"_H{head}")
+
+    def fill(w: Writer) -> None:
+        w.figure(stem, attention_figure(maps, log=log, text=(text or "")[:80]))
+        for mp in maps:
+            name = Path(mp.model["spec"]).name
+            pd.DataFrame(mp.pattern.numpy()).to_csv(w.path(f"{stem}_{name}.csv"), index=False, float_format="%.6g")
+        for name, page in views.items():
+            w.html(f"attn_map_L{layer}_{name}", page)
+        w.json(f"{stem}.json", payload)
+
+    return payload, fill
+
+
+def bench_files(model: str, loaded, rows: list, lens: list[int], *, batch_size: int, repeats: int, dtype: str,
+                device: str) -> tuple[pd.DataFrame, dict, Callable[[Writer], None]]:
+    """`gatelens bench`'s table (one row per length and pass), its JSON with provenance and any timing problem (a
+    machine too noisy for ratios), and the writer of both."""
+    from .bench import machine, timing_problem
+
+    df = pd.DataFrame([vars(r) for r in rows])
+    settings = {"model": model, "seq_lens": lens, "batch_size": batch_size, "repeats": repeats, "dtype": dtype,
+                "device": device, "machine": machine()}
+    payload = {"rows": df.to_dict(orient="records"), "provenance": provenance(settings, [loaded.info.to_dict()]),
+               "timing_problem": timing_problem(rows)}
+    return df, payload, lambda w: (w.table("bench", df), w.json("bench.json", payload))
+
+
+def sink_sweep_files(results: list, model: dict, asked: list[int]) -> tuple[dict, Callable[[Writer], None]]:
+    """`gatelens sink` over several lengths: the JSON (F-Attn by length, every length's result, provenance with the
+    lengths measured and, where a short text gave less, those asked) and the writer of each length's tables and
+    heatmaps, the per-layer and per-length figures and the length table."""
+    from .metrics.sink import length_frame
+    from .plots import sink as plots
+
+    measured = [r.settings["seq_len"] for r in results]   # a short text gives shorter sequences than asked
+    prov = provenance({"seq_lens": measured, **({"seq_lens_asked": asked} if measured != asked else {}),
+                       **results[-1].settings}, [model])
+    payload = {"f_attn": {r.settings["seq_len"]: r.f_attn for r in results},
+               "lengths": [{"seq_len": r.settings["seq_len"], **r.to_dict()} for r in results], "provenance": prov}
+
+    def fill(w: Writer) -> None:
+        for r in results:
+            n = r.settings["seq_len"]
+            for stem, df in r.tables().items():
+                w.table(f"{stem}_{n}", df)
+            w.figure(f"sink_heatmap_{n}", plots.heatmap(r))
+            if r.learned_sink is not None:
+                w.figure(f"learned_sink_heatmap_{n}", plots.learned_sink_heatmap(r))
+        w.figure("sink_layers", plots.per_layer(results))
+        w.table("sink_lengths", length_frame(results))
+        w.figure("sink_lengths", plots.per_length(results))
+        w.json("sink.json", payload)
+
+    return payload, fill
+
+
+def comparison_files(c) -> tuple[dict, Callable[[Writer], None]]:
+    """`gatelens compare`'s JSON (the table's rows, settings, every model's details, provenance) and the writer of
+    the table (captioned with what was measured), the metrics' comparison figures and the JSON."""
+    from . import plots
+
+    payload = {**c.to_dict(), "provenance": provenance(c.settings, [r.info for r in c.reports])}
+
+    def fill(w: Writer) -> None:
+        w.table("compare", c.to_frame(), f"gatelens compare: {c.what()}")
+        for stem, fig in plots.compare_figures_of(c).items():
+            w.figure(stem, fig)
+        w.json("compare.json", payload)
+
+    return payload, fill

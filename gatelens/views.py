@@ -116,3 +116,12 @@ def heads_html(result, title: str = "") -> str:
     body = "<div><label>statistic <select id='stat'></select></label> <span id='range'></span></div>\n" \
            "<canvas id='map'></canvas>"
     return _page(title or f"Per-head statistics of {result.model['spec']}", sub, body, data, _HEADS_JS)
+
+
+def head_results(result) -> list:
+    """The per-head results inside a command's result (itself, or the parts of a composite such as `sinks`), those
+    with layers: one heads view each."""
+    from .metrics.base import HeadResult
+
+    parts = [result] + [v for v in vars(result).values() if isinstance(v, HeadResult)]
+    return [p for p in parts if isinstance(p, HeadResult) and p.layers]

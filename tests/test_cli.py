@@ -184,7 +184,8 @@ def test_compare_loads_every_hub_model_at_the_revision_given(monkeypatch, tmp_pa
 
 def test_list_options_arrive_stripped_and_in_order(monkeypatch, tmp_path):
     """The one list parser's result is what the command measures: `--seq-len ' 16, 8'` sweeps 16 then 8."""
-    from gatelens import GatelensError, cli
+    from gatelens import GatelensError
+    from gatelens.settings import Settings
 
     lengths = []
 
@@ -192,7 +193,7 @@ def test_list_options_arrive_stripped_and_in_order(monkeypatch, tmp_path):
         lengths.extend(self.lengths())
         raise GatelensError("stop before loading")
 
-    monkeypatch.setattr(cli.Measuring, "load", load)
+    monkeypatch.setattr(Settings, "load", load)
     r = run("sink", "mech-baseline", "--seq-len", " 16, 8", "--out", tmp_path / "o")
     assert r.exit_code == 2 and "stop before loading" in r.stderr, r.output
     assert lengths == [16, 8]

@@ -22,23 +22,9 @@ from pathlib import Path
 from ..errors import GatelensError
 from ..models.gate_kinds import GATE_KINDS, GATES
 from ..models.tokenizer import SPECIALS
-from ..options import Range
+from ..options import Range, setting  # noqa: F401 - setting: TrainConfig's fields
 
 RECIPES = Path(__file__).resolve().parent.parent / "zoo" / "recipes"   # mech.toml, text.toml
-
-
-def setting(default=MISSING, *, gt=None, ge=None, lt=None, le=None, choices=(),
-            pattern: tuple[str, str] | None = None, help: str = "", factory=None):
-    """A TrainConfig field with what it may hold and what it means, declared in its metadata (so range and help are
-    written where the field is defined, and `gatelens train` makes its option from them): a Range for numbers
-    (gt/ge/lt/le), `choices` or a `pattern` (regular expression, and the words that say it) for text, the option's
-    `help`. `check_setting` checks a value against it."""
-    bounds = (gt, ge, lt, le)
-    meta = {"range": Range(*bounds) if any(b is not None for b in bounds) else None, "choices": tuple(choices),
-            "pattern": pattern, "help": help}
-    if factory is not None:
-        return field(default_factory=factory, metadata=meta)
-    return field(default=default, metadata=meta)
 
 
 GATE_HELP = "the attention gate: " + ", ".join(k.name + (f" ({k.position})" if k.position else "")
