@@ -30,10 +30,9 @@ import psutil
 import torch
 
 from . import data
-from .models.load import Loaded
 from .measure import run
 from .metrics import Gates, Heads, Massive, Norms, Sink
-
+from .models.load import Loaded
 
 METHODS = ["bare", "sink", "massive", "gates", "norms", "heads", "all", "tl_cache", "eager"]
 

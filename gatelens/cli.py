@@ -8,73 +8,29 @@ Errors a user can fix arrive as GatelensError and are printed as one line (exit 
 
 from __future__ import annotations
 
-import inspect
-import json
-import os
-import sys
 from collections.abc import Callable
-from dataclasses import fields, replace
-from functools import wraps
+from dataclasses import replace
 from pathlib import Path
-from typing import Annotated, Optional, get_args, get_type_hints
+from typing import Annotated, Optional
 
 import typer
 from rich.progress import TextColumn
 
+from . import commandline, terminal
+from .commandline import measuring_options, setting_option, train_options
 from .errors import GatelensError
-from .models.gate_kinds import GATES
-from .options import HEADS, LAYERS, SEQ_LENS, ListOption
-from .report import check_writable, output_folder
-from .settings import DATASETS, DTYPES, Settings
-from .terminal import emit_json, err_console, out_console, progress, show, wrote
-from . import terminal
+from .options import HEADS, LAYERS, ListOption
+from .report import output_folder
+from .settings import Settings
+from .terminal import emit_json, out_console, progress, show, wrote
 
-
-def _untyped_flags(params: list) -> list:
-    """Help as the ecosystem writes it: a flag shows no type (click's style, not typer 0.29's `<bool>`)."""
-    for p in params:
-        if getattr(p, "is_flag", False) and p.metavar is None:
-            p.metavar = ""
-    return params
-
-
-class _Command(typer.core.TyperCommand):
-    def get_params(self, ctx):
-        return _untyped_flags(super().get_params(ctx))
-
-
-class _Group(typer.core.TyperGroup):
-    def get_params(self, ctx):
-        return _untyped_flags(super().get_params(ctx))
-
-    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
-        """A usage mistake (bad value, unknown option, missing argument) is one line on stderr, exit 2, like
-        every other user mistake, instead of click's boxed usage message."""
-        if not standalone_mode:
-            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
-        try:
-            rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
-        except typer.Abort:
-            print("aborted", file=sys.stderr)
-            sys.exit(1)
-        except typer.TyperException as e:  # typer's own click: UsageError, BadParameter, NoSuchOption ...
-            if not hasattr(e, "format_message"):
-                raise
-            where = e.ctx.command_path if getattr(e, "ctx", None) is not None else "gatelens"
-            cause = e.__cause__  # a list option's own one line (gatelens.options), as every GatelensError reads
-            message = " ".join((str(cause) if isinstance(cause, GatelensError) else e.format_message()).split())
-            print(f"error: {message} (see `{where} --help`)", file=sys.stderr)
-            sys.exit(getattr(e, "exit_code", 2))
-        sys.exit(rv if isinstance(rv, int) else 0)
-
-
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, cls=_Group,
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, cls=commandline.Group,
                   help="Measure what a sigmoid gate after SDPA changes inside a language model.")
 
 
 def command(name: str):
     """`@app.command(name)` with gatelens' help style."""
-    return app.command(name, cls=_Command)
+    return app.command(name, cls=commandline.Command)
 
 
 
@@ -89,94 +45,11 @@ Model = Annotated[str, typer.Argument(help="zoo name, smollm2-135m, checkpoint f
 Out = Annotated[Optional[Path], typer.Option("--out", help="output folder (default results/<command>/<model>)")]
 Json = Annotated[bool, typer.Option("--json", help="print one JSON object to stdout and nothing else there")]
 Html = Annotated[bool, typer.Option("--html", help="also write interactive views (self-contained HTML, offline)")]
-Eps = Annotated[float, typer.Option("--eps", help=fields(Settings)[-1].metadata["help"])]
-# the Settings fields other commands declare too, as options of their own
-SeqLen = Annotated[tuple, typer.Option("--seq-len", metavar="N[,N...]", parser=SEQ_LENS.typer(),
-                                       help="tokens per sequence; a comma list sweeps lengths (sink)")]
-BatchSize = Annotated[int, typer.Option("--batch-size", min=1, help="sequences per forward pass")]
-Device = Annotated[str, typer.Option("--device", metavar="[cpu|cuda|cuda:N|auto]",
-                                     help="cpu, cuda, cuda:N or auto (accelerate device map)")]
-Dtype = Annotated[str, typer.Option("--dtype", metavar="[" + "|".join(DTYPES) + "]", help="weights and activations")]
-TextFile = Annotated[Optional[Path], typer.Option("--text", help="UTF-8 text file to measure on")]
-Bos = Annotated[bool, typer.Option("--bos/--no-bos", help="prepend the model's BOS token to each sequence")]
-
-
-def _setting_option(f) -> object:
-    """The Typer option of a Settings field, made from its declaration (name, help, metavar, lower bound)."""
-    name = "--" + ("text" if f.name == "text_file" else f.name.replace("_", "-"))
-    meta, kw = f.metadata, {}
-    if f.name == "seq_len":
-        kw["parser"] = SEQ_LENS.typer()
-    if meta["range"] is not None and meta["range"].ge is not None and f.type in ("int", int):
-        kw["min"] = meta["range"].ge
-    names = (f"{name}/--no-{name[2:]}",) if f.name == "bos" else (name,)
-    return typer.Option(*names, help=meta["help"], metavar=meta["metavar"], **kw)
-
-
-_SETTING_TYPES = {"text_file": Optional[Path], "dataset": Optional[str], "seq_len": tuple, "revision": Optional[str]}
-_OUTPUT = {"out": (Out, None), "json_out": (Json, False), "html": (Html, False)}
-
-
-def measuring(fn: Callable) -> Callable:
-    """Add an option for every `Settings` field (but eps, which the commands that use it declare) and the output
-    options to a command; it receives `settings` (a Settings) and `out`, `json_out`, `html`."""
-    hints = get_type_hints(Settings)
-    wanted = [f for f in fields(Settings) if f.name != "eps"]
-    extra = [inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default if f.name != "seq_len"
-                               else "256", annotation=Annotated[_SETTING_TYPES.get(f.name, hints[f.name]),
-                                                                _setting_option(f)]) for f in wanted]
-    extra += [inspect.Parameter(k, inspect.Parameter.KEYWORD_ONLY, default=d, annotation=a)
-              for k, (a, d) in _OUTPUT.items()]
-    sig = inspect.signature(fn, eval_str=True)
-    own = [p for p in sig.parameters.values() if p.name not in ("settings", *_OUTPUT)]
-
-    @wraps(fn)
-    def wrapper(*args, **kwargs):
-        given = {f.name: kwargs.pop(f.name) for f in wanted}
-        settings = Settings(**given, **({"eps": kwargs["eps"]} if "eps" in kwargs else {}))
-        return fn(*args, settings=settings, **{k: kwargs.pop(k) for k in _OUTPUT}, **kwargs)
-
-    wrapper.__signature__ = sig.replace(parameters=own + extra)
-    wrapper.__annotations__ = {p.name: p.annotation for p in own + extra}
-    return wrapper
-
-
-def _quiet_libraries() -> None:
-    """transformers' warnings and progress bars off, by environment (read when transformers is first imported,
-    so a command that never loads a model never imports it)."""
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    os.environ.setdefault("TQDM_DISABLE", "1")  # the GGUF dequantizer draws its own tqdm bar
-    if "transformers" in sys.modules:  # a notebook or test that imported it first
-        import transformers
-
-        transformers.utils.logging.set_verbosity_error()
-        transformers.utils.logging.disable_progress_bar()
-
-
-def user_errors(fn: Callable) -> Callable:
-    """Turn GatelensError (and out-of-memory) into one line on stderr and exit code 2."""
-    own = inspect.signature(fn).parameters  # the command's options: a message names only those it has
-
-    @wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            _quiet_libraries()
-            terminal.show_notes()
-            return fn(*args, **kwargs)
-        except GatelensError as e:
-            terminal.error(str(e))
-            raise typer.Exit(2) from None
-        except MemoryError:
-            smaller = " or ".join(f"--{n.replace('_', '-')}" for n in ("batch_size", "seq_len")
-                                  if n in own or "settings" in own)
-            terminal.error(f"out of memory; {f'use a smaller {smaller}' if smaller else 'close other programs'}")
-            raise typer.Exit(2) from None
-        except KeyboardInterrupt as e:  # its message, if any, says what was kept (train's checkpoint)
-            err_console.print(f"interrupted; {e or 'nothing was written'}", markup=False)
-            raise typer.Exit(130) from None
-
-    return wrapper
+Eps = setting_option("eps")
+measuring = measuring_options({"out": (Out, None), "json_out": (Json, False), "html": (Html, False)})
+# the Settings fields that other commands take too, each as its own option
+SeqLen, BatchSize, Device, Dtype, TextFile, Bos = (setting_option(n) for n in ("seq_len", "batch_size", "device",
+                                                                                "dtype", "text_file", "bos"))
 
 
 def _device(device: str) -> str:
@@ -254,7 +127,7 @@ def main(version: Annotated[bool, typer.Option("--version", callback=version_cal
 
 
 @command("sink")
-@user_errors
+@commandline.user_errors
 @measuring
 def sink_cli(model: Model, eps: Eps = 0.3, *, settings: Settings, out: Path, json_out: bool, html: bool):
     """First-token attention share (F-Attn) per layer and head, and the sink rate."""
@@ -264,7 +137,7 @@ def sink_cli(model: Model, eps: Eps = 0.3, *, settings: Settings, out: Path, jso
     check_eps(eps)
     out = output_folder(out, "sink", [model])
     loaded = _on_device(settings).load(model)
-    inputs = settings.sweep_inputs(loaded, check=lambda xs: check_distinct(settings.seq_len, xs))
+    inputs = settings.sweep_inputs(loaded, check=settings.check_distinct)
     results = [run_metric("sink", loaded, i, settings, eps=eps) for i in inputs]
     if len(results) == 1:
         return publish("sink", results[0], [loaded.info.to_dict()], out, json_out, html)
@@ -276,17 +149,8 @@ def sink_cli(model: Model, eps: Eps = 0.3, *, settings: Settings, out: Path, jso
         wrote(files, out)
 
 
-def check_distinct(asked, inputs: list) -> None:
-    """A sweep whose text is too short for several of its lengths would measure the same sequences twice."""
-    measured = [min(i.seq_len, i.longest) for i in inputs]
-    if len(set(measured)) < len({i.seq_len for i in inputs}):
-        asked = ",".join(map(str, asked)) if isinstance(asked, tuple) else asked
-        raise GatelensError(f"--seq-len {asked}: the text gives at most {max(measured)} tokens per sequence, so "
-                            f"several lengths would measure the same {max(measured)}; sweep lengths up to it")
-
-
 @command("sinks")
-@user_errors
+@commandline.user_errors
 @measuring
 def sinks_cli(model: Model,
               top_k: Annotated[int, typer.Option(min=1, help="top keys per layer and head")] = 5,
@@ -313,7 +177,7 @@ def sinks_cli(model: Model,
 
 
 @command("ablate")
-@user_errors
+@commandline.user_errors
 @measuring
 def ablate_cli(model: Model,
                what: Annotated[str, typer.Option("--what", metavar="[" + "|".join(ABLATIONS) + "]",
@@ -349,7 +213,7 @@ def ablate_cli(model: Model,
 
 
 @command("massive")
-@user_errors
+@commandline.user_errors
 @measuring
 def massive_cli(model: Model,
                 top_k: Annotated[int, typer.Option(min=1, help="top activations per layer")] = 5,
@@ -365,7 +229,7 @@ def massive_cli(model: Model,
 
 
 @command("gates")
-@user_errors
+@commandline.user_errors
 @measuring
 def gates_cli(model: Model, *, settings: Settings, out: Path, json_out: bool, html: bool):
     """Gate-score sparsity of a gated model: per layer and head, histograms, query dependence."""
@@ -373,7 +237,7 @@ def gates_cli(model: Model, *, settings: Settings, out: Path, json_out: bool, ht
 
 
 @command("norms")
-@user_errors
+@commandline.user_errors
 @measuring
 def norms_cli(model: Model, *, settings: Settings, out: Path, json_out: bool, html: bool):
     """Norms of every token's hidden state, key and value per layer (Gu et al. 2024, Sun et al. 2024): the first
@@ -382,7 +246,7 @@ def norms_cli(model: Model, *, settings: Settings, out: Path, json_out: bool, ht
 
 
 @command("heads")
-@user_errors
+@commandline.user_errors
 @measuring
 def heads_cli(model: Model,
               sink_weight: Annotated[float, typer.Option(help="dormant: at least this weight on key 0, in (0, 1]")] = 0.5,
@@ -398,7 +262,7 @@ def heads_cli(model: Model,
 
 
 @command("measure")
-@user_errors
+@commandline.user_errors
 @measuring
 def measure_cli(metric: Annotated[str, typer.Argument(help="a registered metric (gatelens' own or another package's)")],
                 model: Model, *, settings: Settings, out: Path, json_out: bool, html: bool):
@@ -421,7 +285,7 @@ def measure_cli(metric: Annotated[str, typer.Argument(help="a registered metric 
 
 
 @command("rank")
-@user_errors
+@commandline.user_errors
 @measuring
 def rank_cli(model: Model,
              tol: Annotated[float, typer.Option(help="numerical rank: sigma > tol x max, in (0, 1)")] = 1e-3,
@@ -440,7 +304,7 @@ def rank_cli(model: Model,
 
 
 @command("emergence")
-@user_errors
+@commandline.user_errors
 @measuring
 def emergence_cli(runs: Annotated[list[str], typer.Argument(
         help="run folders trained with --keep-checkpoints (every checkpoint is measured), or model specs (one point)")],
@@ -463,7 +327,7 @@ def emergence_cli(runs: Annotated[list[str], typer.Argument(
 
 
 @command("compare")
-@user_errors
+@commandline.user_errors
 @measuring
 def compare_cli(models: Annotated[list[str], typer.Argument(help="BASELINE GATED... (first is the baseline)")],
                 eps: Eps = 0.3, *, settings: Settings, out: Path, json_out: bool, html: bool):
@@ -490,77 +354,8 @@ def compare_cli(models: Annotated[list[str], typer.Argument(help="BASELINE GATED
         wrote(files, out)
 
 
-def _train_option(field: str, text: str, *names: str):
-    """A `gatelens train` option for a TrainConfig field; its help ends with the default used when neither the
-    option nor the --config file sets the field (the option defaults to None: not given). A field whose default
-    is None says in `text` what None means."""
-    from dataclasses import MISSING
-
-    from .train.config import TrainConfig
-
-    f = next(f for f in fields(TrainConfig) if f.name == field)
-    if f.metadata.get("range") is not None:  # the range the field declares, shown where the option is
-        text = f"{text}, {f.metadata['range']}"
-    default = f.default_factory() if f.default_factory is not MISSING else f.default
-    flag = isinstance(default, bool)
-    if flag:
-        default = f"--{'' if default else 'no-'}{field.replace('_', '-')}"
-    choices = {"gate": GATES, "device": ("cpu", "cuda", "cuda:N", "auto"), "save_dtype": ("float32", "bfloat16")}
-    metavar = "" if flag else "[" + "|".join(choices[field]) + "]" if field in choices else None
-    return typer.Option(*names, help=text if default in (MISSING, None) else f"{text} (default: {default})",
-                        metavar=metavar)
-
-
-def train_config_from_options(config: Path | None = None, **options):
-    """The TrainConfig of `gatelens train`: the --config recipe (if any), then every option given (not None) over it."""
-    from .train.config import TrainConfig, read_recipe
-
-    settings = read_recipe(config) if config is not None else {}
-    given = {k: v for k, v in options.items() if v is not None}
-    if isinstance(given.get("task_params"), str):
-        try:
-            given["task_params"] = json.loads(given["task_params"])
-        except json.JSONDecodeError as e:
-            raise GatelensError(f"--task-params is not valid JSON ({e.msg}); example: '{{\"vocab\": 64}}'") from None
-        if not isinstance(given["task_params"], dict):
-            raise GatelensError("--task-params must be a JSON object; example: '{\"vocab\": 64}'")
-    settings.update(given)
-    if "out" not in settings:
-        raise GatelensError("no output folder: pass --out DIR (or set out in the --config file)")
-    cfg = TrainConfig(**settings)   # every field against its declared range, then the files it names
-    check_writable(Path(cfg.out))
-    return cfg
-
-
-def train_options(fn: Callable) -> Callable:
-    """Add an option for every TrainConfig field to `gatelens train`, made from the field's declaration (type, help,
-    range, default): a field added to TrainConfig is an option without a line here. The command receives them as
-    `options` (None: not given, so the --config recipe or the field's default holds)."""
-    from .train.config import TrainConfig
-
-    hints = get_type_hints(TrainConfig)
-    cli_type = {dict: str}   # task_params: JSON text on the command line
-    params = []
-    for f in fields(TrainConfig):
-        t = hints[f.name]
-        t = next((a for a in get_args(t) if a is not type(None)), t)
-        flag = (f"--{f.name.replace('_', '-')}/--no-{f.name.replace('_', '-')}",) if t is bool else ()
-        params.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[
-            Optional[cli_type.get(t, t)], _train_option(f.name, f.metadata["help"], *flag)]))
-    sig = inspect.signature(fn, eval_str=True)
-    own = [p for p in sig.parameters.values() if p.name != "options"]
-
-    @wraps(fn)
-    def wrapper(*args, **kwargs):
-        return fn(*args, options={p.name: kwargs.pop(p.name) for p in params}, **kwargs)
-
-    wrapper.__signature__ = sig.replace(parameters=own + params)
-    wrapper.__annotations__ = {p.name: p.annotation for p in own + params}
-    return wrapper
-
-
 @command("train")
-@user_errors
+@commandline.user_errors
 @train_options
 def train_cli(
     config: Annotated[Optional[Path], typer.Option(
@@ -571,9 +366,10 @@ def train_cli(
 ):
     """Train a baseline or gated twin (same init, data order and schedule for every --gate), from a --config recipe
     and/or options."""
+    from .train.config import from_options
     from .train.trainer import train
 
-    cfg = train_config_from_options(config, **options)
+    cfg = from_options(config, **options)
     with progress("train", TextColumn("{task.fields[info]}")) as bar:
         task = bar.add_task("", total=cfg.steps, info="")
 
@@ -590,7 +386,7 @@ def train_cli(
 
 
 @command("bench")
-@user_errors
+@commandline.user_errors
 def bench_cli(model: Annotated[str, typer.Argument(help="model spec, or random:PRESET (tiny-qwen3, qwen3-1.7b, "
                                                         "qwen3.5-gated-1.7b)")] = "random:tiny-qwen3",
               seq_len: SeqLen = "512,2048,8192", batch_size: BatchSize = 1,
@@ -630,7 +426,7 @@ def bench_cli(model: Annotated[str, typer.Argument(help="model spec, or random:P
 
 
 @command("attn-map")
-@user_errors
+@commandline.user_errors
 def attn_map_cli(models: Annotated[list[str], typer.Argument(help="one model, or several side by side")],
                  layer: Annotated[int, typer.Option("--layer", help="attention layer index")] = 0,
                  head: Annotated[Optional[int], typer.Option("--head", help="head index; omit for the mean")] = None,
@@ -667,7 +463,7 @@ def attn_map_cli(models: Annotated[list[str], typer.Argument(help="one model, or
 
 
 @command("figures")
-@user_errors
+@commandline.user_errors
 def figures_cli(config: Annotated[Path, typer.Option("--config", help="models and settings (TOML)")]
                 = Path("figures.toml"),
                 only: Annotated[Optional[list[str]], typer.Option("--only", help="run just this analysis")] = None,
@@ -685,7 +481,7 @@ def figures_cli(config: Annotated[Path, typer.Option("--config", help="models an
 
 
 @command("models")
-@user_errors
+@commandline.user_errors
 def models_cli(out: Annotated[Path, typer.Option("--out", help="Markdown table to write (a .json of the rows "
                                                               "is written beside it)")] = Path("results/MODELS.md"),
                types: Annotated[Optional[tuple], typer.Option("--types", metavar="TYPE[,TYPE...]", parser=TYPES.typer(),
@@ -723,7 +519,7 @@ def models_cli(out: Annotated[Path, typer.Option("--out", help="Markdown table t
 
 
 @command("zoo")
-@user_errors
+@commandline.user_errors
 def zoo_cli(json_out: Json = False):
     """List the models shipped inside gatelens."""
     from .models import zoo
@@ -732,7 +528,7 @@ def zoo_cli(json_out: Json = False):
 
 
 @command("cache")
-@user_errors
+@commandline.user_errors
 def cache_cli(clear: Annotated[bool, typer.Option("--clear", help="delete what gatelens wrote in its cache "
                                                   "(its gguf/ and offload/ folders; nothing else)")] = False,
               json_out: Json = False):

@@ -273,6 +273,7 @@ def _is_refusal(e: BaseException) -> bool:
 
 def _check(model_type: str, tmp: Path, row: Row, seq_len: int, n_seqs: int) -> None:
     import gatelens
+
     from .metrics.sink import f_attn_reference
 
     try:
@@ -403,8 +404,8 @@ def _gate_check(loaded, ids) -> float | None:
     before W_O) divided by the SDPA output (a cross-check that needs no knowledge of the layout), over entries where
     the SDPA output is not tiny; None if not observable."""
     from . import attention
-    from .models.gate_logits import gate_logits
     from .models.discover import GATED, modeling_folder
+    from .models.gate_logits import gate_logits
 
     if loaded.family.native:
         return _paper_gate_check(loaded, ids)

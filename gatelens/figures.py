@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+import tomllib
+
 from .errors import GatelensError
+from .settings import Settings
 
 DEFAULT_CONFIG = "figures.toml"
 
@@ -36,6 +38,10 @@ class Group:
     per_seed: str | None = None                        # JSON of per-seed runs (the ablation), relative to the config
     metrics: list[str] = field(default_factory=list)   # registered metrics whose tables and figures analyses/metrics.py writes
     emergence: str | None = None                       # JSON of `gatelens emergence` (a checkpointed pair), likewise
+
+    def settings(self, batch_size: int = 4, **change) -> Settings:
+        """How this group's models are measured (`change`: e.g. another seq_len for the length sweep)."""
+        return Settings(**{"seq_len": self.seq_len, "n_seqs": self.n_seqs, "batch_size": batch_size, **change})
 
 
 @dataclass
@@ -89,17 +95,21 @@ class Context:
 
     def results(self, spec: str, seq_len: int, n_seqs: int):
         """A `measure.Report` (every standard metric of the registry) for one model and setting."""
-        from .measure import prepare_inputs, report
+        return self.measured(spec, Settings(seq_len=seq_len, n_seqs=n_seqs, batch_size=self.config.batch_size))
 
-        key = (spec, seq_len, n_seqs)
+    def measured(self, spec: str, settings: Settings):
+        """A `measure.Report` for one model under `settings` (measured once, then cached)."""
+        from .measure import report
+
+        key = (spec, json.dumps(settings.to_dict(), sort_keys=True))
         if key not in self._results:
-            loaded = self.loaded(spec)
-            inputs = prepare_inputs(loaded, seq_len=seq_len, n_seqs=n_seqs)
-            self._results[key] = report(loaded, inputs, batch_size=self.config.batch_size)
+            loaded = settings.load(self.loaded(spec))
+            self._results[key] = report(loaded, settings.inputs(loaded), batch_size=settings.batch_size,
+                                        options=settings.metric_options())
         return self._results[key]
 
     def group_results(self, group: Group):
-        return [self.results(m, group.seq_len, group.n_seqs) for m in group.models]
+        return [self.measured(m, group.settings(self.config.batch_size)) for m in group.models]
 
     def write(self, stem: str, frame=None, fig=None, models: list[dict] | None = None, settings: dict | None = None):
         """figures/<stem>.csv (+ .md), .png, .pdf and .meta.json, all or nothing.

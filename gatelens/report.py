@@ -195,7 +195,7 @@ def result_files(command: str, result, models: list[dict], *, extra: dict | None
         for stem, fig in plots.figures(result).items():
             w.figure(stem, fig)
         if html:
-            from .views import heads_html, head_results
+            from .views import head_results, heads_html
 
             for part in head_results(result):
                 w.html(f"{part.__class__.__name__.removesuffix('Result').lower()}_heads", heads_html(part))

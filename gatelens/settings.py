@@ -103,6 +103,14 @@ class Settings:
         """The same settings at one length."""
         return replace(self, seq_len=(seq_len,))
 
+    def check_distinct(self, inputs: list) -> None:
+        """A sweep whose text is too short for several of its lengths would measure the same sequences twice."""
+        measured = [min(i.seq_len, i.longest) for i in inputs]
+        if len(set(measured)) < len({i.seq_len for i in inputs}):
+            raise GatelensError(f"--seq-len {','.join(map(str, self.seq_len))}: the text gives at most "
+                                f"{max(measured)} tokens per sequence, so several lengths would measure the same "
+                                f"{max(measured)}; sweep lengths up to it")
+
     def metric_options(self) -> dict[str, dict]:
         """The options of the registry's metrics these settings set (the sink threshold of F-Attn's sink rate and
         of the received-attention pass)."""

@@ -664,9 +664,9 @@ def test_choices_are_shown_for_device_dtype_gate_methods():
 
 
 def test_cli_choice_lists_match_the_library():
-    from gatelens import bench, cli, data
+    from gatelens import bench, cli, data, settings
 
-    assert tuple(cli.DATASETS) == tuple(data.DATASETS)
+    assert tuple(settings.DATASETS) == tuple(data.DATASETS)
     assert tuple(cli.BENCH_METHODS) == tuple(bench.METHODS)
 
 

@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import os
 import re
-import tomllib
 import types
 import typing
-from dataclasses import MISSING, dataclass, field, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
+
+import tomllib
 
 from ..errors import GatelensError
 from ..models.gate_kinds import GATE_KINDS, GATES
@@ -228,3 +229,27 @@ def read_recipe(path: str | Path) -> dict:
             raise GatelensError(f"recipe {path}: unknown setting {key!r}; valid settings: {', '.join(FIELDS)}")
         raw[key] = check_setting(key, value, path)
     return raw
+
+
+def from_options(config: Path | None = None, **options) -> TrainConfig:
+    """The TrainConfig of `gatelens train`: the --config recipe (if any), then every option given (not None) over it
+    (`task_params` as JSON text), the output folder checked writable before any work."""
+    import json
+
+    from ..report import check_writable
+
+    settings = read_recipe(config) if config is not None else {}
+    given = {k: v for k, v in options.items() if v is not None}
+    if isinstance(given.get("task_params"), str):
+        try:
+            given["task_params"] = json.loads(given["task_params"])
+        except json.JSONDecodeError as e:
+            raise GatelensError(f"--task-params is not valid JSON ({e.msg}); example: '{{\"vocab\": 64}}'") from None
+        if not isinstance(given["task_params"], dict):
+            raise GatelensError("--task-params must be a JSON object; example: '{\"vocab\": 64}'")
+    settings.update(given)
+    if "out" not in settings:
+        raise GatelensError("no output folder: pass --out DIR (or set out in the --config file)")
+    cfg = TrainConfig(**settings)   # every field against its declared range, then the files it names
+    check_writable(Path(cfg.out))
+    return cfg
