@@ -345,7 +345,7 @@ def run_metric(name: str, loaded, inputs, opts: Measuring, **probe_options):
 
 def publish(command: str, loaded, result, opts: Measuring, out: Path, extra: dict | None = None) -> None:
     """A one-result command's outputs: its tables, figures (the result's own) and JSON; then the terminal view."""
-    from . import report
+    from . import plots, report
 
     payload = {**result.to_dict(), **(extra or {}),
                "provenance": report.provenance(result.settings, [loaded.info.to_dict()])}
@@ -357,7 +357,7 @@ def publish(command: str, loaded, result, opts: Measuring, out: Path, extra: dic
     def fill(w):
         for stem, df in result.tables().items():
             w.table(stem, df, caption)
-        for stem, fig in result.figures().items():
+        for stem, fig in plots.figures(result).items():
             w.figure(stem, fig)
         if opts.html:
             from .views import heads_html
@@ -656,9 +656,8 @@ def emergence_cli(runs: Annotated[list[str], typer.Argument(
         *, opts: Measuring):
     """Sink emergence across training (Gu et al. 2024): F-Attn, sink rate, M-Act and mean gate of every checkpoint
     a run kept, against tokens seen; baseline and gated twins on one figure."""
-    from . import report
+    from . import plots, report
     from .emergence import emergence
-    from .plots import emergence as plots
 
     out = opts.output("emergence", *runs)
     with progress("emergence") as bar:
@@ -692,7 +691,7 @@ def emergence_cli(runs: Annotated[list[str], typer.Argument(
 def compare_cli(models: Annotated[list[str], typer.Argument(help="BASELINE GATED... (first is the baseline)")],
                 eps: Eps = 0.3, *, opts: Measuring):
     """The paper's table for any models: F-Attn, sink rate, M-Act, gate score, rank, perplexity."""
-    from . import report
+    from . import plots, report
     from .compare import compare_models
     from .metrics.sink import check_eps
 
@@ -720,7 +719,7 @@ def compare_cli(models: Annotated[list[str], typer.Argument(help="BASELINE GATED
 
     def fill(w):
         w.table("compare", df, f"gatelens compare: {what}")
-        for stem, fig in c.figures().items():
+        for stem, fig in plots.figures(c).items():
             w.figure(stem, fig)
         w.json("compare.json", payload)
 
