@@ -1,12 +1,13 @@
 """Any registered metric a group names (`metrics = ["entropy"]` in figures.toml): its tables and figures per model.
 
-The metric's result says what its tables and figures are (`tables()`, `figures()`), so a metric added to the
-registry, by a module of gatelens or by another package's entry point, appears in `gatelens figures` without a
-script of its own.
+The metric's result says what its tables are (`tables()`) and the plots registry what its figures are
+(`gatelens.plots.figures`), so a metric added to the registry, by a module of gatelens or by another package's
+entry point, appears in `gatelens figures` without a script of its own.
 """
 
 from pathlib import Path
 
+from gatelens import plots
 from gatelens.errors import GatelensError
 from gatelens.figures import main_for_script
 from gatelens.metrics import METRICS
@@ -25,7 +26,7 @@ def make(ctx, group):
             stem = f"{group.name}_{Path(spec).name}"
             for part, frame in r.tables().items():
                 files += ctx.write(f"{stem}_{part}", frame, None, [r.model], r.settings)
-            for part, fig in r.figures().items():
+            for part, fig in plots.figures(r).items():
                 files += ctx.write(f"{stem}_{part}", None, fig, [r.model], r.settings)
     return files
 

@@ -221,11 +221,6 @@ class AblationResult(Result):
                 rows.append({"what": r.what, "layers": r.layers, "layer": layer, "f_attn": r.f_attn_layers[i]})
         return pd.DataFrame(rows)
 
-    def figures(self) -> dict:
-        from .plots import ablate
-
-        return ablate.figures(self)
-
     def tables(self) -> dict:
         return {"ablate": self.to_frame(), "ablate_layers": self.layer_frame()}
 

@@ -298,5 +298,21 @@ def load_for_bench(model: str, lens: list[int], *, device: str = "cpu", dtype: s
 
 
 
+def bench_files(model: str, loaded, rows: list, lens: list[int], *, batch_size: int, repeats: int, dtype: str,
+                device: str) -> tuple:
+    """`gatelens bench`'s table (one row per length and pass), its JSON with provenance and any timing problem (a
+    machine too noisy for ratios), and the writer of both."""
+    import pandas as pd
+
+    from .report import provenance
+
+    df = pd.DataFrame([vars(r) for r in rows])
+    settings = {"model": model, "seq_lens": lens, "batch_size": batch_size, "repeats": repeats, "dtype": dtype,
+                "device": device, "machine": machine()}
+    payload = {"rows": df.to_dict(orient="records"), "provenance": provenance(settings, [loaded.info.to_dict()]),
+               "timing_problem": timing_problem(rows)}
+    return df, payload, lambda w: (w.table("bench", df), w.json("bench.json", payload))
+
+
 VIEW_COLUMNS = {"seq_len": "tokens", "method": "method", "seconds": "seconds (median)", "time_ratio": "time / bare",
                 "peak_mb": "peak MiB", "mem_ratio": "mem / bare", "tokens_per_s": "tokens/s", "note": "note"}

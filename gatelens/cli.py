@@ -399,7 +399,6 @@ def bench_cli(model: Annotated[str, typer.Argument(help="model spec, or random:P
               out: Out = None, json_out: Json = False):
     """Time and peak memory of each gatelens pass against the bare forward, TransformerLens and eager."""
     from . import bench
-    from .report import bench_files
 
     wanted = list(methods) if methods is not None else None
     Settings(device=device, dtype=dtype)   # checks both
@@ -414,7 +413,7 @@ def bench_cli(model: Annotated[str, typer.Argument(help="model spec, or random:P
         task = bar.add_task("", total=len(lens) * len(wanted or bench.METHODS))
         bench.bench(loaded, lens, batch=batch_size, repeats=repeats, methods=wanted, bridge=bridge,
                     on_row=lambda r: (rows.append(r), bar.advance(task)))
-    df, payload, fill = bench_files(model, loaded, rows, lens, batch_size=batch_size, repeats=repeats, dtype=dtype,
+    df, payload, fill = bench.bench_files(model, loaded, rows, lens, batch_size=batch_size, repeats=repeats, dtype=dtype,
                                     device=device)
     files = _write(out, fill, payload, json_out)
     if payload["timing_problem"]:
@@ -450,8 +449,9 @@ def attn_map_cli(models: Annotated[list[str], typer.Argument(help="one model, or
     Settings(device=device, dtype=dtype)   # checks both
     out = output_folder(out, "attn-map", models)
     body = data.read_text(text) if text is not None else prompt
-    maps, views = attn_maps(models, body, layer, head, seq_len, bos, max_size, device=device, dtype=dtype, html=html)
-    payload, fill = attn_map_files(maps, views, layer=layer, head=head, seq_len=seq_len, bos=bos, text=body, log=log)
+    maps, heads = attn_maps(models, body, layer, head, seq_len, bos, max_size, device=device, dtype=dtype,
+                            every_head=html)
+    payload, fill = attn_map_files(maps, heads, layer=layer, head=head, seq_len=seq_len, bos=bos, text=body, log=log)
     files = _write(out, fill, payload, json_out)
     if files is None:
         return

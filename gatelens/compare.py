@@ -28,14 +28,15 @@ class Comparison(Result):
         return {k: cls.result_type.LABELS.get(k, k.replace("_", " ")) for cls in METRICS.values() if cls.standard
                 for k in cls.result_type.COLUMNS}
 
-    def figures(self) -> dict:
-        """Each standard metric's figures across the models (the ones it measured), by file stem."""
-        figs = {}
+    def by_metric(self) -> dict[type, list]:
+        """Each standard metric's results across the models (the ones it measured), by result type, in the
+        registry's order; `plots.figures(comparison)` draws each metric's comparison figures from them."""
+        out = {}
         for name, cls in METRICS.items():
             results = [r.results.get(name) for r in self.reports if r.results.get(name) is not None]
             if cls.standard and results:
-                figs.update(cls.result_type.compare_figures(results))
-        return figs
+                out[cls.result_type] = results
+        return out
 
     def what(self) -> str:
         """What was measured, in words: the input and its shape, or, when the models were measured on different

@@ -51,11 +51,6 @@ class EmergenceResult(Result):
 
         return pd.DataFrame(self.rows, columns=list(self.COLUMNS))
 
-    def figures(self) -> dict:
-        from .plots import emergence
-
-        return emergence.figures(self)
-
     def tables(self) -> dict:
         return {"emergence": self.to_frame()}
 

@@ -104,23 +104,19 @@ def _ranges(xs: list[int]) -> str:
 
 def attn_maps(models: list[str], text: str | None, layer: int = 0, head: int | None = None, seq_len: int = 64,
               bos: bool = True, max_size: int = 512, *, device: str = "cpu", dtype: str = "float32",
-              html: bool = False) -> tuple[list, dict]:
+              every_head: bool = False) -> tuple[list, dict]:
     """`gatelens attn-map`: each model's map of one layer and head (or the head mean) on `text` (None: the model's
-    own data), and the interactive views (`html`: every head of the layer, exact maps only) by model name."""
+    own data) and, with `every_head` (the interactive view), each model's maps of the head mean and of every head of
+    the layer, by model name (exact maps only: a text longer than `max_size` is refused)."""
     from pathlib import Path
 
     from . import measure
 
     loaded = [measure.as_loaded(m, device=device, dtype=dtype) for m in models]
     maps = [text_map(lm, text, layer, head, seq_len, bos, max_size) for lm in loaded]
-    if html and any(mp.pooled != 1 for mp in maps):
+    if every_head and any(mp.pooled != 1 for mp in maps):
         raise GatelensError(f"--html shows the exact map: give a text of at most --max-size {max_size} tokens "
                             "(or raise --max-size)")
-    views = {}
-    if html:
-        from .views import attention_html
-
-        for lm in loaded:
-            every = [text_map(lm, text, layer, h, seq_len, bos, max_size) for h in [None, *range(lm.info.n_heads)]]
-            views[Path(lm.info.spec).name] = attention_html(every)
-    return maps, views
+    heads = {Path(lm.info.spec).name: [text_map(lm, text, layer, h, seq_len, bos, max_size)
+                                       for h in [None, *range(lm.info.n_heads)]] for lm in loaded} if every_head else {}
+    return maps, heads

@@ -204,11 +204,13 @@ def result_files(command: str, result, models: list[dict], *, extra: dict | None
     return payload, fill
 
 
-def attn_map_files(maps: list, views: dict, *, layer: int, head: int | None, seq_len: int, bos: bool,
+def attn_map_files(maps: list, heads: dict, *, layer: int, head: int | None, seq_len: int, bos: bool,
                    text: str | None, log: bool | None = None) -> tuple[dict, Callable[[Writer], None]]:
     """`attn-map`'s JSON payload (each model's first-token share of the one sequence mapped) and the writer of its
-    files: the figure, each model's pattern as CSV, the views and the JSON."""
+    files: the figure, each model's pattern as CSV, the interactive view of every head of the layer (`heads`, by
+    model name, from `patterns.attn_maps(every_head=True)`) and the JSON."""
     from .plots.attention import attention_figure
+    from .views import attention_html
 
     n = max(mp.n_tokens for mp in maps)  # what was mapped: a short --prompt gives fewer tokens than --seq-len
     measured = {"seq_len": n, **({"seq_len_asked": seq_len} if n < seq_len else {})}
@@ -223,25 +225,11 @@ def attn_map_files(maps: list, views: dict, *, layer: int, head: int | None, seq
         for mp in maps:
             name = Path(mp.model["spec"]).name
             pd.DataFrame(mp.pattern.numpy()).to_csv(w.path(f"{stem}_{name}.csv"), index=False, float_format="%.6g")
-        for name, page in views.items():
-            w.html(f"attn_map_L{layer}_{name}", page)
+        for name, every in heads.items():
+            w.html(f"attn_map_L{layer}_{name}", attention_html(every))
         w.json(f"{stem}.json", payload)
 
     return payload, fill
-
-
-def bench_files(model: str, loaded, rows: list, lens: list[int], *, batch_size: int, repeats: int, dtype: str,
-                device: str) -> tuple[pd.DataFrame, dict, Callable[[Writer], None]]:
-    """`gatelens bench`'s table (one row per length and pass), its JSON with provenance and any timing problem (a
-    machine too noisy for ratios), and the writer of both."""
-    from .bench import machine, timing_problem
-
-    df = pd.DataFrame([vars(r) for r in rows])
-    settings = {"model": model, "seq_lens": lens, "batch_size": batch_size, "repeats": repeats, "dtype": dtype,
-                "device": device, "machine": machine()}
-    payload = {"rows": df.to_dict(orient="records"), "provenance": provenance(settings, [loaded.info.to_dict()]),
-               "timing_problem": timing_problem(rows)}
-    return df, payload, lambda w: (w.table("bench", df), w.json("bench.json", payload))
 
 
 def sink_sweep_files(results: list, model: dict, asked: list[int]) -> tuple[dict, Callable[[Writer], None]]:
@@ -282,7 +270,7 @@ def comparison_files(c) -> tuple[dict, Callable[[Writer], None]]:
 
     def fill(w: Writer) -> None:
         w.table("compare", c.to_frame(), f"gatelens compare: {c.what()}")
-        for stem, fig in plots.compare_figures_of(c).items():
+        for stem, fig in plots.figures(c).items():
             w.figure(stem, fig)
         w.json("compare.json", payload)
 

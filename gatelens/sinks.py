@@ -33,11 +33,6 @@ class SinksResult(Result):
     def layer_frame(self):
         return self.received.layer_frame().merge(self.contribution.layer_frame(), on="layer")
 
-    def figures(self) -> dict:
-        from .plots import sinks
-
-        return sinks.figures(self)
-
     def tables(self) -> dict:
         return {**self.received.tables(), **self.contribution.tables(), "sinks_layers": self.layer_frame()}
 

@@ -35,7 +35,7 @@ def test_every_command_reads_back_to_the_same_json(argv, tmp_path):
 
 
 def test_sinks_read_back_plots_the_measured_profile_and_sink_score(tmp_path):
-    from gatelens.plots import sinks as plots
+    from gatelens import plots
     from gatelens.sinks import sinks
 
     measured = sinks(M, seq_len=64, n_seqs=2)
@@ -45,7 +45,8 @@ def test_sinks_read_back_plots_the_measured_profile_and_sink_score(tmp_path):
     torch.testing.assert_close(r.received.sink_score(), measured.received.sink_score(), atol=1e-12, rtol=0,
                                equal_nan=True)                    # NaN: positions too late to be scored
     assert r.received.top_not_first == measured.received.top_not_first
-    plots.figures(r)                                    # yesterday's run, drawn without measuring
+    assert list(plots.figures(r)) == ["sinks_received", "sinks_top_not_first", "sinks_sink_score",
+                                      "sinks_norm_weighted"]         # yesterday's run, drawn without measuring
 
 
 def test_compare_reads_back_to_the_same_table(tmp_path):

@@ -184,15 +184,6 @@ class Result:
     metric: ClassVar[str] = ""               # the registry name (set by `metrics.register`)
     LABELS: ClassVar[dict[str, str]] = {}    # column -> label, for terminal tables (compare's rows included)
 
-    def figures(self) -> dict:
-        """The figures of this result, by file stem (matplotlib figures); none by default."""
-        return {}
-
-    @classmethod
-    def compare_figures(cls, results: list) -> dict:
-        """Figures `compare` draws for this metric across models (one result per model), by file stem."""
-        return {}
-
     def __repr__(self) -> str:
         model, settings = getattr(self, "model", None), getattr(self, "settings", None)
         head = [type(self).__name__]
@@ -269,14 +260,6 @@ class HeadResult(Result):
                          f"{s.get('seq_len')} tokens)",
                 "frame": self.layer_frame(), "columns": {"layer": "layer", **{k: self.label(k) for k in self.keys()}},
                 "total": {"layer": "model", **self.summary()}, "notes": []}
-
-    def figures(self) -> dict:
-        """A layer x head heatmap of each statistic (a metric with its own plots module overrides this)."""
-        from ..plots import style
-
-        return {f"{self.metric}_{k}": style.head_heatmap(self, k, "viridis", self.label(k),
-                                                         f"{self.label(k)} of {style.short_label(self.model)}")
-                for k in self.keys()}
 
     def to_frame(self):
         """One row per (layer, head)."""

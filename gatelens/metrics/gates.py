@@ -273,11 +273,6 @@ class GatesResult(HeadResult):
                     f"{m['attention_layers']} have gates; the other layers are linear attention")
         return None
 
-    def figures(self) -> dict:
-        from ..plots import gates
-
-        return gates.figures(self)
-
     def tables(self) -> dict:
         return {"gates_heads": self.to_frame(), "gates_layers": self.layer_frame(), "gates_hist": self.hist_frame()}
 

@@ -120,11 +120,6 @@ class HeadsResult(HeadResult):
                 "most_dormant": [{"layer": int(r.layer), "head": int(r.head), "dormant": float(r.dormant),
                                   "f_attn": float(r.f_attn), "out_ratio": float(r.out_ratio)} for r in top.itertuples()]}
 
-    def figures(self) -> dict:
-        from ..plots import heads
-
-        return heads.figures(self)
-
     def tables(self) -> dict:
         return {"heads_heads": self.to_frame(), "heads_layers": self.layer_frame(), "heads_ranked": self.ranked()}
 

@@ -253,17 +253,6 @@ class MassiveResult(Result):
     def columns(self) -> dict:
         return {"m_act": self.m_act, "m_act_layer_mean": self.m_act_layer_mean}
 
-    def figures(self) -> dict:
-        from ..plots import massive
-
-        return massive.figures(self)
-
-    @classmethod
-    def compare_figures(cls, results: list) -> dict:
-        from ..plots import massive
-
-        return {"compare_massive_layers": massive.per_layer(results)}
-
     def tables(self) -> dict:
         return {"massive_layers": self.to_frame(), "massive_channels": self.channel_frame()}
 

@@ -178,11 +178,6 @@ class NormsResult(Result):
 
         return pd.DataFrame(self.tokens, columns=["token", *QUANTITIES, "n"])
 
-    def figures(self) -> dict:
-        from ..plots import norms
-
-        return norms.figures(self)
-
     def tables(self) -> dict:
         return {"norms_layers": self.to_frame(), "norms_positions": self.position_frame(),
                 "norms_tokens": self.token_frame()}

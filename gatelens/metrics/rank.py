@@ -150,18 +150,6 @@ class RankResult(HeadResult):
     LABELS: ClassVar = {"ov_effective_rank": "eff. rank W_V·W_O", "out_effective_rank": "eff. rank head outputs",
                         "out_effective_rank_linearized": "  ... gate linearised"}
 
-    def figures(self) -> dict:
-        from ..plots import rank
-
-        return rank.figures(self)
-
-    @classmethod
-    def compare_figures(cls, results: list) -> dict:
-        from ..plots import rank
-
-        return {"compare_rank_ov": rank.per_layer(results, "ov_effective_rank"),
-                "compare_rank_outputs": rank.per_layer(results, "out_effective_rank")}
-
     def tables(self) -> dict:
         return {"rank_heads": self.to_frame(), "rank_layers": self.layer_frame()}
 

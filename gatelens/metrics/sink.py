@@ -138,17 +138,6 @@ class SinkResult(HeadResult):
         extra = {} if self.learned_sink is None else {"learned_sink": self.learned_sink}
         return {**super().columns(), **extra}
 
-    def figures(self) -> dict:
-        from ..plots import sink
-
-        return sink.figures(self)
-
-    @classmethod
-    def compare_figures(cls, results: list) -> dict:
-        from ..plots import sink
-
-        return {"compare_sink_layers": sink.per_layer(results)}
-
     def tables(self) -> dict:
         return {"sink_heads": self.to_frame(), "sink_layers": self.layer_frame()}
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import numpy as np
 
-from . import style
+from ..ablate import AblationResult
+from . import draws, style
 
 
 def loss_change(results: list):
@@ -50,5 +51,6 @@ def f_attn_layers(result):
     return fig
 
 
-def figures(result) -> dict:
+@draws(AblationResult)
+def figures(result: AblationResult) -> dict:
     return {"ablate_loss": loss_change([result]), "ablate_f_attn": f_attn_layers(result)}

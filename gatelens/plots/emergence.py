@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import matplotlib.pyplot as plt
 
-from . import style
+from ..emergence import EmergenceResult
+from . import draws, style
 
 
 def curves(result):
@@ -34,6 +35,7 @@ def curves(result):
     return fig
 
 
-def figures(result) -> dict:
+@draws(EmergenceResult)
+def figures(result: EmergenceResult) -> dict:
     """The figures `gatelens emergence` writes, by file stem."""
     return {"emergence": curves(result)}

@@ -8,7 +8,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from ..metrics.gates import GatesResult
-from . import style
+from . import draws, style
 
 
 def _title(r: GatesResult, what: str) -> str:
@@ -62,6 +62,7 @@ def per_layer(r: GatesResult):
     return fig
 
 
+@draws(GatesResult)
 def figures(result: GatesResult) -> dict:
     """The figures `gatelens gates` writes for one result, by file stem."""
     return {"gates_hist": histograms(result), "gates_heatmap": heatmap(result), "gates_layers": per_layer(result)}

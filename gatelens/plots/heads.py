@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from . import style
+from ..metrics.heads import HeadsResult
+from . import draws, style
 
 
 def dormant(result):
@@ -11,6 +12,7 @@ def dormant(result):
                               f"Dormant heads of {style.short_label(result.model)}: {result.dormant:.2f} of queries")
 
 
-def figures(result) -> dict:
+@draws(HeadsResult)
+def figures(result: HeadsResult) -> dict:
     """The figures `gatelens heads` writes, by file stem."""
     return {"heads_dormant": dormant(result)}

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..metrics.massive import MassiveResult
-from . import style
+from . import draws, draws_comparison, style
 
 
 def per_layer(results: list[MassiveResult]):
@@ -17,6 +17,13 @@ def per_layer(results: list[MassiveResult]):
     return fig
 
 
+@draws(MassiveResult)
 def figures(result: MassiveResult) -> dict:
     """The figures `gatelens massive` writes for one result, by file stem."""
     return {"massive_layers": per_layer([result])}
+
+
+@draws_comparison(MassiveResult)
+def compare_figures(results: list[MassiveResult]) -> dict:
+    """What `compare` draws of massive activations across models."""
+    return {"compare_massive_layers": per_layer(results)}

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import matplotlib.pyplot as plt
 
-from ..metrics.norms import QUANTITIES
-from . import style
+from ..metrics.norms import QUANTITIES, NormsResult
+from . import draws, style
 
 
 def first_to_median(results: list):
@@ -30,6 +30,7 @@ def first_to_median(results: list):
     return fig
 
 
-def figures(result) -> dict:
+@draws(NormsResult)
+def figures(result: NormsResult) -> dict:
     """The figures `gatelens norms` writes, by file stem."""
     return {"norms_first_to_median": first_to_median([result])}

@@ -6,7 +6,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 from ..metrics.rank import RankResult
-from . import style
+from . import draws, draws_comparison, style
 
 LABELS = {"ov_effective_rank": "W_V·W_O (weights)", "out_effective_rank": "head outputs (gate on)",
           "out_effective_rank_linearized": "head outputs (gate linearised)"}
@@ -50,9 +50,17 @@ def gate_effect(r: RankResult):
     return fig
 
 
+@draws(RankResult)
 def figures(result: RankResult) -> dict:
     """The figures `gatelens rank` writes for one result, by file stem."""
     figs = {"rank_ov": per_layer([result], "ov_effective_rank")}
     if "out_effective_rank_linearized" in result.layers[0].heads:
         figs["rank_gate_effect"] = gate_effect(result)
     return figs
+
+
+@draws_comparison(RankResult)
+def compare_figures(results: list[RankResult]) -> dict:
+    """What `compare` draws of the ranks across models: W_V·W_O's and the head outputs'."""
+    return {"compare_rank_ov": per_layer(results, "ov_effective_rank"),
+            "compare_rank_outputs": per_layer(results, "out_effective_rank")}

@@ -6,7 +6,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from ..metrics.sink import SinkResult
-from . import style
+from . import draws, draws_comparison, style
 
 
 def heatmap(result: SinkResult):
@@ -63,9 +63,16 @@ def per_length(results: list[SinkResult]):
     return fig
 
 
+@draws(SinkResult)
 def figures(result: SinkResult) -> dict:
     """The figures `gatelens sink` writes for one result, by file stem."""
     figs = {"sink_heatmap": heatmap(result), "sink_layers": per_layer([result])}
     if result.learned_sink is not None:
         figs["learned_sink_heatmap"] = learned_sink_heatmap(result)
     return figs
+
+
+@draws_comparison(SinkResult)
+def compare_figures(results: list[SinkResult]) -> dict:
+    """What `compare` draws of F-Attn across models."""
+    return {"compare_sink_layers": per_layer(results)}

@@ -5,7 +5,8 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import numpy as np
 
-from . import style
+from ..sinks import SinksResult
+from . import draws, style
 
 
 def received_profile(results: list, max_pos: int | None = None, tokens: list[str] | None = None):
@@ -77,7 +78,8 @@ def norm_weighted(results: list):
     return fig
 
 
-def figures(result) -> dict:
+@draws(SinksResult)
+def figures(result: SinksResult) -> dict:
     """The figures `gatelens sinks` writes for a `SinksResult`, by file stem."""
     return {"sinks_received": received_profile([result.received]), "sinks_top_not_first": top_not_first(result.received),
             "sinks_sink_score": sink_score([result.received]),

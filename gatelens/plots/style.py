@@ -79,6 +79,14 @@ def head_heatmap(result, key: str, cmap: str, label: str, title: str):
     return fig
 
 
+def head_heatmaps(result) -> dict:
+    """The figures of a per-head result whose type draws nothing of its own: a layer x head heatmap of each
+    statistic, by file stem (`<metric>_<statistic>`)."""
+    return {f"{result.metric}_{k}": head_heatmap(result, k, "viridis", result.label(k),
+                                                 f"{result.label(k)} of {short_label(result.model)}")
+            for k in result.keys()}  # noqa: SIM118 - the statistics (HeadResult.keys), not a dict
+
+
 def color(i: int):
     return PALETTE[i % len(PALETTE)]
 
