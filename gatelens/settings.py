@@ -80,6 +80,10 @@ class Settings:
                 continue
             if f.name == "bos" and not isinstance(value, bool):
                 raise GatelensError(f"{flag} {value!r}: give true or false")
+            if f.type in ("int", "str | None", "str") and type(value) is not (int if f.type == "int" else str):
+                want = "an integer" if f.type == "int" else "text"
+                raise GatelensError(f"{flag} {value!r} is out of range: give {want}"
+                                    + (f" {meta['range']}" if meta["range"] is not None else ""))
             if meta["range"] is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
                                               or value not in meta["range"]):
                 raise GatelensError(f"{flag} {value!r} is out of range: give a number {meta['range']}")
