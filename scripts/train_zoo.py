@@ -46,7 +46,8 @@ EVAL = {"seq_len": 256, "n_seqs": 8}  # exactly what `gatelens sink <model>` mea
 
 
 def measure(path: Path) -> dict:
-    """F-Attn, sink rate, mean gate, M-Act, first-token norm, and F-Attn / gate split by trigger vs other queries."""
+    """F-Attn, sink rate, mean gate, M-Act, first-token norm, and F-Attn / gate split by trigger vs other queries;
+    `columns`: the table columns of every standard metric of the registry, as `compare` shows them."""
     loaded = gatelens.load(str(path))
     inputs = gatelens.prepare_inputs(loaded, **EVAL)
     probes = standard_probes(loaded) + [Queries()]
@@ -61,7 +62,9 @@ def measure(path: Path) -> dict:
             "n_active": active["n"], "n_dormant": dormant["n"],
             "mean_gate": gates.mean_gate if gates else None,
             "gate_active": active["gate"], "gate_dormant": dormant["gate"],
-            "m_act": massive.m_act, "first_token_norm": last.first_norm, "other_token_norm": last.other_norm}
+            "m_act": massive.m_act, "first_token_norm": last.first_norm, "other_token_norm": last.other_norm,
+            # every standard metric of the registry (a metric registered later, another package's too, included)
+            "columns": {k: v for r in results.values() if hasattr(r, "columns") for k, v in r.columns().items()}}
 
 
 def initial_norms(folder: Path) -> dict:
