@@ -6,7 +6,7 @@ files are made by `report` (tables, figures from `plots`, JSON with provenance),
 Errors a user can fix arrive as GatelensError and are printed as one line (exit code 2).
 """
 
-from __future__ import annotations
+from __future__ import annotations  # noqa: I001 - two lines of option names from commandline
 
 from collections.abc import Callable
 from dataclasses import replace
@@ -17,9 +17,10 @@ import typer
 from rich.progress import TextColumn
 
 from . import commandline, terminal
-from .commandline import measuring_options, setting_option, train_options
+from .commandline import (ABLATIONS, BENCH_METHODS, METHODS, TYPES, BatchSize, Bos, Device, Dtype,
+                          Eps, Json, Model, Out, SeqLen, TextFile, measuring, train_options)
 from .errors import GatelensError
-from .options import HEADS, LAYERS, ListOption
+from .options import HEADS, LAYERS
 from .report import output_folder
 from .settings import Settings
 from .terminal import emit_json, out_console, progress, show, wrote
@@ -33,34 +34,17 @@ def command(name: str):
     return app.command(name, cls=commandline.Command)
 
 
-
-BENCH_METHODS = ("bare", "sink", "massive", "gates", "norms", "heads", "all", "tl_cache", "eager")  # bench.METHODS
-METHODS = ListOption("--methods", str, "passes", choices=BENCH_METHODS, example="bare,sink",
-                     omitted="every pass is timed")
-TYPES = ListOption("--types", str, "model types", example="llama,qwen3", omitted="every type is checked")
-ABLATIONS = ("sink", "sink-value", "gate-mean", "gate-one", "head", "massive-zero", "massive-mean")  # ablate.WHAT
-
-# Options shared by many commands, declared once so they mean the same everywhere.
-Model = Annotated[str, typer.Argument(help="zoo name, smollm2-135m, checkpoint folder, .gguf file or hub id")]
-Out = Annotated[Optional[Path], typer.Option("--out", help="output folder (default results/<command>/<model>)")]
-Json = Annotated[bool, typer.Option("--json", help="print one JSON object to stdout and nothing else there")]
-Html = Annotated[bool, typer.Option("--html", help="also write interactive views (self-contained HTML, offline)")]
-Eps = setting_option("eps")
-measuring = measuring_options({"out": (Out, None), "json_out": (Json, False), "html": (Html, False)})
-# the Settings fields that other commands take too, each as its own option
-SeqLen, BatchSize, Device, Dtype, TextFile, Bos = (setting_option(n) for n in ("seq_len", "batch_size", "device",
-                                                                                "dtype", "text_file", "bos"))
-
-
-def _device(device: str) -> str:
+def _on_device(settings: Settings) -> Settings:
     """Under torchrun (WORLD_SIZE > 1) each rank joins the group and takes its own GPU (or the CPU)."""
     from . import distributed
 
-    return distributed.init_from_env() or device
+    return replace(settings, device=distributed.init_from_env() or settings.device)
 
 
-def _on_device(settings: Settings) -> Settings:
-    return replace(settings, device=_device(settings.device))
+def _start(command: str, model: str, settings: Settings, out: Path | None):
+    """The output folder, checked before any work, and the model loaded: (out, loaded)."""
+    out = output_folder(out, command, [model])
+    return out, _on_device(settings).load(model)
 
 
 def _write(out: Path, fill, payload: dict, json_out: bool) -> list[str] | None:
@@ -93,36 +77,23 @@ def publish(command: str, result, models: list[dict], out: Path, json_out: bool,
     """A one-result command's files (`report.result_files`), then its terminal view."""
     from .report import result_files
 
-    view = result.display()
-    if caption is None and isinstance(view, dict) and view.get("title"):
-        caption = f"{view['title']}; model fingerprint {models[0]['fingerprint']}"
     payload, fill = result_files(command, result, models, extra=extra, caption=caption, html=html)
     files = _write(out, fill, payload, json_out)
     if files is not None:
-        show(view)
+        show(result.display())
         wrote(files, out)
 
 
 def measure_one(command: str, model: str, settings: Settings, out, json_out: bool, html: bool, *,
                 check: Callable | None = None, extra: Callable | None = None, **probe_options) -> None:
     """The whole of a one-metric command: output folder checked, model loaded, inputs made, metric run, published."""
-    out = output_folder(out, command, [model])
-    loaded = _on_device(settings).load(model)
+    out, loaded = _start(command, model, settings, out)
     r = run_metric(command, loaded, settings.inputs(loaded, check=check), settings, **probe_options)
     publish(command, r, [loaded.info.to_dict()], out, json_out, html, extra=extra(r) if extra else None)
 
 
-def version_callback(value: bool) -> None:
-    if value:
-        from . import __version__
-
-        out_console.print(f"gatelens {__version__}")
-        raise typer.Exit()
-
-
 @app.callback()
-def main(version: Annotated[bool, typer.Option("--version", callback=version_callback, is_eager=True,
-                                               help="print the version and exit")] = False):
+def main(version: commandline.Version = False):
     """Measure what a sigmoid gate after SDPA changes inside a language model."""
 
 
@@ -135,8 +106,7 @@ def sink_cli(model: Model, eps: Eps = 0.3, *, settings: Settings, out: Path, jso
     from .report import sink_sweep_files
 
     check_eps(eps)
-    out = output_folder(out, "sink", [model])
-    loaded = _on_device(settings).load(model)
+    out, loaded = _start("sink", model, settings, out)
     inputs = settings.sweep_inputs(loaded, check=settings.check_distinct)
     results = [run_metric("sink", loaded, i, settings, eps=eps) for i in inputs]
     if len(results) == 1:
@@ -166,8 +136,7 @@ def sinks_cli(model: Model,
 
     check_received_options(top_k, min_queries, settings.length())
     check_eps(eps)
-    out = output_folder(out, "sinks", [model])
-    loaded = _on_device(settings).load(model)
+    out, loaded = _start("sinks", model, settings, out)
     inputs = settings.inputs(loaded, check=lambda i: check_received_options(top_k, min_queries, i.longest))
     with progress(f"sinks {loaded.info.spec} @ {inputs.seq_len}") as bar:
         task = bar.add_task("", total=len(inputs.seqs))
@@ -199,8 +168,7 @@ def ablate_cli(model: Model,
     if what not in ABLATIONS:
         raise GatelensError(f"--what {what!r}: use one of {', '.join(ABLATIONS)}")
     chosen, whole = parse_layers(layers)
-    out = output_folder(out, "ablate", [model])
-    loaded = _on_device(settings).load(model)
+    out, loaded = _start("ablate", model, settings, out)
     inputs = settings.inputs(loaded, check=lambda i: check_measurable(what, i))
     with progress(f"ablate {what} {loaded.info.spec}") as bar:
         def on_run(name):
@@ -268,18 +236,12 @@ def measure_cli(metric: Annotated[str, typer.Argument(help="a registered metric 
                 model: Model, *, settings: Settings, out: Path, json_out: bool, html: bool):
     """Any metric of the registry on one model (its tables, figures, JSON and terminal view), those other packages
     register through the `gatelens.metrics` entry-point group included."""
-    from .metrics import METRICS, exact_for
+    from .metrics import METRICS, check_runs_on
 
     if metric not in METRICS:
         raise GatelensError(f"unknown metric {metric!r}: the registry has {', '.join(METRICS)}")
-    out = output_folder(out, metric, [model])
-    loaded = _on_device(settings).load(model)
-    if not METRICS[metric].applies(loaded):
-        raise GatelensError(f"{metric} does not apply to {loaded.info.spec}")
-    why = exact_for(METRICS[metric], loaded)
-    if why:
-        raise GatelensError(f"{metric} is {why} ({loaded.info.spec}); its module must say it measures that exactly "
-                            "(exact_with) before it runs here")
+    out, loaded = _start(metric, model, settings, out)
+    check_runs_on(METRICS[metric], loaded)
     r = run_metric(metric, loaded, settings.inputs(loaded), settings)
     publish(metric, r, [loaded.info.to_dict()], out, json_out, html)
 
@@ -298,8 +260,7 @@ def rank_cli(model: Model,
     check_tol(tol)
     if not weights_only:
         return measure_one("rank", model, settings, out, json_out, html, tol=tol)
-    out = output_folder(out, "rank", [model])
-    loaded = _on_device(settings).load(model)
+    out, loaded = _start("rank", model, settings, out)
     publish("rank", measure.rank(loaded, tol=tol, tokens=False), [loaded.info.to_dict()], out, json_out, html)
 
 
@@ -320,9 +281,7 @@ def emergence_cli(runs: Annotated[list[str], typer.Argument(
             task = bar.add_task(f"{run} step {step}", total=n)
             return lambda k: bar.advance(task, k)
 
-        r = emergence(runs, seq_len=s.length(), n_seqs=s.n_seqs, bos=s.bos, text_file=s.text_file,
-                      dataset=s.dataset, batch_size=s.batch_size, device=s.device, dtype=s.dtype,
-                      on_checkpoint=on_checkpoint)
+        r = emergence(runs, s, on_checkpoint=on_checkpoint)
     publish("emergence", r, r.models, out, json_out, caption=r.display()["title"])
 
 
@@ -379,10 +338,7 @@ def train_cli(
         summary = train(cfg, on_step=on_step)
     if json_out:
         return emit_json({**summary, "files": sorted(str(p) for p in Path(cfg.out).rglob("*") if p.is_file())})
-    out_console.print(f"trained {cfg.gate} model: {summary.get('tokens', 0):,} tokens, final val loss "
-                      f"{summary.get('final_val_loss', float('nan')):.4f}, F-Attn "
-                      f"{summary.get('final_f_attn', float('nan')):.4f}")
-    out_console.print(f"saved to {cfg.out}/ (load it with: gatelens sink {cfg.out})")
+    terminal.show_training(summary, cfg.gate, cfg.out)
 
 
 @command("bench")
@@ -413,14 +369,13 @@ def bench_cli(model: Annotated[str, typer.Argument(help="model spec, or random:P
         task = bar.add_task("", total=len(lens) * len(wanted or bench.METHODS))
         bench.bench(loaded, lens, batch=batch_size, repeats=repeats, methods=wanted, bridge=bridge,
                     on_row=lambda r: (rows.append(r), bar.advance(task)))
-    df, payload, fill = bench.bench_files(model, loaded, rows, lens, batch_size=batch_size, repeats=repeats, dtype=dtype,
-                                    device=device)
+    df, payload, fill = bench.bench_files(model, loaded, rows, lens, batch_size=batch_size, repeats=repeats,
+                                          dtype=dtype, device=device)
     files = _write(out, fill, payload, json_out)
     if payload["timing_problem"]:
         terminal.note(payload["timing_problem"])
     if files is not None:
-        show({"title": f"gatelens bench: {model} on {payload['provenance']['settings']['machine']}", "frame": df,
-              "columns": bench.VIEW_COLUMNS})
+        terminal.show_bench(df, payload["provenance"]["settings"], bench.VIEW_COLUMNS)
         wrote(files, out)
 
 
@@ -455,10 +410,7 @@ def attn_map_cli(models: Annotated[list[str], typer.Argument(help="one model, or
     files = _write(out, fill, payload, json_out)
     if files is None:
         return
-    for mp in maps:
-        out_console.print(f"{mp.model['spec']}: layer {layer} {'mean over heads' if head is None else f'head {head}'}: "
-                          f"first-token share {mp.first_token_share:.3f} of this one sequence ({mp.n_tokens} tokens, "
-                          "queries >= 1; `gatelens sink` averages many)")
+    terminal.show_attn_maps(maps, layer, head)
     wrote(files, out)
 
 

@@ -20,7 +20,7 @@ import typer
 from . import terminal
 from .errors import GatelensError
 from .models.gate_kinds import GATES
-from .options import SEQ_LENS
+from .options import SEQ_LENS, ListOption
 from .settings import Settings
 from .train.config import TrainConfig
 
@@ -200,3 +200,34 @@ def train_options(fn):
     wrapper.__signature__ = sig.replace(parameters=own + params)
     wrapper.__annotations__ = {p.name: p.annotation for p in own + params}
     return wrapper
+
+
+# --- the options, declared once so they mean the same in every command --------------------------------------------
+
+BENCH_METHODS = ("bare", "sink", "massive", "gates", "norms", "heads", "all", "tl_cache", "eager")  # bench.METHODS
+METHODS = ListOption("--methods", str, "passes", choices=BENCH_METHODS, example="bare,sink",
+                     omitted="every pass is timed")
+TYPES = ListOption("--types", str, "model types", example="llama,qwen3", omitted="every type is checked")
+ABLATIONS = ("sink", "sink-value", "gate-mean", "gate-one", "head", "massive-zero", "massive-mean")  # ablate.WHAT
+
+Model = Annotated[str, typer.Argument(help="zoo name, smollm2-135m, checkpoint folder, .gguf file or hub id")]
+Out = Annotated[Optional[Path], typer.Option("--out", help="output folder (default results/<command>/<model>)")]
+Json = Annotated[bool, typer.Option("--json", help="print one JSON object to stdout and nothing else there")]
+Html = Annotated[bool, typer.Option("--html", help="also write interactive views (self-contained HTML, offline)")]
+Eps = setting_option("eps")
+measuring = measuring_options({"out": (Out, None), "json_out": (Json, False), "html": (Html, False)})
+# the Settings fields that other commands take too, each as its own option
+SeqLen, BatchSize, Device, Dtype, TextFile, Bos = (setting_option(n) for n in ("seq_len", "batch_size", "device",
+                                                                                "dtype", "text_file", "bos"))
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from . import __version__
+
+        terminal.out_console.print(f"gatelens {__version__}")
+        raise typer.Exit()
+
+
+Version = Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
+                                       help="print the version and exit")]

@@ -16,9 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import GatelensError
-from .measure import as_loaded, measure, prepare_inputs
+from .measure import measure, prepare_inputs
 from .metrics import Gates, Massive, Sink
 from .metrics.base import Result
+from .settings import Settings
 
 
 def checkpoints(run: str | Path) -> list[tuple[int, int, Path]]:
@@ -71,21 +72,25 @@ class EmergenceResult(Result):
                 "notes": ["one row per kept checkpoint; every checkpoint of a run measured on the same inputs"]}
 
 
-def emergence(runs: list[str], *, seq_len: int = 256, n_seqs: int = 8, bos: bool = True, text_file: str | None = None,
-              dataset: str | None = None, batch_size: int = 4, device: str = "cpu", dtype: str = "float32",
-              on_checkpoint: Callable[[str, int, int], Callable[[int], None] | None] | None = None) -> EmergenceResult:
-    """Measure every checkpoint of each run (or each spec as one point)."""
+def emergence(runs: list[str], settings: Settings | None = None, *,
+              on_checkpoint: Callable[[str, int, int], Callable[[int], None] | None] | None = None,
+              **fields) -> EmergenceResult:
+    """Measure every checkpoint of each run (or each spec as one point), under one `Settings` (or its fields as
+    keywords: `emergence(runs, seq_len=256, n_seqs=8)`)."""
+    if settings is not None and fields:
+        raise GatelensError(f"give the settings or their fields ({', '.join(fields)}), not both")
+    s = settings if settings is not None else Settings(**fields)
     rows, models, settings, sources = [], [], None, {}
     for run in runs:
         points = checkpoints(run) or [(None, None, run)]
         label = Path(run).name if points[0][0] is not None else str(run)
         for step, tokens, spec in points:
-            loaded = as_loaded(str(spec), device=device, dtype=dtype)
-            inputs = prepare_inputs(loaded, text_file=text_file, dataset=dataset, seq_len=seq_len, n_seqs=n_seqs,
-                                    bos=bos)
+            loaded = s.load(str(spec))
+            inputs = prepare_inputs(loaded, text_file=s.text_file, dataset=s.dataset, seq_len=s.length(),
+                                    n_seqs=s.n_seqs, bos=s.bos)
             probes = [Sink(), Massive(top_k=1)] + ([Gates()] if Gates.applies(loaded) else [])
             cb = on_checkpoint(label, step, len(inputs.seqs)) if on_checkpoint else None
-            sink, massive, *gates = measure(loaded, probes, inputs, batch_size=batch_size, on_batch=cb)
+            sink, massive, *gates = measure(loaded, probes, inputs, batch_size=s.batch_size, on_batch=cb)
             rows.append({"run": label, "step": step, "tokens": tokens, "f_attn": sink.f_attn,
                          "sink_rate": sink.sink_rate, "m_act": massive.m_act,
                          "mean_gate": gates[0].mean_gate if gates else None})

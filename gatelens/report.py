@@ -184,8 +184,13 @@ def write_all(out: str | Path, fill: Callable[[Writer], None]) -> list[str]:
 def result_files(command: str, result, models: list[dict], *, extra: dict | None = None, caption: str | None = None,
                  html: bool = False) -> tuple[dict, Callable[[Writer], None]]:
     """A one-result command's JSON payload and the writer of its files: the result's tables (the Markdown captioned
-    with what was measured), its figures, its per-head views (`html`) and `<command>.json` with provenance."""
+    with what was measured: by default the title of its terminal view and the model's fingerprint), its figures, its
+    per-head views (`html`) and `<command>.json` with provenance."""
     from . import plots
+
+    view = result.display()
+    if caption is None and isinstance(view, dict) and view.get("title"):
+        caption = f"{view['title']}; model fingerprint {models[0]['fingerprint']}"
 
     payload = {**result.to_dict(), **(extra or {}), "provenance": provenance(result.settings, models)}
 

@@ -154,3 +154,22 @@ def show_scan(scan: dict) -> None:
 
 def coverage_line(row) -> None:
     err_console.print(f"{row.model_type:<28} {row.status:<4} {escape(row.reason[:90])}", highlight=False)
+
+
+def show_training(summary: dict, gate: str, out: str) -> None:
+    out_console.print(f"trained {gate} model: {summary.get('tokens', 0):,} tokens, final val loss "
+                      f"{summary.get('final_val_loss', float('nan')):.4f}, F-Attn "
+                      f"{summary.get('final_f_attn', float('nan')):.4f}")
+    out_console.print(f"saved to {out}/ (load it with: gatelens sink {out})")
+
+
+def show_bench(df, settings: dict, columns: dict) -> None:
+    show({"title": f"gatelens bench: {settings['model']} on {settings['machine']}", "frame": df, "columns": columns})
+
+
+def show_attn_maps(maps: list, layer: int, head: int | None) -> None:
+    """Each model's first-token share, said to be of the one sequence mapped (F-Attn averages many)."""
+    for mp in maps:
+        out_console.print(f"{mp.model['spec']}: layer {layer} {'mean over heads' if head is None else f'head {head}'}: "
+                          f"first-token share {mp.first_token_share:.3f} of this one sequence ({mp.n_tokens} tokens, "
+                          "queries >= 1; `gatelens sink` averages many)")

@@ -74,6 +74,19 @@ def exact_for(cls: type[Probe], loaded) -> str | None:
     return None if not missing else f"not exact with {' and '.join(v.replace('_', ' ') for v in missing)} attention"
 
 
+def check_runs_on(cls, loaded) -> None:
+    """Refuse, in one line, a metric that does not apply to `loaded` (gate scores of a model without gates) or does
+    not declare itself exact for its attention (soft-capped logits, learned sinks: `exact_with`)."""
+    from ..errors import GatelensError
+
+    if not cls.applies(loaded):
+        raise GatelensError(f"{cls.name} does not apply to {loaded.info.spec}")
+    why = exact_for(cls, loaded)
+    if why:
+        raise GatelensError(f"{cls.name} is {why} ({loaded.info.spec}); its module must say it measures that exactly "
+                            "(exact_with) before it runs here")
+
+
 def standard_probes(loaded, options: dict[str, dict] | None = None) -> list[Probe]:
     """A new probe of every standard metric that applies to `loaded`; options by metric name ({"sink": {"eps": .3}})."""
     options = options or {}
@@ -81,5 +94,5 @@ def standard_probes(loaded, options: dict[str, dict] | None = None) -> list[Prob
             if cls.standard and cls.applies(loaded) and exact_for(cls, loaded) is None]
 
 
-__all__ = ["METRICS", "Probe", "discover", "exact_for", "register", "standard_probes", "Contribution", "Gates",
+__all__ = ["METRICS", "Probe", "check_runs_on", "discover", "exact_for", "register", "standard_probes", "Contribution", "Gates",
            "Heads", "Massive", "Norms", "Perplexity", "Queries", "Rank", "Received", "Sink"]
