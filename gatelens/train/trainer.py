@@ -32,7 +32,7 @@ from ..errors import GatelensError
 from ..measure import Inputs, measure
 from ..models.load import Loaded, model_info, native_family
 from ..report import runtime
-from .checkpoint import (discard, last_loss, load_checkpoint, publish, save_checkpoint, snapshot, work_folder,
+from .checkpoint import (discard, last_loss, load_checkpoint, save_checkpoint, save_final, snapshot, work_folder,
                          write_log)
 from .config import TrainConfig
 from .data import load_data
@@ -225,5 +225,5 @@ def _train(cfg: TrainConfig, out: Path, work: Path, on_step) -> dict:
     }
     training = {"config": asdict(cfg), "seed": cfg.seed, "data": data.description, "summary": summary,
                 "hardware": hardware(device), "runtime": runtime()}
-    publish(work, out, model, model_cfg, data.tokenizer, cfg, training)
+    save_final(work, out, model, model_cfg, data.tokenizer, cfg, training)
     return summary
