@@ -339,7 +339,7 @@ def run_metric(name: str, loaded, inputs, opts: Measuring, **probe_options):
 
     with progress(f"{name} {loaded.info.spec} @ {inputs.seq_len}") as bar:
         task = bar.add_task("", total=len(inputs.seqs))
-        return measure.measure(loaded, [METRICS[name](**probe_options)], inputs, batch_size=opts.batch_size,
+        return measure.run_probes(loaded, [METRICS[name](**probe_options)], inputs, batch_size=opts.batch_size,
                                on_batch=lambda k: bar.advance(task, k))[0]
 
 
@@ -711,7 +711,7 @@ def compare_cli(models: Annotated[list[str], typer.Argument(help="BASELINE GATED
                            device=_device(opts.device), dtype=opts.dtype, revision=opts.revision,
                            on_model=on_model)
     df = c.to_frame()
-    payload = {**c.to_dict(), "provenance": report.provenance(c.settings, [r.info for r in c.reports])}
+    payload = {**c.to_dict(), "provenance": report.provenance(c.settings, [r.info for r in c.results])}
 
     what = (f"{c.settings['input']}, {c.settings.get('n_seqs', opts.n_seqs)} x {c.settings.get('seq_len', n)} tokens"
             if not c.settings.get("inputs_differ") else

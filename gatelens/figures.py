@@ -88,14 +88,14 @@ class Context:
         return self._loaded[spec]
 
     def results(self, spec: str, seq_len: int, n_seqs: int):
-        """A `measure.Report` (every standard metric of the registry) for one model and setting."""
-        from .measure import prepare_inputs, report
+        """A `measure.StandardResults` (every standard metric of the registry) for one model and setting."""
+        from .measure import prepare_inputs, standard_metrics
 
         key = (spec, seq_len, n_seqs)
         if key not in self._results:
             loaded = self.loaded(spec)
             inputs = prepare_inputs(loaded, seq_len=seq_len, n_seqs=n_seqs)
-            self._results[key] = report(loaded, inputs, batch_size=self.config.batch_size)
+            self._results[key] = standard_metrics(loaded, inputs, batch_size=self.config.batch_size)
         return self._results[key]
 
     def group_results(self, group: Group):

@@ -27,7 +27,7 @@ def test_worked_example_metric_matches_eager_pattern_and_joins_the_registry(tiny
     folder = tiny_dir("llama")
     loaded = gatelens.load(str(folder))
     inputs = gatelens.prepare_inputs(loaded, text=TEXT, seq_len=40, n_seqs=3)
-    got = gatelens.measure.measure(loaded, [entropy.Entropy()], inputs, batch_size=2)[0]
+    got = gatelens.measure.run_probes(loaded, [entropy.Entropy()], inputs, batch_size=2)[0]
     ref = AutoModelForCausalLM.from_pretrained(folder, attn_implementation="eager").eval()
     with torch.no_grad():
         patterns = ref(torch.stack(inputs.seqs), output_attentions=True).attentions
@@ -35,6 +35,6 @@ def test_worked_example_metric_matches_eager_pattern_and_joins_the_registry(tiny
         want = -(p * p.clamp(min=1e-30).log()).sum(-1).mean((0, 2))                   # [head]
         torch.testing.assert_close(torch.tensor(ly.heads["entropy"], dtype=torch.float64), want.double(), atol=1e-5, rtol=0)
     monkeypatch.setitem(metrics.METRICS, "entropy", entropy.Entropy)                  # the registry line
-    report = gatelens.measure.report(loaded, inputs, batch_size=2)
-    assert report.entropy.overall("entropy") == got.overall("entropy")
-    assert report.row()["entropy"] == got.overall("entropy")
+    standard = gatelens.measure.standard_metrics(loaded, inputs, batch_size=2)
+    assert standard.entropy.overall("entropy") == got.overall("entropy")
+    assert standard.row()["entropy"] == got.overall("entropy")

@@ -29,7 +29,7 @@ from torch import nn
 
 from .. import attention
 from ..errors import GatelensError
-from ..measure import Inputs, measure
+from ..measure import Inputs, run_probes
 from ..models.load import Loaded, model_info, native_family
 from ..report import runtime
 from .checkpoint import (discard, last_loss, load_checkpoint, save_checkpoint, save_final, snapshot, work_folder,
@@ -87,7 +87,7 @@ def evaluate(loaded: Loaded, val: torch.Tensor) -> dict:
     loaded.model.eval()
     inputs = Inputs(list(val.unbind(0)), "validation", val.shape[1], True)
     probes = eval_probes(loaded)
-    r = dict(zip((p.name for p in probes), measure(loaded, probes, inputs, batch_size=8)))
+    r = dict(zip((p.name for p in probes), run_probes(loaded, probes, inputs, batch_size=8)))
     loaded.model.train()
     gates = r.get("gates")
     other = {f"{name}_{k}": v for name, res in r.items() if name not in ("sink", "perplexity", "gates")
