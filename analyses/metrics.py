@@ -19,8 +19,8 @@ def make(ctx, group):
         if name not in METRICS or not METRICS[name].standard:
             raise GatelensError(f"figures group {group.name}: {name!r} is not a standard metric of the registry "
                                 f"({', '.join(n for n, c in METRICS.items() if c.standard)})")
-        for spec, report in zip(group.models, ctx.group_results(group)):
-            r = report.results.get(name)
+        for spec, measured in zip(group.models, ctx.group_results(group)):
+            r = measured.results.get(name)
             if r is None:           # not applicable, or not exact on this model (compare says which)
                 continue
             stem = f"{group.name}_{Path(spec).name}"

@@ -9,11 +9,11 @@ from gatelens.plots import style
 
 
 def make(ctx, group):
-    reports = ctx.group_results(group)
-    df = Comparison(reports).to_frame() if len(reports) > 1 else pd.DataFrame([reports[0].row()])
+    measured = ctx.group_results(group)
+    df = Comparison(measured).to_frame() if len(measured) > 1 else pd.DataFrame([measured[0].row()])
     style.apply()
     fig, axes = plt.subplots(1, 3, figsize=(style.FULL_WIDTH, 2.3))
-    names = [style.short_label(r.info) for r in reports]
+    names = [style.short_label(r.info) for r in measured]
     for ax, (col, label, log) in zip(axes, [("f_attn", "F-Attn", False), ("m_act", "M-Act (max |h|)", True),
                                              ("perplexity", "perplexity", False)]):
         ax.bar(range(len(df)), df[col], color=[style.color(i) for i in range(len(df))])
@@ -26,8 +26,8 @@ def make(ctx, group):
     fig.suptitle(f"{group.title or group.name}: the paper's table, {group.n_seqs} x {group.seq_len} tokens",
                  fontsize=9)
     fig.tight_layout()
-    return ctx.write(f"{group.name}_table", df, fig, [r.info for r in reports],
-                     {"seq_len": group.seq_len, "n_seqs": group.n_seqs, "input": reports[0].sink.settings["input"]})
+    return ctx.write(f"{group.name}_table", df, fig, [r.info for r in measured],
+                     {"seq_len": group.seq_len, "n_seqs": group.n_seqs, "input": measured[0].sink.settings["input"]})
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Causal tests of the sink, one forward per batch each: what happens to the loss when it is removed.
 
   sink        queries at positions >= 1 cannot attend to key 0 (the softmax renormalises over the rest);
-              done in gatelens' attention function by masking, before SDPA (`attention.editing`)
+              done in gatelens' attention function by masking, before SDPA (`attention.add_edit`)
   sink-value  the attention stays, key 0's value is zeroed: separates "the sink absorbs attention" (no loss
               change) from "the sink carries information"; for every query, so query 0 (which sees key 0 only)
               writes nothing in the ablated layers either
@@ -58,17 +58,6 @@ def _logit(p: torch.Tensor) -> torch.Tensor:
     return torch.log(p) - torch.log1p(-p)
 
 
-class _Edit:
-    """A handle `run` removes after the forward loop, like a hook's."""
-
-    def __init__(self, fn):
-        self.fn = fn
-        attention._edits.append(fn)
-
-    def remove(self):
-        attention._edits.remove(self.fn)
-
-
 class MassiveSites(Probe):
     """The massive activations of each decoder layer's output in the unablated pass: per (layer, sequence) their
     (position, channel) sites, and per (layer, channel) the sum and count of their signed values."""
@@ -121,7 +110,7 @@ class Ablation(Probe):
     def attach(self, loaded):
         super().attach(loaded)
         if self.what in ("sink", "sink-value"):
-            return [_Edit(self._edit)]
+            return [attention.add_edit(self._edit)]
         if self.what in MASSIVE:
             return [loaded.layers()[layer].register_forward_hook(self._massive_hook(layer))
                     for layer in sorted(self.layers)]

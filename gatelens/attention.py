@@ -10,11 +10,13 @@ hands the listener an `AttentionEvent` (queries after RoPE, keys expanded over K
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
+from torch.utils.hooks import RemovableHandle
 
 from .kernels import additive_mask, explicit_mask, sdpa_with_lse, softcapped_attention
 
@@ -51,9 +53,9 @@ class AttentionEvent:
 
 
 _listeners: list[Callable[[AttentionEvent], None]] = []
-# Causal edits (gatelens.ablate): fn(layer, query, key, value, mask, causal) -> (value, mask, causal), applied
-# before SDPA; mask / causal as below (a mask that replaces plain causal attention must itself be causal).
-_edits: list[Callable] = []
+# Causal edits (gatelens.ablate), by handle id: fn(layer, query, key, value, mask, causal) -> (value, mask, causal),
+# applied before SDPA; mask / causal as below (a mask that replaces plain causal attention must itself be causal).
+_edits: OrderedDict[int, Callable] = OrderedDict()   # an OrderedDict: the handles hold a weak reference
 
 
 @contextmanager
@@ -65,13 +67,12 @@ def listening(fn: Callable[[AttentionEvent], None]) -> Iterator[None]:
         _listeners.remove(fn)
 
 
-@contextmanager
-def editing(fn: Callable) -> Iterator[None]:
-    _edits.append(fn)
-    try:
-        yield
-    finally:
-        _edits.remove(fn)
+def add_edit(fn: Callable) -> RemovableHandle:
+    """Apply `fn` to every attention layer's value / mask before SDPA until the returned handle's `remove()`
+    (the same handle a module hook returns)."""
+    handle = RemovableHandle(_edits)
+    _edits[handle.id] = fn
+    return handle
 
 
 def gatelens_attention(module, query, key, value, attention_mask, dropout=0.0, scaling=None, is_causal=None,
@@ -99,7 +100,7 @@ def gatelens_attention(module, query, key, value, attention_mask, dropout=0.0, s
         mask, causal = with_selected_keys(mask, causal, indices, query.shape[2], key.shape[2]), False
     if bias is not None:  # folded into an additive mask: every probe reading the event's mask sees the same logits
         mask, causal = with_position_bias(mask, causal, bias, query), False
-    for edit in _edits if layer is not None else ():
+    for edit in _edits.values() if layer is not None else ():
         value, mask, causal = edit(int(layer), query, key, value, mask, causal)
     if softcap is None:
         out, lse = sdpa_with_lse(query, key, value, mask, is_causal=causal, scale=scale)

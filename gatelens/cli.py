@@ -68,7 +68,7 @@ def run_metric(name: str, loaded, inputs, settings: Settings, **probe_options):
 
     with progress(f"{name} {loaded.info.spec} @ {inputs.seq_len}") as bar:
         task = bar.add_task("", total=len(inputs.seqs))
-        return measure.measure(loaded, [METRICS[name](**probe_options)], inputs, batch_size=settings.batch_size,
+        return measure.run_probes(loaded, [METRICS[name](**probe_options)], inputs, batch_size=settings.batch_size,
                                on_batch=lambda k: bar.advance(task, k))[0]
 
 

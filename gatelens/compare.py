@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from .errors import GatelensError
-from .measure import Inputs, Report, as_loaded, prepare_inputs, report
+from .measure import Inputs, StandardResults, as_loaded, prepare_inputs, standard_metrics
 from .metrics import METRICS
 from .metrics.base import Result
 from .models.load import Loaded, check_revision
@@ -19,7 +19,7 @@ from .settings import Settings
 
 @dataclass(repr=False)
 class Comparison(Result):
-    reports: list[Report] = field(default_factory=list)
+    results: list[StandardResults] = field(default_factory=list)
     settings: dict = field(default_factory=dict)
 
     @staticmethod
@@ -33,7 +33,7 @@ class Comparison(Result):
         registry's order; `plots.figures(comparison)` draws each metric's comparison figures from them."""
         out = {}
         for name, cls in METRICS.items():
-            results = [r.results.get(name) for r in self.reports if r.results.get(name) is not None]
+            results = [r.results.get(name) for r in self.results if r.results.get(name) is not None]
             if cls.standard and results:
                 out[cls.result_type] = results
         return out
@@ -49,7 +49,7 @@ class Comparison(Result):
 
     def notes(self) -> list[str]:
         """What was not measured on which model, and why."""
-        return [f"{r.info['spec']}: {name} not measured ({why})" for r in self.reports for name, why in r.skipped.items()]
+        return [f"{r.info['spec']}: {name} not measured ({why})" for r in self.results for name, why in r.skipped.items()]
 
     @staticmethod
     def ratio_columns() -> list[str]:
@@ -60,11 +60,11 @@ class Comparison(Result):
         on different inputs an `input` column says on which; perplexity ratios across tokenizers are left empty."""
         import pandas as pd
 
-        df = pd.DataFrame([r.row() for r in self.reports])
+        df = pd.DataFrame([r.row() for r in self.results])
         if "learned_sink" in df.columns:   # beside F-Attn, wherever the first model with learned sinks put it
             df.insert(df.columns.get_loc("sink_rate") + 1, "learned_sink", df.pop("learned_sink"))
         if self.settings.get("inputs_differ"):
-            df.insert(2, "input", [r.sink.settings["input"] for r in self.reports])
+            df.insert(2, "input", [r.sink.settings["input"] for r in self.results])
         base = df.iloc[0]
         for col in self.ratio_columns():
             apart = col == "perplexity" and self.settings.get("tokenizers_differ")
@@ -74,14 +74,14 @@ class Comparison(Result):
 
     def to_dict(self) -> dict:
         return {"models": self.to_frame().to_dict(orient="records"), "settings": self.settings,
-                "details": [r.to_dict() for r in self.reports]}
+                "details": [r.to_dict() for r in self.results]}
 
     @classmethod
     def from_dict(cls, d: dict) -> Comparison:
         """Back from `to_dict()`: every model's results rebuilt from its details."""
-        reports = [Report({name: None if part is None else METRICS[name].result_type.from_dict(part)
+        results = [StandardResults({name: None if part is None else METRICS[name].result_type.from_dict(part)
                            for name, part in det.items() if name in METRICS}) for det in d["details"]]
-        return cls(reports, d["settings"])
+        return cls(results, d["settings"])
 
 
 def compare_models(models: list[Loaded | str], settings: Settings | None = None, *, text: str | None = None,
@@ -97,26 +97,26 @@ def compare_models(models: list[Loaded | str], settings: Settings | None = None,
     for spec in models:
         if not isinstance(spec, Loaded):
             check_revision(spec, s.revision)
-    reports, tokenizers = [], []
+    results, tokenizers = [], []
     for spec in models:
         loaded = as_loaded(spec, device=s.device, dtype=s.dtype, revision=s.revision)
         inputs = prepare_inputs(loaded, text=text, text_file=s.text_file, dataset=s.dataset, seq_len=seq_len,
                                 n_seqs=n_seqs, bos=bos)
         tokenizers.append(_tokenizer_key(loaded.tokenizer))
         cb = on_model(loaded.info.spec, inputs) if on_model else None
-        reports.append(report(loaded, inputs, batch_size=batch_size, options=s.metric_options(), on_batch=cb))
-    sources = [r.sink.settings["input"] for r in reports]
-    first = reports[0].sink.settings   # what was measured: a short text gives fewer or shorter sequences than asked
+        results.append(standard_metrics(loaded, inputs, batch_size=batch_size, options=s.metric_options(), on_batch=cb))
+    sources = [r.sink.settings["input"] for r in results]
+    first = results[0].sink.settings   # what was measured: a short text gives fewer or shorter sequences than asked
     settings = {"seq_len": first["seq_len"], "n_seqs": first["n_seqs"], "bos": bos, "batch_size": batch_size,
                 "eps": eps, "input": sources[0]}
     if (first["seq_len"], first["n_seqs"]) != (seq_len, n_seqs):
         settings.update(seq_len_asked=seq_len, n_seqs_asked=n_seqs)
-    if len(set(sources)) > 1 or len({(r.sink.settings["n_seqs"], r.sink.settings["seq_len"]) for r in reports}) > 1:
+    if len(set(sources)) > 1 or len({(r.sink.settings["n_seqs"], r.sink.settings["seq_len"]) for r in results}) > 1:
         settings.update(inputs_differ=True, inputs=[{"model": r.info["spec"], **{k: r.sink.settings[k] for k in
-                                                    ("input", "n_seqs", "seq_len", "n_tokens")}} for r in reports])
+                                                    ("input", "n_seqs", "seq_len", "n_tokens")}} for r in results])
     if len(set(tokenizers)) > 1:
         settings["tokenizers_differ"] = True
-    return Comparison(reports, settings)
+    return Comparison(results, settings)
 
 
 def _tokenizer_key(tokenizer) -> str:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import GatelensError
-from .measure import measure, prepare_inputs
+from .measure import prepare_inputs, run_probes
 from .metrics import Gates, Massive, Sink
 from .metrics.base import Result
 from .settings import Settings
@@ -90,7 +90,7 @@ def emergence(runs: list[str], settings: Settings | None = None, *,
                                     n_seqs=s.n_seqs, bos=s.bos)
             probes = [Sink(), Massive(top_k=1)] + ([Gates()] if Gates.applies(loaded) else [])
             cb = on_checkpoint(label, step, len(inputs.seqs)) if on_checkpoint else None
-            sink, massive, *gates = measure(loaded, probes, inputs, batch_size=s.batch_size, on_batch=cb)
+            sink, massive, *gates = run_probes(loaded, probes, inputs, batch_size=s.batch_size, on_batch=cb)
             rows.append({"run": label, "step": step, "tokens": tokens, "f_attn": sink.f_attn,
                          "sink_rate": sink.sink_rate, "m_act": massive.m_act,
                          "mean_gate": gates[0].mean_gate if gates else None})

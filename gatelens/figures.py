@@ -94,18 +94,18 @@ class Context:
         return self._loaded[spec]
 
     def results(self, spec: str, seq_len: int, n_seqs: int):
-        """A `measure.Report` (every standard metric of the registry) for one model and setting."""
+        """A `measure.StandardResults` (every standard metric of the registry) for one model and setting."""
         return self.measured(spec, Settings(seq_len=seq_len, n_seqs=n_seqs, batch_size=self.config.batch_size))
 
     def measured(self, spec: str, settings: Settings):
-        """A `measure.Report` for one model under `settings` (measured once, then cached)."""
-        from .measure import report
+        """A `measure.StandardResults` for one model under `settings` (measured once, then cached)."""
+        from .measure import standard_metrics
 
         key = (spec, json.dumps(settings.to_dict(), sort_keys=True))
         if key not in self._results:
             loaded = settings.load(self.loaded(spec))
-            self._results[key] = report(loaded, settings.inputs(loaded), batch_size=settings.batch_size,
-                                        options=settings.metric_options())
+            self._results[key] = standard_metrics(loaded, settings.inputs(loaded), batch_size=settings.batch_size,
+                                                  options=settings.metric_options())
         return self._results[key]
 
     def group_results(self, group: Group):

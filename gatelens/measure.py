@@ -1,8 +1,8 @@
 """The library's front door: model + text in, result dataclass out (the CLI is a thin shell over these).
 
 `run` is the one forward loop every measurement rides: one no-grad forward per batch, every probe
-updating its accumulator on the same pass. `measure` runs any probes on a model and its inputs;
-`report` runs the registry's standard set (`metrics.METRICS`) and returns a `Report`.
+updating its accumulator on the same pass. `run_probes` runs any probes on a model and its inputs;
+`standard_metrics` runs the registry's standard set (`metrics.METRICS`) and returns a `StandardResults`.
 """
 
 from __future__ import annotations
@@ -182,8 +182,8 @@ def check_vocabulary(loaded: Loaded, ids: torch.Tensor, rows: int) -> None:
                             "does not belong to these weights")
 
 
-def measure(model: Loaded | str, probes: list[Probe], inputs: Inputs | None = None, *, batch_size: int = 4,
-            on_batch: Callable[[int], None] | None = None, **input_kw) -> list:
+def run_probes(model: Loaded | str, probes: list[Probe], inputs: Inputs | None = None, *, batch_size: int = 4,
+               on_batch: Callable[[int], None] | None = None, **input_kw) -> list:
     """Run any set of probes on one forward pass per batch; returns their results in order."""
     loaded = as_loaded(model)
     inputs = inputs or prepare_inputs(loaded, **input_kw)
@@ -204,9 +204,9 @@ def finish(loaded: Loaded, probes: Sequence[Probe], settings: dict, during: str 
 
 
 @dataclass(repr=False)
-class Report(Result):
-    """Every standard metric of one model on one input set: `report.sink`, `.massive`, `.gates` (None if
-    the model has none), `.rank`, `.perplexity`, or `report.results[name]`."""
+class StandardResults(Result):
+    """Every standard metric of one model on one input set: `r.sink`, `.massive`, `.gates` (None if
+    the model has none), `.rank`, `.perplexity`, or `r.results[name]`."""
 
     results: dict = field(default_factory=dict)
     skipped: dict = field(default_factory=dict)   # metric -> why it was not measured on this model (not exact)
@@ -235,37 +235,37 @@ class Report(Result):
                 **({"skipped": self.skipped} if self.skipped else {})}
 
 
-def report(model: Loaded | str, inputs: Inputs | None = None, *, batch_size: int = 4,
-           options: dict[str, dict] | None = None, on_batch: Callable[[int], None] | None = None,
-           **input_kw) -> Report:
+def standard_metrics(model: Loaded | str, inputs: Inputs | None = None, *, batch_size: int = 4,
+                     options: dict[str, dict] | None = None, on_batch: Callable[[int], None] | None = None,
+                     **input_kw) -> StandardResults:
     """Every standard metric (`metrics.METRICS`) that applies to the model, on one forward pass per batch."""
     loaded = as_loaded(model)
     probes = standard_probes(loaded, options)
-    results = measure(loaded, probes, inputs, batch_size=batch_size, on_batch=on_batch, **input_kw)
+    results = run_probes(loaded, probes, inputs, batch_size=batch_size, on_batch=on_batch, **input_kw)
     by_name = {p.name: r for p, r in zip(probes, results)}
     skipped = {name: why for name, cls in METRICS.items() if cls.standard and cls.applies(loaded)
                and (why := exact_for(cls, loaded)) is not None}
-    return Report({name: by_name.get(name) for name, cls in METRICS.items() if cls.standard}, skipped)
+    return StandardResults({name: by_name.get(name) for name, cls in METRICS.items() if cls.standard}, skipped)
 
 
 def sink(model: Loaded | str, inputs: Inputs | None = None, *, batch_size: int = 4, eps: float = 0.3,
          on_batch: Callable[[int], None] | None = None, **input_kw) -> SinkResult:
     """F-Attn and sink rate of `model` (a `Loaded` or a spec) on `inputs` (or on `prepare_inputs(**input_kw)`)."""
-    return measure(model, [Sink(eps=eps)], inputs, batch_size=batch_size, on_batch=on_batch, **input_kw)[0]
+    return run_probes(model, [Sink(eps=eps)], inputs, batch_size=batch_size, on_batch=on_batch, **input_kw)[0]
 
 
 def massive(model: Loaded | str, inputs: Inputs | None = None, *, batch_size: int = 4, top_k: int = 5,
             abs_threshold: float = 100.0, ratio: float = 1000.0, on_batch=None, **input_kw) -> MassiveResult:
     """Per-layer max / median |hidden|, top-k activations with position, token and channel; M-Act."""
     probe = Massive(top_k=top_k, abs_threshold=abs_threshold, ratio=ratio)
-    return measure(model, [probe], inputs, batch_size=batch_size, on_batch=on_batch, **input_kw)[0]
+    return run_probes(model, [probe], inputs, batch_size=batch_size, on_batch=on_batch, **input_kw)[0]
 
 
 def gates(model: Loaded | str, inputs: Inputs | None = None, *, batch_size: int = 4, on_batch=None,
           **input_kw) -> GatesResult:
     """Gate-score statistics of every gated attention layer and head (gated models only)."""
     loaded = as_loaded(model)
-    return measure(loaded, [Gates()], inputs, batch_size=batch_size, on_batch=on_batch, **input_kw)[0]
+    return run_probes(loaded, [Gates()], inputs, batch_size=batch_size, on_batch=on_batch, **input_kw)[0]
 
 
 def rank(model: Loaded | str, inputs: Inputs | None = None, *, batch_size: int = 4, tol: float = 1e-3,
@@ -276,12 +276,12 @@ def rank(model: Loaded | str, inputs: Inputs | None = None, *, batch_size: int =
     if not tokens:
         probe.attach(loaded)
         return finish(loaded, [probe], {"tokens": False})[0]
-    return measure(loaded, [probe], inputs, batch_size=batch_size, on_batch=on_batch, **input_kw)[0]
+    return run_probes(loaded, [probe], inputs, batch_size=batch_size, on_batch=on_batch, **input_kw)[0]
 
 
 def perplexity(model: Loaded | str, inputs: Inputs | None = None, *, batch_size: int = 4, on_batch=None,
                **input_kw) -> PerplexityResult:
-    return measure(model, [Perplexity()], inputs, batch_size=batch_size, on_batch=on_batch, **input_kw)[0]
+    return run_probes(model, [Perplexity()], inputs, batch_size=batch_size, on_batch=on_batch, **input_kw)[0]
 
 
 def by_query(model: Loaded | str, inputs: Inputs | None = None, *, batch_size: int = 4, on_batch=None,
@@ -291,4 +291,4 @@ def by_query(model: Loaded | str, inputs: Inputs | None = None, *, batch_size: i
     `result.split(masks)` averages over chosen queries vs the rest, e.g. a task's trigger tokens
     (`gatelens.tasks.active_queries`) against the dormant ones.
     """
-    return measure(model, [Queries()], inputs, batch_size=batch_size, on_batch=on_batch, **input_kw)[0]
+    return run_probes(model, [Queries()], inputs, batch_size=batch_size, on_batch=on_batch, **input_kw)[0]

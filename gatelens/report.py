@@ -271,7 +271,7 @@ def comparison_files(c) -> tuple[dict, Callable[[Writer], None]]:
     the table (captioned with what was measured), the metrics' comparison figures and the JSON."""
     from . import plots
 
-    payload = {**c.to_dict(), "provenance": provenance(c.settings, [r.info for r in c.reports])}
+    payload = {**c.to_dict(), "provenance": provenance(c.settings, [r.info for r in c.results])}
 
     def fill(w: Writer) -> None:
         w.table("compare", c.to_frame(), f"gatelens compare: {c.what()}")

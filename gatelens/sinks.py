@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .measure import Inputs, as_loaded, measure
+from .measure import Inputs, as_loaded, run_probes
 from .metrics.base import Result
 from .metrics.contribution import Contribution, ContributionResult
 from .metrics.received import DEFAULT_MIN_QUERIES, DEFAULT_TOP_K, Received, ReceivedResult
@@ -65,6 +65,6 @@ def sinks(model: Loaded | str, inputs: Inputs | None = None, *, top_k: int = DEF
           **input_kw) -> SinksResult:
     """Attention received per key and the sink's contribution of `model` on `inputs`, one forward per batch."""
     loaded = as_loaded(model)
-    rec, con = measure(loaded, [Received(top_k=top_k, min_queries=min_queries, eps=eps), Contribution()], inputs,
-                       batch_size=batch_size, on_batch=on_batch, **input_kw)
+    probes = [Received(top_k=top_k, min_queries=min_queries, eps=eps), Contribution()]
+    rec, con = run_probes(loaded, probes, inputs, batch_size=batch_size, on_batch=on_batch, **input_kw)
     return SinksResult(rec, con)

@@ -41,13 +41,13 @@ def curve(folder: Path) -> str:
     return "\n".join(lines)
 
 
-def card(name: str, folder: Path, report, training: dict) -> tuple[str, dict]:
+def card(name: str, folder: Path, results, training: dict) -> tuple[str, dict]:
     s, cfg = training["summary"], training["config"]
-    g = report.gates
+    g = results.gates
     m = {"kind": "text", "eval": EVAL, "params": s["n_params"], "tokens": s["tokens"], "wall_s": s["wall_s"],
-         "val_loss": s["final_val_loss"], "f_attn": report.sink.f_attn, "sink_rate": report.sink.sink_rate,
-         "m_act": report.massive.m_act, "m_act_layer_mean": report.massive.m_act_layer_mean,
-         "perplexity_eval_sample": report.perplexity.perplexity, "mean_gate": None if g is None else g.mean_gate,
+         "val_loss": s["final_val_loss"], "f_attn": results.sink.f_attn, "sink_rate": results.sink.sink_rate,
+         "m_act": results.massive.m_act, "m_act_layer_mean": results.massive.m_act_layer_mean,
+         "perplexity_eval_sample": results.perplexity.perplexity, "mean_gate": None if g is None else g.mean_gate,
          "description": f"{MODELS[name]} gate; 4-layer Qwen3 LM on {s['tokens'] / 1e6:.1f}M tokens of English prose"}
     text = f"""# {name}: a tiny language model on real English prose ({MODELS[name]} gate)
 
@@ -111,12 +111,12 @@ def main():
     if args.only:
         return
     c = compare_models([str(work / n) for n in MODELS], seq_len=EVAL["seq_len"], n_seqs=EVAL["n_seqs"])
-    for (name, _), report in zip(MODELS.items(), c.reports):
+    for (name, _), results in zip(MODELS.items(), c.results):
         dest = ZOO / name
         shutil.rmtree(dest, ignore_errors=True)
         shutil.copytree(work / name, dest)
         training = json.loads((dest / "training.json").read_text())
-        text, m = card(name, dest, report, training)
+        text, m = card(name, dest, results, training)
         (dest / "MODEL_CARD.md").write_text(text)
         (dest / "card.json").write_text(json.dumps(m, indent=2) + "\n")
         print(f"{name}: F-Attn {m['f_attn']:.4f}, M-Act {m['m_act']:.2f}, gate {m['mean_gate']}, val {m['val_loss']:.4f}")

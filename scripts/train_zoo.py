@@ -51,7 +51,7 @@ def measure(path: Path) -> dict:
     loaded = gatelens.load(str(path))
     inputs = gatelens.prepare_inputs(loaded, **EVAL)
     probes = standard_probes(loaded) + [Queries()]
-    results = dict(zip((p.name for p in probes), gatelens.measure.measure(loaded, probes, inputs)))
+    results = dict(zip((p.name for p in probes), gatelens.measure.run_probes(loaded, probes, inputs)))
     sink, massive, trace, gates = results["sink"], results["massive"], results["queries"], results.get("gates")
     params = loaded.info.eval_data["params"]
     split = trace.split([tasks.active_queries(x, params) for x in inputs.seqs])

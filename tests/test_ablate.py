@@ -50,6 +50,14 @@ def test_sink_removal_in_all_layers_equals_masked_eager(kind, tiny_dir):
     assert r.runs[1].f_attn == 0.0                        # no query >= 1 sees key 0 any more
 
 
+def test_the_sink_edit_leaves_with_its_run(tiny_dir):
+    loaded = gatelens.load(str(tiny_dir("llama")))
+    inputs = _inputs(loaded)
+    r = ablate(loaded, "sink", [], inputs=inputs, batch_size=2)
+    assert r.runs[1].f_attn == 0.0 < r.runs[0].f_attn
+    assert gatelens.sink(loaded, inputs, batch_size=2).f_attn == pytest.approx(r.runs[0].f_attn, abs=1e-6)
+
+
 def test_value_removal_in_one_layer_equals_zeroed_v_proj(tiny_dir):
     folder = tiny_dir("llama")
     loaded = gatelens.load(str(folder))

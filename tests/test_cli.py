@@ -148,13 +148,13 @@ def test_attn_map_says_which_sequence_its_first_token_share_is_of(tmp_path):
 def test_results_print_a_short_summary_not_every_tensor():
     import gatelens
     from gatelens.ablate import ablate
-    from gatelens.measure import prepare_inputs, report
+    from gatelens.measure import prepare_inputs, standard_metrics
     from gatelens.patterns import text_map
     from gatelens.sinks import sinks
 
     loaded = gatelens.load("mech-gated")
     inputs = prepare_inputs(loaded, seq_len=32, n_seqs=2)
-    r = report(loaded, inputs)
+    r = standard_metrics(loaded, inputs)
     objects = [r, *r.results.values(), ablate(loaded, "sink", inputs=inputs), sinks(loaded, inputs),
                text_map(loaded, seq_len=8), gatelens.measure.by_query(loaded, seq_len=32, n_seqs=2)]
     for obj in objects:

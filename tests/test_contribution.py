@@ -12,7 +12,7 @@ from transformers import AutoModelForCausalLM
 
 import gatelens
 from factories import HF_FAMILIES, TEXT, capturing_eager
-from gatelens.measure import measure
+from gatelens.measure import run_probes
 from gatelens.metrics.contribution import Contribution, contribution_reference
 from gatelens.models.weights import ov_weights
 
@@ -78,7 +78,7 @@ def test_probe_equals_eager_on_hf_models(kind, tiny_dir):
     calls: list = []
     ref_model = AutoModelForCausalLM.from_pretrained(folder, attn_implementation=capturing_eager(calls)).eval()
     inputs = gatelens.prepare_inputs(loaded, text=TEXT, seq_len=40, n_seqs=2)
-    result = measure(loaded, [Contribution()], inputs, batch_size=2)[0]
+    result = run_probes(loaded, [Contribution()], inputs, batch_size=2)[0]
     with torch.no_grad():
         ref_model(torch.stack(inputs.seqs))
     assert len(calls) == len(loaded.info.attention_layers)
@@ -96,7 +96,7 @@ def test_probe_equals_eager_on_the_paper_gated_format(tiny_dir):
     cfg = json.loads((folder / "config.json").read_text())
     loaded = gatelens.load(str(folder))
     inputs = gatelens.prepare_inputs(loaded, text=TEXT, seq_len=40, n_seqs=2)
-    result = measure(loaded, [Contribution()], inputs, batch_size=2)[0]
+    result = run_probes(loaded, [Contribution()], inputs, batch_size=2)[0]
     _, pats = paper_forward(load_file(str(folder / "model.safetensors")), cfg, torch.stack(inputs.seqs))
     assert "first_share_gated" in result.layers[0].heads
     _check(result, loaded, [p.float() for p in pats], inputs.seqs, gated=True)
@@ -105,7 +105,7 @@ def test_probe_equals_eager_on_the_paper_gated_format(tiny_dir):
 def test_contribution_rows_and_json(tiny_dir):
     loaded = gatelens.load(str(tiny_dir("qwen3")))
     inputs = gatelens.prepare_inputs(loaded, text=TEXT, seq_len=24, n_seqs=2)
-    r = measure(loaded, [Contribution()], inputs, batch_size=2)[0]
+    r = run_probes(loaded, [Contribution()], inputs, batch_size=2)[0]
     d = r.to_dict()
     assert {"f_attn", "f_attn_norm", "first_share", "value_ratio", "image_ratio"} <= d["summary"].keys()
     assert r.columns()["first_share_gated"] is None

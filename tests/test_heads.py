@@ -7,7 +7,7 @@ from transformers import AutoModelForCausalLM
 import gatelens
 from factories import TEXT, capturing_eager
 from gatelens.ablate import ablate
-from gatelens.measure import measure
+from gatelens.measure import run_probes
 from gatelens.metrics.heads import Heads, dormant_reference
 from gatelens.models.weights import ov_weights
 from test_contribution import _gates
@@ -35,7 +35,7 @@ def test_heads_equal_eager(kind, tiny_dir):
     ref = AutoModelForCausalLM.from_pretrained(folder, attn_implementation=capturing_eager(calls)).eval()
     inputs = gatelens.prepare_inputs(loaded, text=TEXT, seq_len=40, n_seqs=2)
     opts = {"sink_weight": 0.08, "output_ratio": 0.9}  # tiny random heads spread attention: thresholds that bite
-    result = measure(loaded, [Heads(**opts)], inputs, batch_size=2)[0]
+    result = run_probes(loaded, [Heads(**opts)], inputs, batch_size=2)[0]
     with torch.no_grad():
         ref(torch.stack(inputs.seqs))
     gates = _gates(loaded, inputs.seqs) if loaded.info.gated else {}

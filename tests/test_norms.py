@@ -8,7 +8,7 @@ from transformers import AutoModelForCausalLM
 
 import gatelens
 from factories import TEXT, capturing_eager
-from gatelens.measure import Inputs, measure
+from gatelens.measure import Inputs, run_probes
 from gatelens.metrics.contribution import Contribution
 from gatelens.metrics.norms import Norms, norms_reference
 
@@ -35,7 +35,7 @@ def test_probe_equals_eager(kind, tiny_dir):
     full = gatelens.prepare_inputs(loaded, text=TEXT, seq_len=40, n_seqs=3)
     seqs = [full.seqs[0], full.seqs[1][:27], full.seqs[2][:33]]     # different lengths: padded in one batch
     lengths = torch.tensor([len(x) for x in seqs])
-    result = measure(loaded, [Norms()], Inputs(seqs, "text", 40, True, 3), batch_size=3)[0]
+    result = run_probes(loaded, [Norms()], Inputs(seqs, "text", 40, True, 3), batch_size=3)[0]
     layers = ref.base_model.layers if hasattr(ref.base_model, "layers") else ref.base_model.h
     per_seq = []
     for x in seqs:
@@ -78,7 +78,7 @@ def test_value_ratio_agrees_with_contribution(tiny_dir):
     """Two modules, one quantity: the value norm of position 0 against the median (per head, ratio of sums)."""
     loaded = gatelens.load(str(tiny_dir("qwen2")))                  # grouped-query attention
     inputs = gatelens.prepare_inputs(loaded, text=TEXT, seq_len=32, n_seqs=3)
-    norms, con = measure(loaded, [Norms(), Contribution()], inputs, batch_size=2)
+    norms, con = run_probes(loaded, [Norms(), Contribution()], inputs, batch_size=2)
     assert norms.ratio("value") == pytest.approx(con.overall("value_ratio"), rel=1e-6)
 
 

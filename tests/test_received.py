@@ -12,7 +12,7 @@ from transformers import AutoModelForCausalLM
 import gatelens
 from factories import HF_FAMILIES, TEXT
 from gatelens.kernels import sdpa_with_lse
-from gatelens.measure import Inputs, measure
+from gatelens.measure import Inputs, run_probes
 from gatelens.metrics.received import Received, key_sums, ranked_keys, received_reference
 from gatelens.metrics.sink import f_attn_reference, query_mask
 
@@ -106,7 +106,7 @@ def test_probe_equals_eager_on_hf_models(kind, tiny_dir):
     seqs = [full.seqs[0], full.seqs[1][:27], full.seqs[2][:33]]     # different lengths: padded in one batch
     lengths = [len(x) for x in seqs]
     inputs = Inputs(seqs, "text", 40, True, 3)
-    result = measure(loaded, [Received(top_k=3, min_queries=4)], inputs, batch_size=3)[0]
+    result = run_probes(loaded, [Received(top_k=3, min_queries=4)], inputs, batch_size=3)[0]
     with torch.no_grad():
         pats = [[a for a in ref_model(x[None], output_attentions=True).attentions if a is not None] for x in seqs]
     allowed = [_allowed(ref_model.config, layer, 40) for layer in loaded.info.attention_layers]
@@ -130,7 +130,7 @@ def test_probe_equals_eager_on_the_paper_gated_format(tiny_dir):
     cfg = json.loads((folder / "config.json").read_text())
     loaded = gatelens.load(str(folder))
     inputs = gatelens.prepare_inputs(loaded, text=TEXT, seq_len=40, n_seqs=2)
-    result = measure(loaded, [Received(top_k=2, min_queries=4)], inputs, batch_size=2)[0]
+    result = run_probes(loaded, [Received(top_k=2, min_queries=4)], inputs, batch_size=2)[0]
     _, pats = paper_forward(load_file(str(folder / "model.safetensors")), cfg, torch.stack(inputs.seqs))
     allowed = torch.ones(40, 40, dtype=torch.bool).tril()[None, None]
     ref = _reference([[p[i:i + 1] for p in pats] for i in range(2)], [allowed] * len(pats), [40, 40])
@@ -142,7 +142,7 @@ def test_tokens_and_top_key_counts_by_hand(tiny_dir):
     loaded = gatelens.load(str(tiny_dir("qwen3")))
     inputs = gatelens.prepare_inputs(loaded, text=TEXT, seq_len=32, n_seqs=2)
     probe = Received(top_k=1, min_queries=4)
-    result = measure(loaded, [probe], inputs, batch_size=1)[0]
+    result = run_probes(loaded, [probe], inputs, batch_size=1)[0]
     n_heads = loaded.info.n_heads
     tops = sum(r["top_heads"] for r in result.tokens)
     not_first = sum(v * 2 for ly in result.layers for v in ly.heads["top_not_first"])   # 2 sequences
@@ -217,8 +217,8 @@ def test_sink_score_equals_eager(kind, tiny_dir):
     seqs = [full.seqs[0], full.seqs[1][:27], full.seqs[2][:33]]
     lengths = [len(x) for x in seqs]
     eps = 0.05  # tiny random models spread their attention: a low threshold makes the score bite
-    result = measure(loaded, [Received(top_k=3, min_queries=4, eps=eps)], Inputs(seqs, "text", 40, True, 3),
-                     batch_size=3)[0]
+    result = run_probes(loaded, [Received(top_k=3, min_queries=4, eps=eps)], Inputs(seqs, "text", 40, True, 3),
+                        batch_size=3)[0]
     with torch.no_grad():
         pats = [[a for a in ref_model(x[None], output_attentions=True).attentions if a is not None] for x in seqs]
     allowed = [_allowed(ref_model.config, layer, 40) for layer in loaded.info.attention_layers]
@@ -239,7 +239,7 @@ def test_sink_score_at_the_first_position_is_the_sink_rate(tiny_dir):
 
     loaded = gatelens.load(str(tiny_dir("qwen3")))
     inputs = gatelens.prepare_inputs(loaded, text=TEXT, seq_len=32, n_seqs=3)
-    rec, sink = measure(loaded, [Received(eps=0.1), Sink(eps=0.1)], inputs, batch_size=2)
+    rec, sink = run_probes(loaded, [Received(eps=0.1), Sink(eps=0.1)], inputs, batch_size=2)
     assert float(rec.sink_score()[0]) == pytest.approx(sink.sink_rate, abs=1e-12)
     assert 0 < sink.sink_rate < 1
 

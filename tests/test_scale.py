@@ -18,7 +18,7 @@ DEVICE_MAP = {"model.embed_tokens": "cpu", "model.rotary_emb": "cpu", "model.lay
 
 
 def _all(loaded, inputs):
-    return [r for r in gatelens.measure.report(loaded, inputs, batch_size=2).results.values() if r is not None]
+    return [r for r in gatelens.measure.standard_metrics(loaded, inputs, batch_size=2).results.values() if r is not None]
 
 
 @pytest.mark.parametrize("kind", ["qwen3", "paper_elementwise"])

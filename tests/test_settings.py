@@ -65,11 +65,11 @@ def test_every_measuring_command_has_an_option_per_setting():
 
 
 def test_a_result_gives_back_the_settings_it_was_measured_with():
-    from gatelens.measure import report
+    from gatelens.measure import standard_metrics
 
     s = Settings(seq_len=32, n_seqs=2, batch_size=1, eps=0.2)
     loaded = s.load("mech-baseline")
-    r = report(loaded, s.inputs(loaded), batch_size=s.batch_size, options=s.metric_options())
+    r = standard_metrics(loaded, s.inputs(loaded), batch_size=s.batch_size, options=s.metric_options())
     back = Settings.from_result(r.sink)
     assert back == s, (back, s)
 

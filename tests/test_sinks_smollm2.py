@@ -9,7 +9,7 @@ from transformers import AutoModelForCausalLM
 
 import gatelens
 from factories import nosink_attention
-from gatelens.measure import measure
+from gatelens.measure import run_probes
 from gatelens.metrics.contribution import Contribution, contribution_reference
 from gatelens.metrics.received import Received, received_reference
 from gatelens.models.weights import ov_weights
@@ -21,7 +21,7 @@ def test_received_and_contribution_equal_eager(tmp_path):
     loaded = gatelens.load("smollm2-135m")
     info = loaded.info
     inputs = gatelens.prepare_inputs(loaded, seq_len=64, n_seqs=2)
-    rec, con = measure(loaded, [Received(top_k=3), Contribution()], inputs, batch_size=2)
+    rec, con = run_probes(loaded, [Received(top_k=3), Contribution()], inputs, batch_size=2)
     ids = torch.stack(inputs.seqs)
     ref = AutoModelForCausalLM.from_pretrained(info.path, attn_implementation="eager").eval()
     vals = {}
@@ -72,7 +72,7 @@ def test_sink_score_norms_and_dormant_heads_equal_eager():
     loaded = gatelens.load("smollm2-135m")
     info = loaded.info
     inputs = gatelens.prepare_inputs(loaded, seq_len=64, n_seqs=2)
-    rec, norms, heads = measure(loaded, [Received(), Norms(), Heads()], inputs, batch_size=2)
+    rec, norms, heads = run_probes(loaded, [Received(), Norms(), Heads()], inputs, batch_size=2)
     ids = torch.stack(inputs.seqs)
     calls: list = []
     ref = AutoModelForCausalLM.from_pretrained(info.path, attn_implementation=capturing_eager(calls)).eval()

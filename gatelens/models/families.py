@@ -57,7 +57,3 @@ _ROWS = [
 
 FAMILIES: dict[str, Family] = {row.name: row for row in _ROWS}
 BY_MODEL_TYPE: dict[str, Family] = {mt: row for row in _ROWS for mt in row.model_types}
-
-
-def supported_model_types() -> list[str]:
-    return sorted(BY_MODEL_TYPE) + ["qwen3 (+ paper gate flags)", "gatelens"]

@@ -123,7 +123,7 @@ def snapshot(work: Path, model, model_cfg: dict, tokenizer, step: int, tokens: i
     os.replace(tmp, folder)
 
 
-def publish(work: Path, out: Path, model, model_cfg: dict, tokenizer, cfg: TrainConfig, training: dict) -> None:
+def save_final(work: Path, out: Path, model, model_cfg: dict, tokenizer, cfg: TrainConfig, training: dict) -> None:
     """Assemble the output folder next to the checkpoint, then move it into place in one rename."""
     final = work / "final"
     shutil.rmtree(final, ignore_errors=True)

@@ -29,10 +29,10 @@ from torch import nn
 
 from .. import attention
 from ..errors import GatelensError
-from ..measure import Inputs, measure
+from ..measure import Inputs, run_probes
 from ..models.load import Loaded, model_info, native_family
 from ..report import runtime
-from .checkpoint import (discard, last_loss, load_checkpoint, publish, save_checkpoint, snapshot, work_folder,
+from .checkpoint import (discard, last_loss, load_checkpoint, save_checkpoint, save_final, snapshot, work_folder,
                          write_log)
 from .config import TrainConfig
 from .data import load_data
@@ -87,7 +87,7 @@ def evaluate(loaded: Loaded, val: torch.Tensor) -> dict:
     loaded.model.eval()
     inputs = Inputs(list(val.unbind(0)), "validation", val.shape[1], True)
     probes = eval_probes(loaded)
-    r = dict(zip((p.name for p in probes), measure(loaded, probes, inputs, batch_size=8)))
+    r = dict(zip((p.name for p in probes), run_probes(loaded, probes, inputs, batch_size=8)))
     loaded.model.train()
     gates = r.get("gates")
     other = {f"{name}_{k}": v for name, res in r.items() if name not in ("sink", "perplexity", "gates")
@@ -225,5 +225,5 @@ def _train(cfg: TrainConfig, out: Path, work: Path, on_step) -> dict:
     }
     training = {"config": asdict(cfg), "seed": cfg.seed, "data": data.description, "summary": summary,
                 "hardware": hardware(device), "runtime": runtime()}
-    publish(work, out, model, model_cfg, data.tokenizer, cfg, training)
+    save_final(work, out, model, model_cfg, data.tokenizer, cfg, training)
     return summary
