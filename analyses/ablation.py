@@ -37,7 +37,45 @@ def make(ctx, group):
     files = ctx.write(f"{group.name}_seeds", summary, fig, models, settings)
     files += ctx.write(f"{group.name}_runs", runs.sort_values(["variant", "seed"], key=lambda c: c.map(
         {v: i for i, v in enumerate(order)}) if c.name == "variant" else c, ignore_index=True), None, models, settings)
+    if group.seed_kernels:
+        files += seed_kernels(ctx, group, models)
     return files
+
+
+def seed_kernels(ctx, group, models):
+    """The seed x CPU-kernel-set grid (scripts/seed_kernels.py's record): every run, and per model and kernel set the
+    mean, sd, min and max over seeds."""
+    folder = ctx.config.root / group.seed_kernels
+    rows = [json.loads(p.read_text()) for p in sorted(folder.glob("*/*/result.json"))]
+    if not rows:
+        return []
+    cols = ("model", "gate", "kernel", "capability", "seed", "f_attn", "f_attn_dormant", "f_attn_active", "mean_gate",
+            "val_loss")
+    order = [m for m in SEED_KERNEL_MODELS if any(r["model"] == m for r in rows)]
+    runs = pd.DataFrame([{k: r.get(k) for k in cols} for r in rows])
+    runs = runs.sort_values(["model", "kernel", "seed"], key=lambda c: c.map({m: i for i, m in enumerate(order)})
+                            if c.name == "model" else c, ignore_index=True)
+    stats = []
+    for (model, kernel), g in runs.groupby(["model", "kernel"], sort=False):
+        row = {"model": model, "kernel": kernel, "capability": g["capability"].iloc[0], "n_runs": len(g),
+               "seeds": " ".join(str(s) for s in sorted(g["seed"]))}
+        for k in ("f_attn", "f_attn_dormant", "mean_gate", "val_loss"):
+            x = g[k].dropna().astype(float)
+            row.update({f"{k}_mean": x.mean() if len(x) else None, f"{k}_sd": x.std(ddof=1) if len(x) > 1 else None,
+                        f"{k}_min": x.min() if len(x) else None, f"{k}_max": x.max() if len(x) else None})
+        stats.append(row)
+    summary = pd.DataFrame(stats)
+    settings = {"seed_kernels": group.seed_kernels, "seeds": sorted(set(runs["seed"])),
+                "kernels": sorted(set(runs["kernel"])), "eval": "held-out task sequences, 8 x 256 tokens",
+                "made_by": "python scripts/seed_kernels.py --work runs/seed-kernels"}
+    n = runs.groupby(["model", "kernel"]).size()
+    fig = ablation.kernels_figure(runs, order, f"{group.title}: {n.min()}-{n.max()} seeds per model and CPU kernel set")
+    return (ctx.write(f"{group.name}_seed_kernels", summary, fig, models, settings)
+            + ctx.write(f"{group.name}_seed_kernels_runs", runs, None, models, settings))
+
+
+SEED_KERNEL_MODELS = ("ablate-none", "ablate-elementwise", "ablate-headwise", "ablate-head-shared", "ablate-value",
+                      "ablate-input-independent", "mech-value")
 
 
 if __name__ == "__main__":

@@ -38,6 +38,7 @@ class Group:
     per_seed: str | None = None                        # JSON of per-seed runs (the ablation), relative to the config
     metrics: list[str] = field(default_factory=list)   # registered metrics whose tables and figures analyses/metrics.py writes
     emergence: str | None = None                       # JSON of `gatelens emergence` (a checkpointed pair), likewise
+    seed_kernels: str | None = None                    # the seed x CPU-kernel-set record (scripts/seed_kernels.py)
 
     def settings(self, batch_size: int = 4, **change) -> Settings:
         """How this group's models are measured (`change`: e.g. another seq_len for the length sweep)."""
