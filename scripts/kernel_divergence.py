@@ -10,12 +10,14 @@ takes to grow tenfold. A run stops after --steps steps of the recipe's schedule 
 `steps`, so the first N steps are exactly those of a full run); --steps 0 trains the full recipe and measures the
 finished model as scripts/train_zoo.py measures the zoo (F-Attn on the 8 held-out task sequences).
 
-Commands run for docs/RECIPE_STABILITY.md (each with `nice -n 5`, one at a time; --work outside the repository):
+Commands run for docs/RECIPE_STABILITY.md, one at a time, each as `OMP_NUM_THREADS=1 nice -n 5 python ...` with this
+checkout on PYTHONPATH (--work outside the repository; a 1000-step pair costs ~3 CPU-minutes, a full pair ~8.5):
 
-    python scripts/kernel_divergence.py curves                    # the recorded seed_kernels runs: split step, losses
+    python scripts/kernel_divergence.py curves --record /work/main/gatelens/zoo/seed_kernels   # the recorded runs
     python scripts/kernel_divergence.py run --work /tmp/kdiv --name lr1e-2 --steps 1000 --every 10
     python scripts/kernel_divergence.py run --work /tmp/kdiv --name lr3e-3 --set lr=3e-3 --steps 1000 --every 10
-    python scripts/kernel_divergence.py run --work /tmp/kdiv --name clip0.1 --set grad_clip=0.1 --steps 1000 --every 10
+    python scripts/kernel_divergence.py run --work /tmp/kdiv --name lr3e-3-full --set lr=3e-3 --steps 0 --every 50
+    python scripts/kernel_divergence.py run --work /tmp/kdiv --name lr3e-3-full-baseline --gate none --set lr=3e-3 --steps 0 --every 50
     python scripts/kernel_divergence.py report --work /tmp/kdiv   # the table of every variant run so far
 
 `--set FIELD=VALUE` overrides a TrainConfig field of the recipe (JSON value; repeatable); `--recipe ablation` starts from
@@ -111,7 +113,6 @@ def weights(folder: Path) -> dict[int, Path]:
 
 def divergence(work: Path, name: str) -> list[dict]:
     """‖θ_default − θ_avx2‖ / ‖θ_default‖ at every step both runs kept, and the largest per-tensor relative distance."""
-    import torch
     from safetensors.torch import load_file
 
     runs = {k: json.loads((run_folder(work, name, k) / "run.json").read_text()) for k in KERNELS}
@@ -148,6 +149,19 @@ def growth(rows: list[dict]) -> dict:
     return {"rate": rate, "tenfold": math.log(10) / rate if rate > 0 else None, "window": (pts[0][0], pts[-1][0])}
 
 
+def peak(rows: list[dict], span: int = 30) -> dict:
+    """The fastest growth over any `span` steps before d reaches FIT[1]: (ln d_j - ln d_i) / span, and where."""
+    at = {r["step"]: r["rel_dist"] for r in rows}
+    best = {"rate": None, "window": None}
+    for s, d in at.items():
+        e = at.get(s + span)
+        if d > 0 and e is not None and d < FIT[1]:
+            rate = math.log(e / d) / span
+            if best["rate"] is None or rate > best["rate"]:
+                best = {"rate": rate, "window": (s, s + span)}
+    return best
+
+
 def first_step(rows: list[dict], threshold: float) -> int | None:
     return next((r["step"] for r in rows if r["rel_dist"] >= threshold), None)
 
@@ -157,37 +171,70 @@ def log(folder: Path) -> list[dict]:
     return list(csv.DictReader(path.open())) if path.exists() else []
 
 
+HEADER = ("| variant | gate, seed, changes to the recipe | d@100 | d@200 | d@300 | d@500 | d@last | d ≥ 1e-3 at | "
+          "d ≥ 0.1 at | rate / step (fit window) | steps ×10 | peak rate over 30 steps | "
+          "last eval: val loss default / avx2 | F-Attn default / avx2 |")
+
+
+def _e(x: float | None) -> str:
+    return "—" if x is None else f"{x:.1e}"
+
+
 def report(work: Path) -> str:
     """One row per variant: its overrides, the distance at chosen steps, the fitted exponent, the last evaluation."""
-    lines = ["| variant | overrides | d@100 | d@200 | d@300 | d@500 | d@last | d ≥ 1e-3 at | d ≥ 0.1 at | "
-             "rate / step (fit window) | steps ×10 | last eval: val loss default / avx2 | F-Attn default / avx2 |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---|---|"]
+    lines = [HEADER, "|---|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---|---|---|"]
     for spec_path in sorted(work.glob("*/spec.json")):
         name, spec = spec_path.parent.name, json.loads(spec_path.read_text())
         if not all((run_folder(work, name, k) / "run.json").exists() for k in KERNELS):
             continue
         rows = divergence(work, name)
         at = {r["step"]: r["rel_dist"] for r in rows}
-        g = growth(rows)
-        logs = [log(Path(json.loads((run_folder(work, name, k) / "run.json").read_text())["folder"])) for k in KERNELS]
-        last = [lg[-1] if lg else {"val_loss": "nan", "f_attn": "nan"} for lg in logs]
-        fmt = lambda s: f"{at[s]:.1e}" if s in at else "—"   # noqa: E731
+        g, top = growth(rows), peak(rows)
+        runs = [json.loads((run_folder(work, name, k) / "run.json").read_text()) for k in KERNELS]
+        last = [(log(Path(r["folder"])) or [{"val_loss": "nan", "f_attn": "nan"}])[-1] for r in runs]
+        changes = "".join(f", {k}={v}" for k, v in spec["set"].items())
         rate = "—" if g["rate"] is None else f"{g['rate']:.4f} ({g['window'][0]}-{g['window'][1]})"
-        lines.append(
-            f"| {name} | {json.dumps(spec['set']) if spec['set'] else 'recipe'} | {fmt(100)} | {fmt(200)} | "
-            f"{fmt(300)} | {fmt(500)} | {rows[-1]['rel_dist']:.1e} (step {rows[-1]['step']}) | "
-            f"{first_step(rows, 1e-3) or '—'} | {first_step(rows, 0.1) or '—'} | {rate} | "
-            f"{'—' if g['tenfold'] is None else round(g['tenfold'])} | "
-            f"{' / '.join(format(float(x['val_loss']), '.4f') for x in last)} (step {last[0].get('step')}) | "
-            f"{' / '.join(format(float(x['f_attn']), '.3f') for x in last)} |")
+        tenfold = "—" if g["tenfold"] is None else str(round(g["tenfold"]))
+        fast = "—" if top["rate"] is None else f"{top['rate']:.3f} ({top['window'][0]}-{top['window'][1]})"
+        val = " / ".join(f"{float(x['val_loss']):.4f}" for x in last) + f" (step {last[0].get('step')})"
+        f_attn = " / ".join(f"{float(x['f_attn']):.3f}" for x in last)
+        if all("f_attn" in r for r in runs):   # a full run, measured as the zoo measures its models
+            f_attn += f"; finished model, as the zoo measures it: {runs[0]['f_attn']:.3f} / {runs[1]['f_attn']:.3f}"
+        lines.append(f"| {name} | {spec['gate']}, seed {spec['seed']}{changes} | {_e(at.get(100))} | "
+                     f"{_e(at.get(200))} | {_e(at.get(300))} | {_e(at.get(500))} | "
+                     f"{rows[-1]['rel_dist']:.1e} (step {rows[-1]['step']}) | {first_step(rows, 1e-3) or '—'} | "
+                     f"{first_step(rows, 0.1) or '—'} | {rate} | {tenfold} | {fast} | {val} | {f_attn} |")
     return "\n".join(lines)
+
+
+def floor() -> float:
+    """The lowest validation loss any model can reach on the trainer's validation sequences of the mech recipe: the
+    task's own next-token entropy (uniform over non-triggers after BOS, the bigram table's probability, 0 on a copy)."""
+    import torch
+
+    from gatelens import tasks
+    from gatelens.train import TrainConfig
+    from gatelens.train.data import task_data
+
+    cfg = TrainConfig(out="unused", **recipe("mech"))
+    p = tasks.task_params(cfg.data, **cfg.task_params)
+    cdf, triggers = tasks.world(p)
+    probs = torch.diff(cdf, dim=1, prepend=torch.zeros(p.vocab, 1)).double()
+    probs[:, -1] -= 1e-6   # world()'s rounding guard on the last bucket
+    trigger = torch.zeros(p.vocab, dtype=torch.bool)
+    trigger[triggers] = True
+    nll = []
+    for x in task_data(cfg).val:   # [seq_len]: BOS, then symbols
+        nll.append(math.log(p.vocab - len(triggers)))   # x[1]: uniform over the non-trigger symbols
+        nll += [0.0 if trigger[x[t - 1]] else -math.log(float(probs[x[t - 1], x[t]])) for t in range(2, len(x))]
+    return sum(nll) / len(nll)
 
 
 def curves(record: Path = RECORD) -> str:
     """The recorded seed_kernels runs, default vs avx2 of one model and seed: where their curves split, and the
     final validation loss and F-Attn of each."""
-    lines = ["| run | Δval loss @100 | @200 | first step with ΔF-Attn > 0.05 | final val loss default / avx2 | "
-             "final F-Attn default / avx2 | F-Attn range after step 1000, default / avx2 |",
+    lines = [("| run | Δval loss @100 | @200 | first step with ΔF-Attn > 0.05 | final val loss default / avx2 | "
+              "final F-Attn default / avx2 | F-Attn range after step 1000, default / avx2 |"),
              "|---|---:|---:|---:|---|---|---|"]
     for a in sorted(record.glob("default/*/train_log.csv")):
         b = record / "avx2" / a.parent.name / "train_log.csv"
@@ -202,6 +249,7 @@ def curves(record: Path = RECORD) -> str:
         lines.append(f"| {a.parent.name} | {dv.get('100', 0):+.1e} | {dv.get('200', 0):+.1e} | {split} | "
                      f"{fin[0]['val_loss']:.4f} / {fin[1]['val_loss']:.4f} | {fin[0]['f_attn']:.3f} / "
                      f"{fin[1]['f_attn']:.3f} | {rng[0]} / {rng[1]} |")
+    lines += ["", f"The task's floor on these validation sequences (its own entropy): {floor():.4f} nats per token."]
     return "\n".join(lines)
 
 
