@@ -83,7 +83,8 @@ def environment() -> dict:
 
     import gatelens
 
-    env = {"gatelens": str(Path(gatelens.__file__).parent), "python": platform.python_version(), "torch": torch.__version__, "transformers": transformers.__version__,
+    env = {"gatelens": str(Path(gatelens.__file__).parent), "python": platform.python_version(),
+           "torch": torch.__version__, "transformers": transformers.__version__,
            "cuda": torch.version.cuda, "date_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime())}
     if torch.cuda.is_available():
         env["gpu"] = torch.cuda.get_device_name()
@@ -220,7 +221,8 @@ def leaves(x, path=""):
         yield path, float(x)
 
 
-DISCRETE = ("model", "provenance", "settings", "top", "tokens", "hist", "most_dormant", "sink_tokens", "top_key_tokens")
+DISCRETE = ("model", "provenance", "settings", "top", "tokens", "hist", "most_dormant", "sink_tokens",
+            "top_key_tokens")
 
 
 def continuous(path: str) -> bool:
@@ -291,9 +293,9 @@ def check_e2e(res: Results, device: str, work: Path) -> None:
                 t = time.monotonic()
                 loaded = load(spec, device=dev, dtype=dt)
                 inputs = prepare_inputs(loaded, seq_len=256, n_seqs=8, **kw)
-                if name == "random-qwen3 (factories)":  # unequal lengths: a padded batch, the masked kernels
-                    inputs = Inputs([s[: 256 - 37 * i] for i, s in enumerate(inputs.seqs)], inputs.source + " (ragged)",
-                                    256, True, 8)
+                if name == "random-qwen3 (factories)":  # unequal lengths, longest 251: padded batches, unaligned keys
+                    ragged = [s[: 251 - 37 * (i % 4)] for i, s in enumerate(inputs.seqs)]
+                    inputs = Inputs(ragged, inputs.source + " (ragged)", 256, True, 8)
                 rep = report(loaded, inputs, batch_size=4)
                 key = f"{dev} {dt}"
                 dicts[key] = rep.to_dict()
@@ -351,7 +353,8 @@ def summary(data: dict) -> str:
     lines = ["# gatelens GPU check", "", ", ".join(f"{k} {v}" for k, v in env.items()), ""]
     if data["kernels"]:
         lines += ["## sdpa_with_lse against float64 eager (max abs error; GQA 8 query / 2 KV heads)", "",
-                  "| dtype | d | n | mask | path | out err | LSE err | key-0 weight err | sdpa_with_lse ms | SDPA ms | flag |",
+                  ("| dtype | d | n | mask | path | out err | LSE err | key-0 weight err | sdpa_with_lse ms | SDPA ms "
+                   "| flag |"),
                   "|---|---:|---:|---|---|---:|---:|---:|---:|---:|---|"]
         for r in data["kernels"]:
             lines.append(f"| {r['dtype']} | {r['d']} | {r['n']} | {r['mask']} | {r['path']} | {r['out_err']:.2e} | "
@@ -369,7 +372,8 @@ def summary(data: dict) -> str:
                 lines.append(f"- {metric}: {s['max_abs']:.3g} ({s['at_abs']}) / {s['max_rel']:.3g} ({s['at_rel']})")
     for preset, b in data["bench"].items():
         lines += ["", f"## bench {preset}: rc {b['rc']}, {b.get('seconds')} s", "", f"`{b['command']}`", "",
-                  "| tokens | method | seconds | peak MiB | time / bare | mem / bare | note |", "|---:|---|---:|---:|---:|---:|---|"]
+                  "| tokens | method | seconds | peak MiB | time / bare | mem / bare | note |",
+                  "|---:|---|---:|---:|---:|---:|---|"]
         for r in b.get("rows", []):
             lines.append(f"| {r['seq_len']} | {r['method']} | {fmt(r['seconds'], '.4g')} | {fmt(r['peak_mb'], '.0f')} | "
                          f"{fmt(r['time_ratio'], '.3f')} | {fmt(r['mem_ratio'], '.3f')} | {r['note']} |")
