@@ -201,6 +201,17 @@ def kernel_case(kind, n, d, dtype_name, dtype, device) -> dict:
             row["why"] = "the fused op ran when called alone"
         except Exception as e:  # noqa: BLE001
             row["why"] = f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
+    if device == "cuda" and mask is None and dtype != torch.float32:
+        # a lead: can the flash op take GQA K/V in one call (FlashAttention-2 can), instead of one per KV group?
+        flash = torch.ops.aten._scaled_dot_product_flash_attention
+        try:
+            res = flash(q, k, v, 0.0, causal, False, scale=scale)
+            row["gqa_one_call_out_err"] = (res[0].double() - ref_out).abs().max().item()
+            row["gqa_one_call_lse_err"] = (res[1].double() - ref_lse).abs().max().item()
+            if n >= 1024:
+                row["ms_gqa_one_call"] = cuda_ms(lambda: flash(q, k, v, 0.0, causal, False, scale=scale))
+        except Exception as e:  # noqa: BLE001
+            row["gqa_one_call"] = f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
     if device == "cuda" and n >= 1024:  # cost against the public SDPA (the model's own bare attention)
         row["ms_lse"] = cuda_ms(lambda: sdpa_with_lse(q, k, v, mask, is_causal=causal, scale=scale))
         row["ms_sdpa"] = cuda_ms(lambda: F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal,
@@ -361,6 +372,15 @@ def summary(data: dict) -> str:
                          f"{r['lse_err']:.2e} | {r['w0_err']:.2e} | {fmt(r.get('ms_lse'), '.3f')} | "
                          f"{fmt(r.get('ms_sdpa'), '.3f')} | {'**FLAG**' if r['flag'] else ''} "
                          f"{r.get('why', '')} |")
+        one = [r for r in data["kernels"] if "gqa_one_call_out_err" in r or "gqa_one_call" in r]
+        if one:
+            lines += ["", "Lead: the flash op called once on GQA K/V (2 KV heads for 8 query heads) instead of per KV group:",
+                      "", "| dtype | d | n | out err | LSE err | one call ms | per group (sdpa_with_lse) ms | note |",
+                      "|---|---:|---:|---:|---:|---:|---:|---|"]
+            for r in one:
+                lines.append(f"| {r['dtype']} | {r['d']} | {r['n']} | {fmt(r.get('gqa_one_call_out_err'), '.2e')} | "
+                             f"{fmt(r.get('gqa_one_call_lse_err'), '.2e')} | {fmt(r.get('ms_gqa_one_call'), '.3f')} | "
+                             f"{fmt(r.get('ms_lse'), '.3f')} | {r.get('gqa_one_call', '')} |")
     for name, e in data["e2e"].items():
         lines += ["", f"## {name}", "", "| run | " + " | ".join(next(iter(e["headline"].values()), {}).keys()) + " |"]
         lines.append("|---|" + "---:|" * len(next(iter(e["headline"].values()), {})))
