@@ -97,3 +97,15 @@ def test_gpu_check_compares_statistics_not_rankings():
     diff = gc.differences(run, ref)
     assert set(diff) == {"sink"} and diff["sink"]["n"] == 2
     assert diff["sink"]["max_abs"] == pytest.approx(0.05) and diff["sink"]["at_abs"] == "sink.layers[0].f_attn"
+
+
+def test_pattern_budget_is_the_memory_of_the_device_holding_the_patterns(monkeypatch):
+    """On CUDA the n x n patterns of eager / TransformerLens live on the GPU: its free memory decides the skip."""
+    import torch
+
+    from gatelens import bench
+
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (8 * 2**30, 80 * 2**30))
+    assert bench.default_budget(torch.device("cuda", 0)) == 4 * 2**30
+    assert bench.default_budget(torch.device("cpu")) == pytest.approx(bench.psutil.virtual_memory().available * 0.5,
+                                                                       rel=0.2)
