@@ -134,6 +134,14 @@ def pattern_bytes(loaded: Loaded, n: int, batch: int) -> int:
     return 4 * batch * loaded.info.n_heads * n * n
 
 
+def default_budget(device: torch.device) -> float:
+    """Bytes of n x n patterns a method may hold before it is skipped: half the free memory of the device the
+    patterns live on (the GPU's for a CUDA model, not the host's)."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0] * 0.5
+    return psutil.virtual_memory().available * 0.5
+
+
 def held_patterns(loaded: Loaded, n: int, batch: int, method: str) -> int:
     """Pattern memory a method keeps alive: eager returns every layer's pattern (output_attentions), a
     TransformerLens cache keeps scores and pattern of every layer; gatelens keeps none."""
@@ -158,7 +166,7 @@ def bench(loaded: Loaded, seq_lens: list[int], *, batch: int = 1, repeats: int =
     methods.insert(0, "bare")
     if not loaded.info.gated:
         methods = [m for m in methods if m != "gates"]
-    budget = memory_budget or psutil.virtual_memory().available * 0.5
+    budget = memory_budget or default_budget(device)
     g = torch.Generator().manual_seed(0)
     rows: list[Row] = []
     for n in seq_lens:

@@ -107,13 +107,32 @@ def chunk_scores(q: Tensor, k: Tensor, scale: float, mask: Tensor | None, is_cau
     return scores
 
 
+_BIAS_ALIGN = 16  # elements; PyTorch's own SDPA pads its masks the same way before this kernel (pad_bias)
+
+
+def efficient_bias(mask: Tensor | None, q: Tensor, k: Tensor) -> Tensor | None:
+    """The mask as the memory-efficient kernel takes it: additive, in q's dtype, [batch, head, query, key], every
+    stride but the last a multiple of 16 elements. The kernel refuses a bias whose rows do not start so aligned
+    ("attn_bias is not correctly aligned (strideM)": key counts that are not a multiple of 4 in fp32, 8 in half),
+    and the refusal would send every masked call to the slower public path; so rows are padded, then sliced back,
+    at the mask's own broadcast shape (no [batch, head, query, key] copy)."""
+    bias = additive_mask(mask, q.dtype)
+    if bias is None:
+        return None
+    if bias.dtype != q.dtype:
+        bias = bias.to(q.dtype)
+    if bias.stride(-1) != 1 or any(st % _BIAS_ALIGN for st in bias.stride()[:-1]):
+        nk = bias.shape[-1]
+        padded = bias.new_zeros(*bias.shape[:-1], nk + -nk % _BIAS_ALIGN)[..., :nk]
+        bias = padded.copy_(bias)
+    return bias.expand(q.shape[0], q.shape[1], q.shape[2], k.shape[2])
+
+
 def _cuda_lse_op(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, is_causal: bool, scale: float):
     if mask is None and q.dtype in (torch.float16, torch.bfloat16) and q.shape[-1] <= 256:
         res = torch.ops.aten._scaled_dot_product_flash_attention(q, k, v, 0.0, is_causal, False, scale=scale)
         return res[0], res[1]
-    bias = additive_mask(mask, q.dtype)
-    if bias is not None:
-        bias = bias.expand(q.shape[0], q.shape[1], q.shape[2], k.shape[2])
+    bias = efficient_bias(mask, q, k)
     res = torch.ops.aten._scaled_dot_product_efficient_attention(q, k, v, bias, True, 0.0, is_causal, scale=scale)
     return res[0], res[1][..., : q.shape[2]]  # the efficient kernel pads LSE rows to a multiple of 32
 

@@ -61,3 +61,51 @@ def test_bench_drops_time_ratios_when_the_machine_was_too_noisy(monkeypatch, tin
                        measure="time")
     assert all(r.time_ratio is None for r in rows if r.method != "bare")
     assert all("too noisy" in r.note for r in rows)
+
+
+def _gpu_check():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).parent.parent / "benchmarks" / "gpu_check.py"
+    spec = importlib.util.spec_from_file_location("gpu_check", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("kind", ["causal", "padded", "window"])
+def test_gpu_check_kernel_cases_run_on_cpu_and_name_the_kernel(kind):
+    """benchmarks/gpu_check.py, the script for GPU nodes, runs its kernel cases on CPU too: errors within its
+    thresholds, the fused CPU kernel named, and a fallback recognised as one."""
+    import torch
+
+    gc = _gpu_check()
+    row = gc.kernel_case(kind, 33, 16, "bfloat16", torch.bfloat16, "cpu")
+    assert row["path"] == "cpu-flash x1" and not row["flag"] and row["lse_dtype"] == "float32"
+    assert 0 < row["out_err"] < gc.OUT_TOL["bfloat16"] and row["lse_err"] < gc.LSE_TOL["bfloat16"]
+    q, k, v, mask, causal = gc.make_case(kind, 33, 16, torch.float32, "cpu")
+    with gc.OpLog() as log:
+        gc.sdpa_with_lse(q, k, v, mask, is_causal=causal, force_fallback=True)
+    assert gc.path_taken(log.ops) == "fallback"
+
+
+def test_gpu_check_compares_statistics_not_rankings():
+    gc = _gpu_check()
+    ref = {"sink": {"f_attn": 0.5, "layers": [{"f_attn": 0.2, "top": [{"pos": 3}]}]}, "model": {"n_layers": 2}}
+    run = {"sink": {"f_attn": 0.5, "layers": [{"f_attn": 0.25, "top": [{"pos": 7}]}]}, "model": {"n_layers": 3}}
+    diff = gc.differences(run, ref)
+    assert set(diff) == {"sink"} and diff["sink"]["n"] == 2
+    assert diff["sink"]["max_abs"] == pytest.approx(0.05) and diff["sink"]["at_abs"] == "sink.layers[0].f_attn"
+
+
+def test_pattern_budget_is_the_memory_of_the_device_holding_the_patterns(monkeypatch):
+    """On CUDA the n x n patterns of eager / TransformerLens live on the GPU: its free memory decides the skip."""
+    import torch
+
+    from gatelens import bench
+
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (8 * 2**30, 80 * 2**30))
+    assert bench.default_budget(torch.device("cuda", 0)) == 4 * 2**30
+    assert bench.default_budget(torch.device("cpu")) == pytest.approx(bench.psutil.virtual_memory().available * 0.5,
+                                                                       rel=0.2)

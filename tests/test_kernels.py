@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from gatelens.kernels import chunked_lse, expand_kv, key_weight, sdpa_with_lse
+from gatelens.kernels import additive_mask, chunked_lse, efficient_bias, expand_kv, key_weight, sdpa_with_lse
 
 
 def eager(q, k, v, scale, mask=None, causal=False):
@@ -105,3 +105,24 @@ def test_keys_and_values_with_a_strided_head_dimension(fallback):
     p, lse_ref = eager(q, kk, vv, 0.25, mask=mask)
     torch.testing.assert_close(out.double(), p @ vv.double(), atol=1e-5, rtol=0)
     torch.testing.assert_close(lse.double(), lse_ref, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("nk", [17, 30, 32])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_efficient_bias_rows_are_aligned_for_the_memory_efficient_kernel(nk, dtype):
+    """The CUDA memory-efficient kernel refuses a bias whose row stride is not a multiple of 4 (fp32) / 8 (half)
+    elements, which sent every masked call at such lengths to the slow path; the bias handed to it is padded to
+    16-element rows, keeps the mask's values and broadcasts without a [batch, head, query, key] copy."""
+    g = torch.Generator().manual_seed(6)
+    q, k = torch.randn(2, 4, nk, 8, generator=g).to(dtype), torch.randn(2, 4, nk, 8, generator=g).to(dtype)
+    window = torch.ones(nk, nk, dtype=torch.bool).tril() & ~torch.ones(nk, nk, dtype=torch.bool).tril(-5)
+    padded = window[None, None].repeat(2, 1, 1, 1)
+    padded[1, ..., nk - 3:] = False
+    wide = torch.zeros(1, 1, nk, nk + 5, dtype=dtype)[..., :nk]          # a slice of a wider additive mask
+    for mask in (window[None, None], padded, wide):
+        bias = efficient_bias(mask, q, k)
+        assert bias.shape == (2, 4, nk, nk) and bias.dtype == dtype and bias.stride(-1) == 1
+        assert all(st % 16 == 0 for st in bias.stride()[:-1]), bias.stride()
+        assert bias.untyped_storage().nbytes() <= 2 * nk * 32 * bias.element_size()  # rows of 32 at most, per sequence
+        torch.testing.assert_close(bias, additive_mask(mask, dtype).expand(2, 4, nk, nk), rtol=0, atol=0)
+    assert efficient_bias(None, q, k) is None
