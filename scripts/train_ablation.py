@@ -213,6 +213,9 @@ Made by `python scripts/train_ablation.py --work runs/ablation --jobs 2 --ship` 
 its folder; the numbers in gatelens/zoo/ablation.json). Recipe: the mechanism zoo's (gatelens/zoo/recipes/mech.toml)
 with two heads of 64 dimensions, so that the head-shared gate has heads to share across. Measured on 8 held-out
 task sequences of 256 tokens; each cell is mean ± sd over seeds, the paper's number (15B MoE) in parentheses.
+These are AVX2 runs (seeds 0-2). The same variants at seeds 0-4 under both CPU kernel sets (AVX-512 and AVX2, 10
+runs each) are in gatelens/zoo/seed_kernels/README.md; read the findings from those (README, "Over seeds and CPU
+kernel sets"): single runs of this recipe depend on the kernel set (docs/RECIPE_STABILITY.md).
 
 {table(rows)}
 
