@@ -22,7 +22,7 @@ from .commandline import (ABLATIONS, BENCH_METHODS, METHODS, TYPES, BatchSize, B
 from .errors import GatelensError
 from .options import HEADS, LAYERS
 from .report import output_folder
-from .settings import Settings
+from .settings import Settings, check_device, check_dtype
 from .terminal import emit_json, out_console, progress, show, wrote
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, cls=commandline.Group,
@@ -357,7 +357,8 @@ def bench_cli(model: Annotated[str, typer.Argument(help="model spec, or random:P
     from . import bench
 
     wanted = list(methods) if methods is not None else None
-    Settings(device=device, dtype=dtype)   # checks both
+    check_device(device)
+    check_dtype(dtype)
     if quick:
         model, seq_len, repeats = "random:tiny-qwen3", (256, 1024), 1
     lens = list(seq_len)
@@ -401,7 +402,8 @@ def attn_map_cli(models: Annotated[list[str], typer.Argument(help="one model, or
 
     if text is not None and prompt is not None:
         raise GatelensError("give --text FILE or --prompt TEXT, not both")
-    Settings(device=device, dtype=dtype)   # checks both
+    check_device(device)
+    check_dtype(dtype)
     out = output_folder(out, "attn-map", models)
     body = data.read_text(text) if text is not None else prompt
     maps, heads = attn_maps(models, body, layer, head, seq_len, bos, max_size, device=device, dtype=dtype,

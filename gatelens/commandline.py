@@ -90,8 +90,7 @@ def user_errors(fn: Callable) -> Callable:
             terminal.error(str(e))
             raise typer.Exit(2) from None
         except MemoryError:
-            smaller = " or ".join(f"--{n.replace('_', '-')}" for n in ("batch_size", "seq_len")
-                                  if n in own or "settings" in own)
+            smaller = " or ".join(f"--{n.replace('_', '-')}" for n in ("batch_size", "seq_len") if n in own)
             terminal.error(f"out of memory; {f'use a smaller {smaller}' if smaller else 'close other programs'}")
             raise typer.Exit(2) from None
         except KeyboardInterrupt as e:  # its message, if any, says what was kept (train's checkpoint)
@@ -101,8 +100,13 @@ def user_errors(fn: Callable) -> Callable:
     return wrapper
 
 
-def _setting_option(f, typer):
-    """The Typer option of a Settings field, made from its declaration (name, help, metavar, lower bound)."""
+# the type Typer reads for a Settings field where it is not the declared one (a path, a parsed comma list, Optional)
+_CLI_TYPES = {"text_file": Optional[Path], "dataset": Optional[str], "seq_len": tuple, "revision": Optional[str]}
+
+
+def _setting_option(f) -> object:
+    """`Annotated[type, typer.Option]` of a Settings field, made from its declaration (name, help, metavar, lower
+    bound)."""
     name = "--" + ("text" if f.name == "text_file" else f.name.replace("_", "-"))
     meta, kw = f.metadata, {}
     if f.name == "seq_len":
@@ -110,34 +114,23 @@ def _setting_option(f, typer):
     if meta["range"] is not None and meta["range"].ge is not None and f.type in ("int", int):
         kw["min"] = meta["range"].ge
     names = (f"{name}/--no-{name[2:]}",) if f.type in ("bool", bool) else (name,)
-    return typer.Option(*names, help=meta["help"], metavar=meta["metavar"], **kw)
+    hint = _CLI_TYPES.get(f.name, get_type_hints(Settings)[f.name])
+    return Annotated[hint, typer.Option(*names, help=meta["help"], metavar=meta["metavar"], **kw)]
 
 
-def setting_option(name: str, cls=None, **change):
-    """`Annotated[type, typer.Option]` of one field of `settings.Settings` (or `cls`), made from its declaration, for
-    a command that takes that setting without the rest (`bench --device`); `change` overrides the default's help,
-    e.g. `min=2`."""
-
-    cls = cls or Settings
-    f = next(f for f in fields(cls) if f.name == name)
-    hint = {"text_file": Optional[Path], "seq_len": tuple}.get(name, get_type_hints(cls)[name])
-    opt = _setting_option(f, typer)
-    for k, v in change.items():
-        setattr(opt, k, v)
-    return Annotated[hint, opt]
+def setting_option(name: str):
+    """The option of one `settings.Settings` field, for a command that takes that setting without the rest
+    (`bench --device`)."""
+    return _setting_option(next(f for f in fields(Settings) if f.name == name))
 
 
 def measuring_options(output: dict):
     """A decorator adding an option for every `settings.Settings` field (but eps, which the commands that use it
     declare) and the `output` options ({name: (annotation, default)}) to a command; the command receives
     `settings` (a Settings) and each output option by name."""
-
-    hints = get_type_hints(Settings)
-    as_typed = {"text_file": Optional[Path], "dataset": Optional[str], "seq_len": tuple, "revision": Optional[str]}
     wanted = [f for f in fields(Settings) if f.name != "eps"]
     extra = [inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY,
-                               default="256" if f.name == "seq_len" else f.default,
-                               annotation=Annotated[as_typed.get(f.name, hints[f.name]), _setting_option(f, typer)])
+                               default="256" if f.name == "seq_len" else f.default, annotation=_setting_option(f))
              for f in wanted]
     extra += [inspect.Parameter(k, inspect.Parameter.KEYWORD_ONLY, default=d, annotation=a)
               for k, (a, d) in output.items()]
@@ -159,7 +152,7 @@ def measuring_options(output: dict):
     return decorate
 
 
-def _train_option(f, choices: dict, typer, *names: str):
+def _train_option(f, choices: dict, *names: str):
     """A `gatelens train` option for a TrainConfig field; its help ends with the default used when neither the
     option nor the --config file sets the field (the option defaults to None: not given). A field whose default
     is None says in its help what None means."""
@@ -189,7 +182,7 @@ def train_options(fn):
         t = next((a for a in get_args(t) if a is not type(None)), t)
         flag = (f"--{f.name.replace('_', '-')}/--no-{f.name.replace('_', '-')}",) if t is bool else ()
         params.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[
-            Optional[cli_type.get(t, t)], _train_option(f, choices, typer, *flag)]))
+            Optional[cli_type.get(t, t)], _train_option(f, choices, *flag)]))
     sig = inspect.signature(fn, eval_str=True)
     own = [p for p in sig.parameters.values() if p.name != "options"]
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from .errors import GatelensError
 from .measure import Inputs, StandardResults, as_loaded, prepare_inputs, standard_metrics
 from .metrics import METRICS
 from .metrics.base import Result
@@ -19,7 +18,7 @@ from .settings import Settings
 
 @dataclass(repr=False)
 class Comparison(Result):
-    results: list[StandardResults] = field(default_factory=list)
+    results: list[StandardResults] = field(default_factory=list)   # one per model, in order
     settings: dict = field(default_factory=dict)
 
     @staticmethod
@@ -80,7 +79,8 @@ class Comparison(Result):
     def from_dict(cls, d: dict) -> Comparison:
         """Back from `to_dict()`: every model's results rebuilt from its details."""
         results = [StandardResults({name: None if part is None else METRICS[name].result_type.from_dict(part)
-                           for name, part in det.items() if name in METRICS}) for det in d["details"]]
+                                    for name, part in det.items() if name in METRICS})
+                   for det in d["details"]]
         return cls(results, d["settings"])
 
 
@@ -90,9 +90,7 @@ def compare_models(models: list[Loaded | str], settings: Settings | None = None,
     `Settings` (or its fields as keywords: `compare_models(models, seq_len=256, n_seqs=8)`); `text` is a literal
     text in place of the settings' file or dataset. `revision` selects the version of every model given as a hub
     id (each is checked before any is loaded)."""
-    if settings is not None and fields:
-        raise GatelensError(f"give the settings or their fields ({', '.join(fields)}), not both")
-    s = settings if settings is not None else Settings(**fields)
+    s = Settings.given(settings, fields)
     seq_len, n_seqs, bos, batch_size, eps = s.length(), s.n_seqs, s.bos, s.batch_size, s.eps
     for spec in models:
         if not isinstance(spec, Loaded):
@@ -104,7 +102,8 @@ def compare_models(models: list[Loaded | str], settings: Settings | None = None,
                                 n_seqs=n_seqs, bos=bos)
         tokenizers.append(_tokenizer_key(loaded.tokenizer))
         cb = on_model(loaded.info.spec, inputs) if on_model else None
-        results.append(standard_metrics(loaded, inputs, batch_size=batch_size, options=s.metric_options(), on_batch=cb))
+        results.append(standard_metrics(loaded, inputs, batch_size=batch_size, options=s.metric_options(),
+                                        on_batch=cb))
     sources = [r.sink.settings["input"] for r in results]
     first = results[0].sink.settings   # what was measured: a short text gives fewer or shorter sequences than asked
     settings = {"seq_len": first["seq_len"], "n_seqs": first["n_seqs"], "bos": bos, "batch_size": batch_size,

@@ -77,9 +77,7 @@ def emergence(runs: list[str], settings: Settings | None = None, *,
               **fields) -> EmergenceResult:
     """Measure every checkpoint of each run (or each spec as one point), under one `Settings` (or its fields as
     keywords: `emergence(runs, seq_len=256, n_seqs=8)`)."""
-    if settings is not None and fields:
-        raise GatelensError(f"give the settings or their fields ({', '.join(fields)}), not both")
-    s = settings if settings is not None else Settings(**fields)
+    s = Settings.given(settings, fields)
     rows, models, settings, sources = [], [], None, {}
     for run in runs:
         points = checkpoints(run) or [(None, None, run)]

@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-
-import tomllib
 
 from .errors import GatelensError
 from .settings import Settings

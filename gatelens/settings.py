@@ -23,6 +23,7 @@ from .errors import GatelensError
 from .options import SEQ_LENS, setting
 
 DEVICES = "cpu, cuda, cuda:N or auto (accelerate device map)"
+DEVICE_PATTERN = r"cpu|auto|mps|cuda(:\d+)?"   # what --device takes here and in TrainConfig
 DTYPES = ("float32", "bfloat16", "float16")
 DATASETS = ("eval_sample",)  # data.DATASETS, without importing torch (tests check they agree)
 
@@ -30,7 +31,7 @@ log = logging.getLogger("gatelens")
 
 
 def check_device(device: str) -> str:
-    if not isinstance(device, str) or not re.fullmatch(r"cpu|auto|cuda(:\d+)?|mps", device):
+    if not isinstance(device, str) or not re.fullmatch(DEVICE_PATTERN, device):
         raise GatelensError(f"--device {device!r}: use {DEVICES}")
     return device
 
@@ -133,6 +134,13 @@ class Settings:
         if unknown:
             raise GatelensError(f"unknown setting {unknown[0]!r}; settings are {', '.join(sorted(known))}")
         return cls(**d)
+
+    @classmethod
+    def given(cls, settings: Settings | None, fields: dict) -> Settings:
+        """The settings a function was called with: a Settings, or its fields as keywords, not both."""
+        if settings is not None and fields:
+            raise GatelensError(f"give the settings or their fields ({', '.join(fields)}), not both")
+        return settings if settings is not None else cls(**fields)
 
     @classmethod
     def from_result(cls, result) -> Settings:

@@ -24,6 +24,7 @@ from ..errors import GatelensError
 from ..models.gate_kinds import GATE_KINDS, GATES
 from ..models.tokenizer import SPECIALS
 from ..options import Range, setting  # noqa: F401 - setting: TrainConfig's fields
+from ..settings import DEVICE_PATTERN
 
 RECIPES = Path(__file__).resolve().parent.parent / "zoo" / "recipes"   # mech.toml, text.toml
 
@@ -33,7 +34,7 @@ GATE_HELP = "the attention gate: " + ", ".join(k.name + (f" ({k.position})" if k
 
 
 SEED = {"ge": 0, "lt": 2**63}
-DEVICE = (r"cpu|auto|mps|cuda(:\d+)?", "cpu, cuda, cuda:N, mps or auto")
+DEVICE = (DEVICE_PATTERN, "cpu, cuda, cuda:N, mps or auto")
 BPE_LEAST = 256 + len(SPECIALS)   # a byte-level BPE holds every byte and the special tokens
 
 
