@@ -8,6 +8,7 @@ import json
 
 import pandas as pd
 
+from gatelens.errors import GatelensError
 from gatelens.figures import main_for_script
 from gatelens.plots import ablation
 
@@ -47,8 +48,9 @@ def seed_kernels(ctx, group, models):
     mean, sd, min and max over seeds."""
     folder = ctx.config.root / group.seed_kernels
     rows = [json.loads(p.read_text()) for p in sorted(folder.glob("*/*/result.json"))]
-    if not rows:
-        return []
+    if not rows:   # a mistyped folder must not leave the figure out in silence
+        raise GatelensError(f"figures group {group.name}: seed_kernels = {group.seed_kernels!r} holds no "
+                            "<kernel>/<model>-s<seed>/result.json (scripts/seed_kernels.py's record); fix the path")
     cols = ("model", "gate", "kernel", "capability", "seed", "f_attn", "f_attn_dormant", "f_attn_active", "mean_gate",
             "val_loss")
     order = [m for m in SEED_KERNEL_MODELS if any(r["model"] == m for r in rows)]

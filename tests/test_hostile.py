@@ -1002,3 +1002,21 @@ def test_edges_rows():
         len(EDGE_CASES) + len(CACHE_LOCATIONS)
 
 # ==== end of block: helper `edges` ============================================================================
+
+
+# ---- issue 26: the figures group's seed x kernel-set record (begin) ------------------------------------------------
+
+def test_a_mistyped_seed_kernels_folder_is_one_line_not_a_missing_figure(tmp_path):
+    """A figures group naming a seed_kernels folder without the record is refused in one line, not drawn without it."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    shutil.copytree(root / "analyses", tmp_path / "analyses")
+    (tmp_path / "figures.toml").write_text(
+        'out = "figs"\n[[group]]\nname = "ablation"\nmodels = ["ablate-none"]\n'
+        f'per_seed = "{root / "gatelens/zoo/ablation.json"}"\nseed_kernels = "zoo/seed_kernel"\n')
+    r = run("figures", "--config", str(tmp_path / "figures.toml"), "--only", "ablation")
+    assert_clean_failure(r, "seed_kernels = 'zoo/seed_kernel' holds no")
+    assert not list((tmp_path / "figs").glob("ablation_seed_kernels*"))
+
+# ---- issue 26 (end) ------------------------------------------------------------------------------------------------
